@@ -1,0 +1,5 @@
+"""`python -m edgeauth` is the `edgeauth` command."""
+
+from edgeauth.cli import main
+
+main()

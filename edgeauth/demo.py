@@ -1,0 +1,86 @@
+"""`edgeauth demo` (what `make run` starts): the sample backend plus the gateway, and the
+curl commands to try against them. For trying edgeauth out, not for production.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlsplit
+
+from edgeauth.config import Settings
+
+STARTUP_SECONDS = 30.0
+
+
+def _wait_for_port(host: str, port: int, deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _backend_address(settings: Settings) -> tuple[str, int]:
+    """The sample backend serves the first service's upstream host and port."""
+    if not settings.services:
+        return "127.0.0.1", 52773
+    parts = urlsplit(settings.services[0].url)
+    return parts.hostname or "127.0.0.1", parts.port or 80
+
+
+def _gateway_url(settings: Settings) -> str:
+    addr = settings.server.listen[0]
+    host = "127.0.0.1" if addr.host in ("0.0.0.0", "") else addr.host  # noqa: S104
+    host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
+    return f"https://{host}:{addr.port}"
+
+
+def _tour(settings: Settings, base: str) -> str:
+    ca = settings.server.tls_cert_file.parent / "dev-ca.crt"
+    lines = [f"edgeauth is serving on {base}", "", "Try:"]
+    for service in settings.services:
+        if service.oauth2 is not None:
+            continue
+        for route in service.routes:
+            for path in route.paths:
+                lines.append(f"  curl --cacert {ca} {base}{path.rstrip('/')}/")
+    lines += ["", "Press Ctrl-C to stop."]
+    return "\n".join(lines)
+
+
+def run_demo(settings: Settings, config: Path) -> int:
+    """Start the sample backend and `edgeauth serve`; stop both on Ctrl-C or SIGTERM."""
+    host, port = _backend_address(settings)
+    backend = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "edgeauth.sample_backend", "--host", host, "--port", str(port)]
+    )
+    gateway = subprocess.Popen([sys.executable, "-m", "edgeauth", "serve", "-c", str(config)])  # noqa: S603
+    stopping = False
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    deadline = time.monotonic() + STARTUP_SECONDS
+    listen = settings.server.listen[0]
+    probe_host = "127.0.0.1" if listen.host in ("0.0.0.0", "") else listen.host  # noqa: S104
+    if _wait_for_port(probe_host, listen.port, deadline):
+        sys.stdout.write(_tour(settings, _gateway_url(settings)) + "\n")
+        sys.stdout.flush()
+    while not stopping and gateway.poll() is None and backend.poll() is None:
+        time.sleep(0.2)
+    for proc in (gateway, backend):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in (gateway, backend):
+        proc.wait()
+    return 0 if stopping else 1

@@ -1,0 +1,73 @@
+"""What one request did, gathered along its way and written as one access-log line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Exchange:
+    """Mutable per-request record; slotted so that it costs one small allocation."""
+
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "client_id",
+        "client_ip",
+        "consumer",
+        "error",
+        "method",
+        "path",
+        "request_id",
+        "route",
+        "service",
+        "started",
+        "status",
+        "tls_version",
+        "upstream_ms",
+    )
+
+    def __init__(self, method: str, started: float) -> None:
+        self.method = method
+        self.started = started
+        self.request_id = ""
+        self.client_ip = ""
+        self.path = ""
+        self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.upstream_ms: float | None = None
+        self.service: str | None = None
+        self.route: str | None = None
+        self.consumer: str | None = None
+        self.client_id: str | None = None
+        self.tls_version: str | None = None
+        self.error: str | None = None
+
+    def entry(self, now: float, worker: int) -> dict[str, Any]:
+        """The access-log fields of design §9 (tokens and query strings never included)."""
+        total = (now - self.started) * 1000
+        upstream = self.upstream_ms
+        entry: dict[str, Any] = {
+            "level": "info",
+            "request_id": self.request_id,
+            "client_ip": self.client_ip,
+            "method": self.method,
+            "path": self.path,
+            "status": self.status,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "latency_ms": {
+                "total": round(total, 3),
+                "edge": round(total - (upstream or 0.0), 3),
+                "upstream": None if upstream is None else round(upstream, 3),
+            },
+            "service": self.service,
+            "route": self.route,
+            "consumer": self.consumer,
+            "client_id": self.client_id,
+            "tls_version": self.tls_version,
+            "worker": worker,
+        }
+        if self.error is not None:
+            entry["error"] = self.error
+        return entry

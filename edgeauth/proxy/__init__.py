@@ -1,0 +1,1 @@
+"""The proxy path: header rules (pure), upstream connection pools, and the request handler."""

@@ -1,0 +1,203 @@
+"""Which headers cross the gateway, both ways (design §5 step 4). Pure.
+
+Rule 1: hop-by-hop and framing headers (RFC 9110 §7.6.1), and any header the client's
+`Connection` names, never cross; the gateway frames each leg itself.
+Rule 2: identity headers (`X-Consumer-*`, `X-Credential-*`, `X-Authenticated-*`,
+`X-Anonymous-*`, also spelled with `_`) are only ever set by the gateway, never passed on.
+Rule 3: `X-Forwarded-*` from the client are believed only when the peer is a trusted proxy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Headers = list[tuple[str, str]]
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+    }
+)
+# Not hop-by-hop, but never passed on as sent: the gateway answers Expect itself (only after
+# the request is allowed) and the upstream leg sets its own Host.
+_REPLACED = frozenset({"expect", "host"})
+_IDENTITY_PREFIXES = ("x-consumer-", "x-credential-", "x-authenticated-", "x-anonymous-")
+_FORWARDED = frozenset(
+    {
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-real-ip",
+        "forwarded",
+    }
+)
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,128}")
+VIA = "1.1 edgeauth"
+SERVER = "edgeauth"
+
+
+def _connection_named(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
+    """Header names listed in `Connection` (RFC 9110 §7.6.1): they are hop-by-hop too."""
+    named: set[str] = set()
+    for name, value in headers:
+        if name.lower() == "connection":
+            named.update(token.strip().lower() for token in value.split(","))
+    return frozenset(named)
+
+
+def _is_dropped(lname: str, named: frozenset[str]) -> bool:
+    if lname in HOP_BY_HOP or lname in named or lname.startswith("proxy-"):
+        return True
+    return lname.replace("_", "-").startswith(_IDENTITY_PREFIXES)
+
+
+def is_trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
+    """Whether a peer address lies in one of the trusted proxy networks."""
+    if not trusted or not address:
+        return False
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """What the gateway itself knows of the downstream connection."""
+
+    address: str
+    scheme: str
+    host: str
+    port: int
+    trusted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """The X-Forwarded-* values to send upstream for one request."""
+
+    for_chain: str
+    proto: str
+    host: str
+    port: str
+    prefix: str | None
+    real_ip: str
+
+
+def forwarded(
+    peer: Peer,
+    client: Mapping[str, str],
+    prefix: str | None,
+    trusted: tuple[IPNetwork, ...],
+) -> Forwarded:
+    """X-Forwarded-* for upstream; `client` maps lower-cased names to the client's values."""
+    if not peer.trusted:
+        return Forwarded(peer.address, peer.scheme, peer.host, str(peer.port), prefix, peer.address)
+    prior = client.get("x-forwarded-for", "")
+    chain = f"{prior}, {peer.address}" if prior else peer.address
+    return Forwarded(
+        for_chain=chain,
+        proto=client.get("x-forwarded-proto", peer.scheme),
+        host=client.get("x-forwarded-host", peer.host),
+        port=client.get("x-forwarded-port", str(peer.port)),
+        prefix=client.get("x-forwarded-prefix", prefix),
+        real_ip=_real_ip(chain, trusted),
+    )
+
+
+def _real_ip(chain: str, trusted: tuple[IPNetwork, ...]) -> str:
+    """The rightmost address of the chain that is not a trusted proxy (else the leftmost)."""
+    hops = [hop.strip() for hop in chain.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not is_trusted(hop, trusted):
+            return hop
+    return hops[0]
+
+
+def request_id(client_value: str | None, peer_trusted: bool) -> str:
+    """A trusted proxy's well-formed request id is kept; anything else gets a fresh one."""
+    if peer_trusted and client_value and _REQUEST_ID.fullmatch(client_value):
+        return client_value
+    return uuid.uuid4().hex
+
+
+def upstream_request_headers(
+    client: Iterable[tuple[str, str]],
+    fwd: Forwarded,
+    *,
+    request_id_header: str,
+    request_id: str,
+    identity: Iterable[tuple[str, str]] = (),
+    hidden: frozenset[str] = frozenset(),
+) -> Headers:
+    """Headers for the upstream request; `hidden` names (lower-case) are dropped too."""
+    client = list(client)
+    named = _connection_named(client)
+    rid = request_id_header.lower()
+    out: Headers = []
+    via = VIA
+    for name, value in client:
+        lname = name.lower()
+        if (
+            _is_dropped(lname, named)
+            or lname in _REPLACED
+            or lname in _FORWARDED
+            or lname in hidden
+            or lname == rid
+        ):
+            continue
+        if lname == "via":
+            via = f"{value}, {VIA}"
+            continue
+        out.append((name, value))
+    out.extend(identity)
+    out.append(("X-Forwarded-For", fwd.for_chain))
+    out.append(("X-Forwarded-Proto", fwd.proto))
+    out.append(("X-Forwarded-Host", fwd.host))
+    out.append(("X-Forwarded-Port", fwd.port))
+    if fwd.prefix:
+        out.append(("X-Forwarded-Prefix", fwd.prefix))
+    out.append(("X-Real-IP", fwd.real_ip))
+    out.append(("Via", via))
+    out.append((request_id_header, request_id))
+    return out
+
+
+def downstream_response_headers(
+    upstream: Iterable[tuple[str, str]], *, request_id_header: str, request_id: str
+) -> Headers:
+    """Upstream response headers minus hop-by-hop, plus Via, Server and the request id."""
+    upstream = list(upstream)
+    named = _connection_named(upstream)
+    rid = request_id_header.lower()
+    out: Headers = []
+    via = VIA
+    has_server = False
+    for name, value in upstream:
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname in named or lname.startswith("proxy-") or lname == rid:
+            continue
+        if lname == "via":
+            via = f"{value}, {VIA}"
+            continue
+        has_server = has_server or lname == "server"
+        out.append((name, value))
+    out.append(("Via", via))
+    if not has_server:
+        out.append(("Server", SERVER))
+    out.append((request_id_header, request_id))
+    return out

@@ -1,0 +1,169 @@
+"""The proxy handler: forward one matched request upstream and stream the answer back.
+
+Rule 1: bodies stream both ways in the chunks they arrive in, with backpressure on both legs;
+nothing buffers a whole body, so memory per request is flat whatever the size.
+Rule 2: `Expect: 100-continue` is answered only here, after every check that can refuse the
+request has passed, so a refused upload is never sent.
+Rule 3: once the response has started, a failure can only be signalled by aborting the
+connection; the upstream response is then closed, never returned half-read to the pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+from aiohttp import ClientResponse, web
+from multidict import CIMultiDict
+from yarl import URL
+
+from edgeauth.config import ServerSettings
+from edgeauth.errors import BodyTooLarge, UpstreamTimeout
+from edgeauth.exchange import Exchange
+from edgeauth.protocol import GatewayProtocol
+from edgeauth.proxy import headers as hdr
+from edgeauth.proxy.upstream import BodyStream, Upstream, translate
+from edgeauth.routing import Target
+
+log = logging.getLogger(__name__)
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def peer_of(request: web.BaseRequest, server: ServerSettings) -> hdr.Peer:
+    """The downstream connection as the gateway sees it."""
+    transport = request.transport
+    address = ""
+    port = 0
+    if transport is not None:
+        peername = transport.get_extra_info("peername")
+        sockname = transport.get_extra_info("sockname")
+        address = peername[0] if peername else ""
+        port = sockname[1] if sockname else 0
+    protocol = request.protocol
+    tls = isinstance(protocol, GatewayProtocol) and protocol.tls_version is not None
+    return hdr.Peer(
+        address=address,
+        scheme="https" if tls else "http",
+        host=request.headers.get("Host", ""),
+        port=port,
+        trusted=hdr.is_trusted(address, server.trusted_proxies),
+    )
+
+
+def check_declared_length(request: web.BaseRequest, target: Target) -> None:
+    """Refuse a body whose declared length is over the limit before reading any of it."""
+    limit = target.service.max_request_body_bytes
+    length = request.content_length
+    if limit and length is not None and length > limit:
+        raise BodyTooLarge()
+
+
+async def send_continue(request: web.BaseRequest) -> None:
+    """Answer `Expect: 100-continue` now that the request is allowed (RFC 9110 §10.1.1)."""
+    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(_CONTINUE)
+
+
+def upstream_url(target: Target, path: str, raw_query: str) -> URL:
+    url = target.origin + target.upstream_path(path)
+    if raw_query:
+        url += "?" + raw_query
+    return URL(url, encoded=True)
+
+
+async def forward(
+    request: web.BaseRequest,
+    target: Target,
+    path: str,
+    ex: Exchange,
+    *,
+    upstream: Upstream,
+    server: ServerSettings,
+    peer: hdr.Peer,
+    identity: Iterable[tuple[str, str]] = (),
+    hidden: frozenset[str] = frozenset(),
+) -> web.StreamResponse:
+    """Proxy the request to the target's service and stream the response back."""
+    check_declared_length(request, target)
+    raw_query = request.raw_path.partition("?")[2]
+    strip = target.route.strip_path and target.prefix != "/"
+    fwd = hdr.forwarded(
+        peer, request.headers, target.prefix if strip else None, server.trusted_proxies
+    )
+    out_headers = hdr.upstream_request_headers(
+        request.headers.items(),
+        fwd,
+        request_id_header=server.request_id_header,
+        request_id=ex.request_id,
+        identity=identity,
+        hidden=hidden,
+    )
+    body = None
+    if request.body_exists:
+        body = BodyStream(request.content.iter_any(), target.service.max_request_body_bytes)
+    await send_continue(request)
+    sent = time.perf_counter()
+    try:
+        up = await upstream.send(
+            request.method, upstream_url(target, path, raw_query), out_headers, body
+        )
+    finally:
+        if body is not None:
+            ex.bytes_in = body.size
+    ex.upstream_ms = (time.perf_counter() - sent) * 1000
+    try:
+        return await _relay(request, up, body, ex, server)
+    except BaseException:
+        up.close()
+        raise
+
+
+async def _relay(
+    request: web.BaseRequest,
+    up: ClientResponse,
+    body: BodyStream | None,
+    ex: Exchange,
+    server: ServerSettings,
+) -> web.StreamResponse:
+    if body is not None and body.too_large:
+        raise BodyTooLarge()
+    resp = web.StreamResponse(
+        status=up.status,
+        reason=up.reason,
+        headers=CIMultiDict(
+            hdr.downstream_response_headers(
+                up.headers.items(),
+                request_id_header=server.request_id_header,
+                request_id=ex.request_id,
+            )
+        ),
+    )
+    ex.status = up.status
+    await resp.prepare(request)
+    chunks = up.content.iter_any()
+    while True:
+        try:
+            chunk = await chunks.__anext__()
+        except StopAsyncIteration:
+            break
+        except Exception as exc:
+            err = translate(exc, body)
+            ex.error = "upstream_timeout" if isinstance(err, UpstreamTimeout) else "upstream_error"
+            log.warning("upstream failed mid-response (request %s): %r", ex.request_id, exc)
+            up.close()
+            _abort(request)
+            return resp
+        ex.bytes_out += len(chunk)
+        await resp.write(chunk)  # ConnectionResetError here: the client left; propagate
+    await resp.write_eof()
+    up.release()
+    return resp
+
+
+def _abort(request: web.BaseRequest) -> None:
+    """Cut the downstream connection so a truncated body cannot pass for a complete one."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()

@@ -1,0 +1,206 @@
+"""The supervisor: binds the listeners once, runs N worker processes, keeps them running.
+
+Rule 1: every worker slot gets its own SO_REUSEPORT socket per listen address, held open by
+the supervisor, so the kernel spreads connections evenly and a restarting worker's share
+waits in its backlog instead of being refused.
+Rule 2: a worker that dies is restarted, with a backoff if it keeps dying young.
+Rule 3: SIGTERM/SIGINT are passed on to the workers, which drain; the supervisor exits 0
+once they are gone (or killed after `drain_seconds` plus a grace period).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+from edgeauth.config import Address, Settings
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_SECONDS = 30.0
+KILL_GRACE_SECONDS = 5.0
+POLL_SECONDS = 0.1
+
+
+def bind(address: Address, port: int | None = None) -> socket.socket:
+    """A listening socket for `address` (with `port` overriding a 0 port), SO_REUSEPORT set."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind((address.host, address.port if port is None else port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+@dataclass
+class Slot:
+    """One worker position: its sockets outlive the processes that serve them."""
+
+    index: int
+    tls: list[socket.socket]
+    plain: list[socket.socket]
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    failures: int = 0
+    not_before: float = 0.0
+    ready_fd: int | None = field(default=None, repr=False)
+
+
+def bind_slots(settings: Settings) -> tuple[list[Slot], list[str]]:
+    """Bind every slot's sockets; port 0 is resolved once and shared by all slots."""
+    server = settings.server
+    ports: dict[tuple[str, int, bool], int] = {}
+    slots: list[Slot] = []
+    for index in range(server.workers):
+        groups: dict[bool, list[socket.socket]] = {True: [], False: []}
+        for is_tls, addresses in ((True, server.listen), (False, server.http_listen)):
+            for addr in addresses:
+                key = (addr.host, addr.port, is_tls)
+                sock = bind(addr, ports.get(key))
+                ports.setdefault(key, sock.getsockname()[1])
+                groups[is_tls].append(sock)
+        slots.append(Slot(index, groups[True], groups[False]))
+    urls = [
+        f"{'https' if is_tls else 'http'}://{_host(h)}:{port}"
+        for (h, _, is_tls), port in ports.items()
+    ]
+    return slots, urls
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+class Supervisor:
+    """Runs and restarts the workers of one `edgeauth serve`."""
+
+    def __init__(self, settings: Settings, config: Path) -> None:
+        self.settings = settings
+        self.config = config
+        self._stopping = False
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+
+    def _on_hup(self, signum: int, frame: FrameType | None) -> None:
+        log.warning("SIGHUP: configuration reload is not supported yet; ignoring")
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        slots, urls = bind_slots(self.settings)
+        for slot in slots:
+            self._spawn(slot)
+        failed = self._await_ready(slots)
+        if failed is not None:
+            self._terminate(slots)
+            return failed
+        log.info("ready", extra={"fields": {"listen": urls, "workers": len(slots)}})
+        while not self._stopping:
+            time.sleep(POLL_SECONDS)
+            self._reap(slots)
+        log.info(
+            "stopping", extra={"fields": {"drain_seconds": self.settings.server.drain_seconds}}
+        )
+        self._terminate(slots)
+        return 0
+
+    def _spawn(self, slot: Slot) -> None:
+        read_fd, write_fd = os.pipe()
+        fds = [s.fileno() for s in slot.tls + slot.plain]
+        cmd = [
+            sys.executable,
+            "-m",
+            "edgeauth",
+            "_worker",
+            "-c",
+            str(self.config),
+            "--tls-fds",
+            ",".join(str(s.fileno()) for s in slot.tls),
+            "--plain-fds",
+            ",".join(str(s.fileno()) for s in slot.plain),
+            "--ready-fd",
+            str(write_fd),
+        ]
+        slot.proc = subprocess.Popen(cmd, pass_fds=[*fds, write_fd])  # noqa: S603
+        os.close(write_fd)
+        if slot.ready_fd is not None:
+            os.close(slot.ready_fd)
+        slot.ready_fd = read_fd
+        slot.started = time.monotonic()
+        log.info("worker started", extra={"fields": {"slot": slot.index, "worker": slot.proc.pid}})
+
+    def _await_ready(self, slots: list[Slot]) -> int | None:
+        """Wait for every first worker to report ready; a worker's exit status if one died."""
+        pending = {slot.ready_fd: slot for slot in slots if slot.ready_fd is not None}
+        deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+        while pending and not self._stopping:
+            readable, _, _ = select.select(list(pending), [], [], POLL_SECONDS)
+            for fd in readable:
+                slot = pending.pop(fd)
+                if not os.read(fd, 1):
+                    code = slot.proc.wait() if slot.proc else 1
+                    log.error("worker failed to start", extra={"fields": {"status": code}})
+                    return code or 1
+            if time.monotonic() > deadline:
+                log.error("workers did not become ready in time")
+                return 1
+        return None
+
+    def _reap(self, slots: list[Slot]) -> None:
+        now = time.monotonic()
+        for slot in slots:
+            proc = slot.proc
+            if proc is not None and proc.poll() is not None:
+                log.error(
+                    "worker died; restarting",
+                    extra={
+                        "fields": {
+                            "slot": slot.index,
+                            "worker": proc.pid,
+                            "status": proc.returncode,
+                        }
+                    },
+                )
+                young = now - slot.started < 1.0
+                slot.failures = slot.failures + 1 if young else 0
+                slot.not_before = now + min(10.0, 0.1 * 2**slot.failures) if young else now
+                slot.proc = None
+            if slot.proc is None and now >= slot.not_before:
+                self._spawn(slot)
+
+    def _terminate(self, slots: list[Slot]) -> None:
+        """SIGTERM every worker, wait for the drain, kill what is left."""
+        live = [s.proc for s in slots if s.proc is not None and s.proc.poll() is None]
+        for proc in live:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.settings.server.drain_seconds + KILL_GRACE_SECONDS
+        for proc in live:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.error(
+                    "worker did not drain in time; killing", extra={"fields": {"worker": proc.pid}}
+                )
+                proc.kill()
+                proc.wait()
+        for slot in slots:
+            for sock in slot.tls + slot.plain:
+                sock.close()
+            if slot.ready_fd is not None:
+                os.close(slot.ready_fd)
+                slot.ready_fd = None
