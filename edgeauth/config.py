@@ -33,6 +33,7 @@ class _Mark(enum.Enum):
     NON_EMPTY = "non-empty"  # a string or array that must have content
     AUTO_CPU = "auto"  # the string "auto" stands for os.cpu_count()
     FROM_FILE = "from-file"  # a sibling key "<name>_file" may name a file holding the value
+    EXISTS = "exists"  # a file edgeauth only reads (certificate, CA bundle): checked at startup
     LOWER = "lower"
     UPPER = "upper"
 
@@ -41,21 +42,17 @@ class _Mark(enum.Enum):
 class _Range:
     """Inclusive numeric limits of a field; `above` makes the lower limit exclusive."""
 
-    low: float | None = None
+    low: float
     high: float | None = None
     above: bool = False
 
     def check(self, value: float) -> None:
-        if self.above and self.low is not None and value <= self.low:
+        if self.above and value <= self.low:
             raise _Bad(f"must be greater than {self.low}, got {value}")
-        if (self.low is not None and value < self.low) or (
-            self.high is not None and value > self.high
-        ):
-            if self.low is not None and self.high is not None:
-                raise _Bad(f"must be between {self.low} and {self.high}, got {value}")
-            if self.low is not None:
-                raise _Bad(f"must be at least {self.low}, got {value}")
-            raise _Bad(f"must be at most {self.high}, got {value}")
+        if self.high is not None and not self.low <= value <= self.high:
+            raise _Bad(f"must be between {self.low} and {self.high}, got {value}")
+        if value < self.low:
+            raise _Bad(f"must be at least {self.low}, got {value}")
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -81,8 +78,8 @@ class ServerSettings:
     listen: Annotated[tuple[Address, ...], _Mark.NON_EMPTY] = (Address("0.0.0.0", 8443),)  # noqa: S104 (design §2 default)
     http_listen: tuple[Address, ...] = ()
     workers: Annotated[int, _Range(1, 256), _Mark.AUTO_CPU] = 1
-    tls_cert_file: Path = Path("certs/edgeauth.crt")
-    tls_key_file: Path = Path("certs/edgeauth.key")
+    tls_cert_file: Annotated[Path, _Mark.EXISTS] = Path("certs/edgeauth.crt")
+    tls_key_file: Annotated[Path, _Mark.EXISTS] = Path("certs/edgeauth.key")
     tls_min_version: Literal["1.2", "1.3"] = "1.2"
     trusted_proxies: tuple[Network, ...] = ()
     handshake_timeout_seconds: _Seconds = 10.0
@@ -103,8 +100,8 @@ class AdminSettings:
     token_file: Path = Path("var/admin.token")
     ui: bool = True
     allow_remote: bool = False
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
+    tls_cert_file: Annotated[Path | None, _Mark.EXISTS] = None
+    tls_key_file: Annotated[Path | None, _Mark.EXISTS] = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -177,7 +174,7 @@ class ServiceSettings:
     max_request_body_bytes: _Unsigned = 10_485_760
     retries: Annotated[int, _Range(0, 10)] = 2
     tls_verify: bool = True
-    ca_file: Path | None = None
+    ca_file: Annotated[Path | None, _Mark.EXISTS] = None
     routes: Annotated[tuple[RouteSettings, ...], _Mark.NON_EMPTY] = ()
     oauth2: OAuth2Settings | None = None
 
@@ -254,28 +251,25 @@ def _suggest(word: str, options: Iterable[str]) -> str:
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 
-def _boolean(value: object) -> bool:
-    if isinstance(value, bool):
-        return value
-    raise _Bad(f"expected a boolean (true or false), got {_show(value)}")
+def _scalar(kind: str, accepts: Callable[[Any], bool], cast: Callable[[Any], Any] = str) -> Any:
+    """A leaf converter: tomllib has typed the value already, so checking is a type test."""
+
+    def convert(value: object) -> Any:
+        if accepts(value):
+            return value if cast is str else cast(value)
+        raise _Bad(f"expected {kind}, got {_show(value)}")
+
+    return convert
 
 
-def _integer(value: object) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):  # TOML true is not 1
-        return value
-    raise _Bad(f"expected an integer, got {_show(value)}")
-
-
-def _number(value: object) -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    raise _Bad(f"expected a finite number, got {_show(value)}")
-
-
-def _string(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    raise _Bad(f"expected a string, got {_show(value)}")
+_string: Callable[[object], str] = _scalar("a string", lambda v: isinstance(v, str))
+_boolean = _scalar("a boolean (true or false)", lambda v: isinstance(v, bool))
+_integer = _scalar("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool))
+_number = _scalar(
+    "a finite number",
+    lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
+    float,
+)
 
 
 _HOSTNAME = re.compile(
@@ -297,7 +291,7 @@ def _address(value: object) -> Address:
         elif not _HOSTNAME.fullmatch(host):
             raise ValueError(host)
     except ValueError:
-        hint = ' (IPv6 needs brackets: "[::1]:8443")' if ":" in host else ""
+        hint = ' (IPv6 needs brackets: "[::1]:8443")' if ":" in host and host[0] != "[" else ""
         raise _Bad(f"invalid host in {_show(text)}{hint}") from None
     if int(port) > 65535:
         raise _Bad(f"port must be 0..65535, got {port}")
@@ -385,7 +379,18 @@ def _annotated(
     for mark in marks:
         if isinstance(mark, _Range) and isinstance(result, int | float):
             mark.check(result)
+    if _Mark.EXISTS in marks and isinstance(result, Path):
+        _readable_file(result)
     return result
+
+
+def _readable_file(file: Path) -> None:
+    if not file.exists():
+        raise _Bad(f"file not found: {file}")
+    if not file.is_file():
+        raise _Bad(f"not a regular file: {file}")
+    if not os.access(file, os.R_OK):
+        raise _Bad(f"file not readable: {file}")
 
 
 def _sequence(item: Any, value: object, path: str, ctx: _Context) -> object:
@@ -495,24 +500,6 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Z-]+")  # RFC 9110 §5.6.2, upper-case
 _HASH_PREFIX = "$pbkdf2-sha512$"
 
 
-def _check_file(file: Path | None, path: str, ctx: _Context) -> None:
-    """Files edgeauth only reads (certificates, CA bundles) must be there at startup."""
-    if file is None:
-        return
-    if not file.exists():
-        ctx.problem(path, f"file not found: {file}")
-    elif not file.is_file():
-        ctx.problem(path, f"not a regular file: {file}")
-    elif not os.access(file, os.R_OK):
-        ctx.problem(path, f"file not readable: {file}")
-
-
-def _check_server(server: ServerSettings, path: str, ctx: _Context) -> ServerSettings:
-    _check_file(server.tls_cert_file, _join(path, "tls_cert_file"), ctx)
-    _check_file(server.tls_key_file, _join(path, "tls_key_file"), ctx)
-    return server
-
-
 def _is_loopback(host: str) -> bool:
     try:
         return host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -522,8 +509,6 @@ def _is_loopback(host: str) -> bool:
 
 def _check_admin(admin: AdminSettings, path: str, ctx: _Context) -> AdminSettings:
     """The admin API mints credentials: off-host exposure needs an explicit opt-in and TLS."""
-    _check_file(admin.tls_cert_file, _join(path, "tls_cert_file"), ctx)
-    _check_file(admin.tls_key_file, _join(path, "tls_key_file"), ctx)
     has_tls = admin.tls_cert_file is not None and admin.tls_key_file is not None
     if not has_tls and (admin.tls_cert_file is not None or admin.tls_key_file is not None):
         ctx.problem(path, "set both tls_cert_file and tls_key_file, or neither")
@@ -612,7 +597,6 @@ def _check_service(service: ServiceSettings, path: str, ctx: _Context) -> Servic
         problem = f"must not have a query, got {_show(service.url)}"
     if problem:
         ctx.problem(_join(path, "url"), problem)
-    _check_file(service.ca_file, _join(path, "ca_file"), ctx)
     scopes = None if service.oauth2 is None else set(service.oauth2.scopes)
     for i, route in enumerate(service.routes):
         where = f"{path}.routes[{i}].required_scopes"
@@ -703,7 +687,6 @@ def _check_settings(settings: Settings, path: str, ctx: _Context) -> Settings:
 
 
 _CHECKS: dict[type[Any], Callable[[Any, str, _Context], Any]] = {
-    ServerSettings: _check_server,
     AdminSettings: _check_admin,
     StoreSettings: _check_store,
     LogSettings: _check_log,

@@ -56,7 +56,7 @@ async def echo(request: web.Request) -> web.Response:
         {
             "method": request.method,
             "path": request.raw_path.split("?", 1)[0],
-            "query": request.query_string,
+            "query": request.raw_path.partition("?")[2],
             "headers": [[k, v] for k, v in request.headers.items()],
             "body_bytes": size,
             "body_sha256": digest.hexdigest(),

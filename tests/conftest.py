@@ -1,0 +1,273 @@
+"""Shared fixtures: real TLS certificates, a real sample backend, real gateways.
+
+Everything listens on 127.0.0.1 with port 0 and reads the real port back. A gateway runs
+either in-process (`gateway` fixture: fast, same event loop as the test) or as real
+processes (`ServeProcess`: `edgeauth serve` with its supervisor and workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import tomli_w
+from aiohttp import web
+
+from edgeauth import sample_backend, tls
+from edgeauth.config import Address, Settings, load_settings
+from edgeauth.server import Gateway
+from edgeauth.supervisor import bind
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def dev_cert(tmp_path_factory: pytest.TempPathFactory) -> tls.DevCertificate:
+    return tls.generate_dev_certificate(tmp_path_factory.mktemp("certs"))
+
+
+@pytest.fixture(scope="session")
+def client_ssl(dev_cert: tls.DevCertificate) -> ssl.SSLContext:
+    """A client context trusting only the test CA, as curl --cacert would."""
+    return ssl.create_default_context(cafile=str(dev_cert.ca_file))
+
+
+@dataclass
+class Backend:
+    url: str
+    port: int
+    app: web.Application
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return self.app[sample_backend.STATS]
+
+
+@pytest.fixture
+async def backend() -> AsyncIterator[Backend]:
+    """The sample backend, in-process, on a port of its own."""
+    app = sample_backend.make_app()
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    yield Backend(f"http://127.0.0.1:{port}", port, app)
+    await runner.cleanup()
+
+
+def service(name: str, url: str, paths: list[str], **extra: Any) -> dict[str, Any]:
+    """A `[[services]]` table with one route named `<name>-route`."""
+    route: dict[str, Any] = {"name": f"{name}-route", "paths": paths}
+    for key in ("strip_path", "hosts", "methods"):
+        if key in extra:
+            route[key] = extra.pop(key)
+    return {"name": name, "url": url, "routes": [route], **extra}
+
+
+def write_config(
+    directory: Path,
+    dev_cert: tls.DevCertificate,
+    services: list[dict[str, Any]],
+    **server: Any,
+) -> Path:
+    """A real config.toml in `directory`; `server` keys override the [server] table."""
+    doc: dict[str, Any] = {
+        "server": {
+            "listen": "127.0.0.1:0",
+            "tls_cert_file": str(dev_cert.cert_file),
+            "tls_key_file": str(dev_cert.key_file),
+            **server,
+        },
+        "log": {"access_log": str(directory / "access.log"), "level": "info"},
+        "store": {"path": str(directory / "edgeauth.db")},
+        "admin": {"token_file": str(directory / "admin.token")},
+        "services": services,
+    }
+    path = directory / "config.toml"
+    path.write_text(tomli_w.dumps(doc))
+    return path
+
+
+def read_access_log(directory: Path) -> list[dict[str, Any]]:
+    path = directory / "access.log"
+    if not path.exists():
+        return []
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    port: int
+    gateway: Gateway
+    settings: Settings
+    directory: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def access_log(self) -> list[dict[str, Any]]:
+        self.gateway.access_log.flush()
+        time.sleep(0.05)  # the writer thread appends the flushed batch
+        return read_access_log(self.directory)
+
+
+GatewayFactory = Callable[..., Awaitable[RunningGateway]]
+
+
+@pytest.fixture
+async def gateway(
+    tmp_path: Path, dev_cert: tls.DevCertificate
+) -> AsyncIterator[GatewayFactory]:
+    """Start an in-process gateway: `await gateway(services, **server_keys)`."""
+    started: list[Gateway] = []
+
+    async def start(services: list[dict[str, Any]], **server: Any) -> RunningGateway:
+        path = write_config(tmp_path, dev_cert, services, **server)
+        settings = load_settings(path)
+        sock = bind(Address("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        gw = Gateway(settings)
+        await gw.start([sock])
+        started.append(gw)
+        return RunningGateway(f"https://127.0.0.1:{port}", port, gw, settings, tmp_path)
+
+    yield start
+    for gw in started:
+        await gw.stop(1.0)
+
+
+@pytest.fixture
+async def client(client_ssl: ssl.SSLContext) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTPS client trusting the test CA, sending exactly the headers it is given."""
+    connector = aiohttp.TCPConnector(ssl=client_ssl, force_close=False)
+    async with aiohttp.ClientSession(
+        connector=connector, auto_decompress=False, skip_auto_headers=("User-Agent",)
+    ) as session:
+        yield session
+
+
+async def raw_exchange(
+    port: int, client_ssl: ssl.SSLContext, request: bytes, *, read_timeout: float = 10.0
+) -> bytes:
+    """Send raw bytes over TLS and read until the server closes or goes quiet."""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=client_ssl, server_hostname="localhost"
+    )
+    writer.write(request)
+    await writer.drain()
+    chunks: list[bytes] = []
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(65536), read_timeout)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if b"\r\n\r\n" in b"".join(chunks) and _complete(b"".join(chunks)):
+                break
+    except (TimeoutError, ConnectionError, ssl.SSLError):
+        pass
+    finally:
+        writer.close()
+    return b"".join(chunks)
+
+
+def _complete(data: bytes) -> bool:
+    head, _, body = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            return len(body) >= int(line.split(b":", 1)[1])
+    return False
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def body_of(response: bytes) -> Any:
+    return orjson.loads(response.partition(b"\r\n\r\n")[2])
+
+
+class ServeProcess:
+    """`edgeauth serve` as a real process tree (supervisor + workers)."""
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edgeauth", "serve", "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+            cwd=config.parent,
+        )
+        self.log: list[dict[str, Any]] = []
+        self.url = self._wait_ready()
+        self.port = int(self.url.rsplit(":", 1)[1])
+        # Keep draining stderr so that a chatty process never blocks on a full pipe.
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _drain(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with contextlib.suppress(orjson.JSONDecodeError):
+                self.log.append(orjson.loads(line))
+
+    def _wait_ready(self, timeout: float = 30.0) -> str:
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                raise RuntimeError(f"edgeauth serve exited with {self.proc.wait()}")
+            entry = orjson.loads(line)
+            self.log.append(entry)
+            if entry.get("msg") == "ready":
+                return str(entry["listen"][0])
+        raise RuntimeError("edgeauth serve did not become ready")
+
+    def worker_pids(self) -> list[int]:
+        path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(pid) for pid in path.read_text().split()]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=timeout)
+        return code
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., ServeProcess]]:
+    """Start `edgeauth serve` processes; whatever is left is stopped at the end."""
+    procs: list[ServeProcess] = []
+
+    def start(config: Path, env: dict[str, str] | None = None) -> ServeProcess:
+        proc = ServeProcess(config, env)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.proc.poll() is None:
+            proc.stop(signal.SIGKILL)
+
+
+def free_port_refused() -> int:
+    """A port on which nothing listens (bound then closed, so connects are refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
