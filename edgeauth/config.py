@@ -251,25 +251,28 @@ def _suggest(word: str, options: Iterable[str]) -> str:
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 
-def _scalar(kind: str, accepts: Callable[[Any], bool], cast: Callable[[Any], Any] = str) -> Any:
-    """A leaf converter: tomllib has typed the value already, so checking is a type test."""
-
-    def convert(value: object) -> Any:
-        if accepts(value):
-            return value if cast is str else cast(value)
-        raise _Bad(f"expected {kind}, got {_show(value)}")
-
-    return convert
+def _boolean(value: object) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise _Bad(f"expected a boolean (true or false), got {_show(value)}")
 
 
-_string: Callable[[object], str] = _scalar("a string", lambda v: isinstance(v, str))
-_boolean = _scalar("a boolean (true or false)", lambda v: isinstance(v, bool))
-_integer = _scalar("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool))
-_number = _scalar(
-    "a finite number",
-    lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
-    float,
-)
+def _integer(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):  # TOML true is not 1
+        return value
+    raise _Bad(f"expected an integer, got {_show(value)}")
+
+
+def _number(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise _Bad(f"expected a finite number, got {_show(value)}")
+
+
+def _string(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise _Bad(f"expected a string, got {_show(value)}")
 
 
 _HOSTNAME = re.compile(
@@ -279,6 +282,8 @@ _HOSTNAME = re.compile(
 
 def _address(value: object) -> Address:
     """Parses "host:port" or "[v6]:port"; bare IPv6 is refused since its last colon is ambiguous."""
+    if isinstance(value, Address):  # a default
+        return value
     text = _string(value)
     host, _, port = text.rpartition(":")
     if not host or not (port.isascii() and port.isdigit()):
@@ -299,6 +304,8 @@ def _address(value: object) -> Address:
 
 
 def _network(value: object) -> Network:
+    if isinstance(value, ipaddress.IPv4Network | ipaddress.IPv6Network):  # a default
+        return value
     try:
         return ipaddress.ip_network(_string(value), strict=False)
     except ValueError:
@@ -355,12 +362,11 @@ def _dispatch(hint: Any, value: object, path: str, ctx: _Context) -> object:
         return _choice(args, value)
     if origin in (Union, UnionType) and NoneType in args:  # "" is how TOML spells "unset"
         inner = next(arg for arg in args if arg is not NoneType)
-        return None if value == "" else _dispatch(inner, value, path, ctx)
+        return None if value is None or value == "" else _dispatch(inner, value, path, ctx)
     if hint is Path:
-        text = _string(value)
-        if not text:
+        if value == "":
             raise _Bad("expected a file path, got an empty string")
-        return ctx.base / text
+        return ctx.base / (value if isinstance(value, Path) else _string(value))
     return _build(hint, value, path, ctx)
 
 
@@ -400,7 +406,7 @@ def _sequence(item: Any, value: object, path: str, ctx: _Context) -> object:
         if len(parts) == 1:
             return (_dispatch(item, parts[0], path, ctx),)
         value = parts
-    if not isinstance(value, list):
+    if not isinstance(value, list | tuple):  # a tuple is a default, never TOML
         raise _Bad(f"expected an array, got {_show(value)}")
     items = [_convert(item, element, f"{path}[{i}]", ctx) for i, element in enumerate(value)]
     return _INVALID if any(x is _INVALID for x in items) else tuple(items)
@@ -445,17 +451,18 @@ def _build(
 def _field_value(
     f: Field[Any], hint: Any, table: Mapping[str, object], path: str, ctx: _Context
 ) -> object:
-    """An absent section is built from {} so its defaults are resolved and checked too."""
+    """Defaults go through the same conversion as written values, so relative default paths
+    are resolved and default certificate files must exist too; an absent section is {}."""
     if f.name in table:
-        return _convert(hint, table[f.name], path, ctx)
-    if _is_table(hint):
-        return _convert(hint, {}, path, ctx)
-    if f.default is not MISSING:
-        return ctx.base / f.default if isinstance(f.default, Path) else f.default
-    if f.default_factory is not MISSING:
-        return f.default_factory()
-    ctx.problem(path, "required key is missing")
-    return _INVALID
+        value = table[f.name]
+    elif _is_table(hint):
+        value = {}
+    elif f.default is not MISSING:
+        value = f.default
+    else:
+        ctx.problem(path, "required key is missing")
+        return _INVALID
+    return _convert(hint, value, path, ctx)
 
 
 def _take_secret_files(cls: type[Any], table: dict[str, object], path: str, ctx: _Context) -> None:
@@ -566,7 +573,8 @@ def _check_oauth2(oauth2: OAuth2Settings, path: str, ctx: _Context) -> OAuth2Set
         ctx.problem(_join(path, "mandatory_scope"), "mandatory_scope = true needs non-empty scopes")
     if oauth2.provision_key is not None and oauth2.provision_key_file is not None:
         ctx.problem(
-            _join(path, "provision_key_file"), 'give "provision_key" or "provision_key_file"'
+            _join(path, "provision_key_file"),
+            'give "provision_key" or "provision_key_file", not both',
         )
     return oauth2
 
@@ -644,16 +652,25 @@ def _unique(items: Iterable[tuple[str, str]], what: str, ctx: _Context) -> None:
         first.setdefault(value, path)
 
 
-def _overlap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
-    return not a or not b or bool(set(a) & set(b))  # empty means "any"
+def _same_host(a: str, b: str) -> bool:
+    """Host patterns that can match one Host header; "*.x.example" is a suffix wildcard."""
+    return a == b or any(p[:2] == "*." and q.endswith(p[1:]) for p, q in ((a, b), (b, a)))
+
+
+def _clash(a: tuple[str, ...], b: tuple[str, ...], same: Callable[[str, str], bool]) -> bool:
+    """Equally specific and sharing a value. Among equal prefixes a route naming hosts (then
+    methods) outranks one that names none (design §3, routing.py rule 3): never ambiguous."""
+    return bool(a) == bool(b) and (not a or any(same(x, y) for x in a for y in b))
 
 
 def _check_ambiguous(routes: list[tuple[str, RouteSettings]], ctx: _Context) -> None:
-    """Two routes that can match the same request would make routing order-dependent."""
+    """Two routes that can match the same request with equal rank make routing order-dependent."""
     for i, (first_path, first) in enumerate(routes):
         prefixes = {p.rstrip("/") or "/" for p in first.paths}
         for path, route in routes[i + 1 :]:
-            if not (_overlap(first.hosts, route.hosts) and _overlap(first.methods, route.methods)):
+            if not _clash(first.hosts, route.hosts, _same_host):
+                continue
+            if not _clash(first.methods, route.methods, str.__eq__):
                 continue
             for k, route_path in enumerate(route.paths):
                 if (route_path.rstrip("/") or "/") in prefixes:

@@ -365,6 +365,17 @@ def test_every_section_parses_to_typed_values(tmp_path: Path) -> None:
     assert (plain.client_type, plain.client_secret) == ("confidential", "s3cret")
 
 
+def test_default_certificate_files_must_exist(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, environ={})
+    assert info.value.problems == (
+        f"config.toml: server.tls_cert_file: file not found: {tmp_path / 'certs/edgeauth.crt'}",
+        f"config.toml: server.tls_key_file: file not found: {tmp_path / 'certs/edgeauth.key'}",
+    )
+
+
 def test_settings_are_frozen(tmp_path: Path) -> None:
     settings = load(tmp_path, "")
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -522,7 +533,7 @@ ONE_PROBLEM = [
     ),
     # required keys, services and routes
     (SERVICE.replace('name = "events"\n', ""), "services[0].name: required key is missing"),
-    (SERVICE.split("  [[services.routes]]")[0], "services[0].routes: required key is missing"),
+    (SERVICE.split("  [[services.routes]]")[0], "services[0].routes: must not be empty"),
     (
         SERVICE.split("  [[services.routes]]")[0] + "routes = []",
         "services[0].routes: must not be empty",
@@ -550,8 +561,14 @@ ONE_PROBLEM = [
         ' (services[0].routes[0]): same path "/events"',
     ),
     (
-        SERVICE + route("other", '["/x", "/events/"]', 'hosts = ["a.example"]'),
+        SERVICE.replace("paths", 'hosts = ["A.example", "b.example"]\n  paths')
+        + route("other", '["/x", "/events/"]', 'hosts = ["a.example"]'),
         'routes[1].paths[1]: route "other" is ambiguous with route "events-api"',
+    ),
+    (
+        SERVICE.replace("paths", 'hosts = ["*.example.com"]\n  methods = ["GET"]\n  paths')
+        + route("other", '["/events"]', 'hosts = ["api.example.com"]\n  methods = ["get"]'),
+        'routes[1].paths[0]: route "other" is ambiguous with route "events-api"',
     ),
     (
         SERVICE + SERVICE.replace('"events"', '"other"').replace("events-api", "other-api"),
@@ -680,9 +697,17 @@ def test_unknown_section_without_a_close_match_has_no_hint(tmp_path: Path) -> No
     "text",
     [
         pytest.param(
-            SERVICE.replace("paths", 'methods = ["GET"]\n  paths')
-            + route("b", '["/events"]', 'hosts = ["b.example"]\n  methods = ["PUT", "POST"]'),
-            id="methods-differ-hosts-any",
+            SERVICE + route("b", '["/events"]', 'hosts = ["b.example"]'),
+            id="named-host-outranks-any-host",
+        ),
+        pytest.param(
+            SERVICE + route("b", '["/events"]', 'methods = ["POST"]'),
+            id="named-method-outranks-any-method",
+        ),
+        pytest.param(
+            SERVICE.replace("paths", 'hosts = ["*.a.example"]\n  paths')
+            + route("b", '["/events"]', 'hosts = ["a.example"]'),
+            id="wildcard-does-not-match-its-apex",
         ),
         pytest.param(
             SERVICE.replace("paths", 'hosts = ["a.example"]\n  paths')
@@ -701,8 +726,10 @@ def test_routes_that_cannot_collide_are_allowed(tmp_path: Path, text: str) -> No
     assert len(load(tmp_path, text).services[0].routes) == 2
 
 
-def test_same_path_with_one_side_any_host_is_ambiguous(tmp_path: Path) -> None:
-    text = SERVICE + route("b", '["/events"]', 'hosts = ["b.example"]')
+def test_equally_specific_routes_sharing_a_host_and_method_are_ambiguous(tmp_path: Path) -> None:
+    first = 'hosts = ["a.example"]\n  methods = ["GET", "PUT"]\n  paths'
+    text = SERVICE.replace("paths", first)
+    text += route("b", '["/events"]', 'hosts = ["A.EXAMPLE"]\n  methods = ["put"]')
     assert 'route "b" is ambiguous with route "events-api"' in only_problem(tmp_path, text)
 
 
