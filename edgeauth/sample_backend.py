@@ -69,6 +69,9 @@ async def stream_bytes(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     resp.content_length = total
     await resp.prepare(request)
+    if request.method == "HEAD":
+        await resp.write_eof()
+        return resp
     left = total
     while left > 0:
         piece = _ZEROS if left >= CHUNK else _ZEROS[:left]

@@ -215,10 +215,18 @@ class ServeProcess:
             cwd=config.parent,
         )
         self.log: list[dict[str, Any]] = []
-        self.url = self._wait_ready()
+        try:
+            self.url = self._wait_ready()
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            assert self.proc.stderr is not None
+            self.proc.stderr.close()
+            raise
         self.port = int(self.url.rsplit(":", 1)[1])
         # Keep draining stderr so that a chatty process never blocks on a full pipe.
-        threading.Thread(target=self._drain, daemon=True).start()
+        self._drainer = threading.Thread(target=self._drain, daemon=True)
+        self._drainer.start()
 
     def _drain(self) -> None:
         assert self.proc.stderr is not None
@@ -247,6 +255,9 @@ class ServeProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         code = self.proc.wait(timeout=timeout)
+        self._drainer.join(timeout=5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
         return code
 
 
@@ -262,8 +273,7 @@ def serve() -> Iterator[Callable[..., ServeProcess]]:
 
     yield start
     for proc in procs:
-        if proc.proc.poll() is None:
-            proc.stop(signal.SIGKILL)
+        proc.stop(signal.SIGKILL)
 
 
 def free_port_refused() -> int:
