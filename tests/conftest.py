@@ -130,9 +130,7 @@ GatewayFactory = Callable[..., Awaitable[RunningGateway]]
 
 
 @pytest.fixture
-async def gateway(
-    tmp_path: Path, dev_cert: tls.DevCertificate
-) -> AsyncIterator[GatewayFactory]:
+async def gateway(tmp_path: Path, dev_cert: tls.DevCertificate) -> AsyncIterator[GatewayFactory]:
     """Start an in-process gateway: `await gateway(services, **server_keys)`."""
     started: list[Gateway] = []
 

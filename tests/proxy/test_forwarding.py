@@ -218,7 +218,10 @@ async def test_smuggling_and_escaping_paths_are_refused_with_400(
     backend: Backend, gateway: GatewayFactory, client_ssl: ssl.SSLContext, path: str
 ) -> None:
     gw = await gateway(
-        [service("tools", backend.url, ["/tools"], strip_path=True), service("o", backend.url, ["/other"])]
+        [
+            service("tools", backend.url, ["/tools"], strip_path=True),
+            service("o", backend.url, ["/other"]),
+        ]
     )
     raw = f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
     response = await raw_exchange(gw.port, client_ssl, raw)

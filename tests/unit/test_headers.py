@@ -109,7 +109,9 @@ def test_downstream_response_headers() -> None:
         ("Set-Cookie", "a=1"),
         ("Set-Cookie", "b=2"),
     ]
-    out = hdr.downstream_response_headers(upstream, request_id_header="X-Request-ID", request_id="r")
+    out = hdr.downstream_response_headers(
+        upstream, request_id_header="X-Request-ID", request_id="r"
+    )
     names = _names(out)
     for gone in ("connection", "x-up-hop", "keep-alive", "transfer-encoding"):
         assert gone not in names
