@@ -9,7 +9,17 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "edgeauth"
 IO_LIBRARIES = {"aiohttp", "aiosqlite", "asyncpg", "ssl", "socket", "uvloop"}
-PURE = ["errors.py", "exchange.py", "config.py", "routing.py", "proxy/headers.py"]
+PURE = [
+    "errors.py",
+    "exchange.py",
+    "models.py",
+    "crypto.py",
+    "cache.py",
+    "routing.py",
+    "proxy/headers.py",
+    *(f"config/{p.name}" for p in (PACKAGE / "config").glob("*.py")),
+    *(f"oauth/{p.name}" for p in (PACKAGE / "oauth").glob("*.py") if p.name != "routes.py"),
+]
 # Only these modules may start processes or touch argv / sys.exit.
 ENTRY = {"cli.py", "supervisor.py", "demo.py", "__main__.py", "sample_backend.py"}
 

@@ -1,0 +1,238 @@
+"""Cross-field checks: run by the walker on each dataclass it has built, keyed by type in CHECKS.
+
+Invariants: a check sees only fully converted values; it reports problems to the Context instead of
+raising, and returns the value, possibly normalised (absolute paths, provision keys read).
+Rules that span tables (unique names, unambiguous routes) run once, on the whole Settings.
+"""
+
+import ipaddress
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from typing import Any
+from urllib.parse import urlsplit
+
+from edgeauth.config.scalars import show
+from edgeauth.config.schema import (
+    AdminSettings,
+    CredentialSettings,
+    LogSettings,
+    OAuth2Settings,
+    RouteSettings,
+    ServiceSettings,
+    Settings,
+    StoreSettings,
+)
+from edgeauth.config.walker import Check, Context, join, read_secret
+
+_NAME = re.compile(r"[A-Za-z0-9._~-]+")  # Kong's name alphabet; service names also name files
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Z-]+")  # RFC 9110 §5.6.2, upper-case only
+_HASH_PREFIX = "$pbkdf2-sha512$"
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_admin(admin: AdminSettings, path: str, ctx: Context) -> AdminSettings:
+    """The admin API mints credentials: off-host exposure needs an explicit opt-in and TLS."""
+    has_tls = admin.tls_cert_file is not None and admin.tls_key_file is not None
+    if not has_tls and (admin.tls_cert_file is not None or admin.tls_key_file is not None):
+        ctx.problem(path, "set both tls_cert_file and tls_key_file, or neither")
+    if not _is_loopback(admin.listen.host) and not (admin.allow_remote and has_tls):
+        ctx.problem(
+            join(path, "listen"),
+            f"{admin.listen} is not a loopback address; a remote admin API needs"
+            " allow_remote = true and both tls_cert_file and tls_key_file",
+        )
+    return admin
+
+
+def _check_store(store: StoreSettings, path: str, ctx: Context) -> StoreSettings:
+    if store.backend == "postgres" and not store.dsn:
+        ctx.problem(join(path, "dsn"), 'backend "postgres" needs dsn or dsn_file')
+    return store
+
+
+def _check_log(log: LogSettings, path: str, ctx: Context) -> LogSettings:
+    if log.access_log in ("stdout", "off"):
+        return log
+    if not log.access_log:
+        ctx.problem(join(path, "access_log"), 'expected "stdout", "off" or a file path')
+        return log
+    return replace(log, access_log=str(ctx.base / log.access_log))
+
+
+def _path_problem(route_path: str) -> str | None:
+    """Route prefixes must be normalized already: requests are normalized before matching (§3)."""
+    if not route_path.startswith("/"):
+        return f'must start with "/", got {show(route_path)}'
+    if bad := [c for c in "?#\\" if c in route_path]:
+        return f'must not contain "{bad[0]}", got {show(route_path)}'
+    if {".", ".."} & set(route_path.split("/")):
+        return f'must not contain "." or ".." segments, got {show(route_path)}'
+    return None
+
+
+def _check_route(route: RouteSettings, path: str, ctx: Context) -> RouteSettings:
+    _check_name(route.name, join(path, "name"), ctx)
+    for i, route_path in enumerate(route.paths):
+        if problem := _path_problem(route_path):
+            ctx.problem(f"{path}.paths[{i}]", problem)
+    for i, method in enumerate(route.methods):
+        if not _TOKEN.fullmatch(method):
+            ctx.problem(f"{path}.methods[{i}]", f"not an HTTP method token: {show(method)}")
+    return route
+
+
+def _check_oauth2(oauth2: OAuth2Settings, path: str, ctx: Context) -> OAuth2Settings:
+    grants = ("authorization_code", "client_credentials", "password_grant", "implicit_grant")
+    if not any(getattr(oauth2, f"enable_{grant}") for grant in grants):
+        ctx.problem(path, "enable at least one grant: " + ", ".join(f"enable_{g}" for g in grants))
+    if oauth2.mandatory_scope and not oauth2.scopes:
+        ctx.problem(join(path, "mandatory_scope"), "mandatory_scope = true needs non-empty scopes")
+    if oauth2.provision_key is not None and oauth2.provision_key_file is not None:
+        ctx.problem(
+            join(path, "provision_key_file"),
+            'give "provision_key" or "provision_key_file", not both',
+        )
+    return oauth2
+
+
+def _check_name(name: str, path: str, ctx: Context) -> None:
+    if not _NAME.fullmatch(name):
+        ctx.problem(path, f"use only letters, digits and . _ ~ -; got {show(name)}")
+
+
+def _url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        return f"not a valid URL: {show(url)}"
+    if (schemes and parts.scheme not in schemes) or not parts.scheme or not parts.hostname:
+        wanted = " or ".join(f"{s}://" for s in schemes) or "an absolute"
+        return f"expected {wanted} URL with a host, got {show(url)}"
+    if "#" in url:
+        return f"must not have a fragment, got {show(url)}"
+    return None
+
+
+def _check_service(service: ServiceSettings, path: str, ctx: Context) -> ServiceSettings:
+    _check_name(service.name, join(path, "name"), ctx)
+    problem = _url_problem(service.url, ("http", "https"))
+    if problem is None and "?" in service.url:
+        problem = f"must not have a query, got {show(service.url)}"
+    if problem:
+        ctx.problem(join(path, "url"), problem)
+    scopes = None if service.oauth2 is None else set(service.oauth2.scopes)
+    for i, route in enumerate(service.routes):
+        where = f"{path}.routes[{i}].required_scopes"
+        if route.required_scopes and scopes is None:
+            ctx.problem(where, "required_scopes need a [services.oauth2] table on this service")
+        elif missing := sorted(set(route.required_scopes) - (scopes or set())):
+            listed = ", ".join(f'"{scope}"' for scope in missing)
+            ctx.problem(where, f"not in {path}.oauth2.scopes: {listed}")
+    if service.oauth2 is None or service.oauth2.provision_key is not None:
+        return service
+    oauth2 = _provision(service.oauth2, service.name, join(path, "oauth2.provision_key_file"), ctx)
+    return replace(service, oauth2=oauth2)
+
+
+def _provision(oauth2: OAuth2Settings, service: str, path: str, ctx: Context) -> OAuth2Settings:
+    """edgeauth creates a missing provision key itself, so its file is read only if it exists."""
+    file = oauth2.provision_key_file
+    file = ctx.base / "var" / f"{service}.provision_key" if file is None else file
+    key = read_secret(file, path, ctx) if file.exists() else None
+    return replace(oauth2, provision_key_file=file, provision_key=key)
+
+
+def _check_credential(cred: CredentialSettings, path: str, ctx: Context) -> CredentialSettings:
+    has_secret = cred.client_secret is not None or cred.client_secret_hash is not None
+    if cred.client_secret is not None and cred.client_secret_hash is not None:
+        ctx.problem(
+            join(path, "client_secret_hash"),
+            "give at most one of client_secret, client_secret_file, client_secret_hash",
+        )
+    if cred.client_type == "public" and has_secret:
+        ctx.problem(join(path, "client_type"), "a public client must not have a client secret")
+    if cred.client_secret_hash is not None and not cred.client_secret_hash.startswith(_HASH_PREFIX):
+        ctx.problem(join(path, "client_secret_hash"), f'must start with "{_HASH_PREFIX}"')
+    for i, uri in enumerate(cred.redirect_uris):
+        if problem := _url_problem(uri, ()):
+            ctx.problem(f"{path}.redirect_uris[{i}]", problem)
+    return cred
+
+
+def _unique(items: Iterable[tuple[str, str]], what: str, ctx: Context) -> None:
+    first: dict[str, str] = {}
+    for path, value in items:
+        if value in first:
+            ctx.problem(path, f'duplicate {what} "{value}" (first at {first[value]})')
+        first.setdefault(value, path)
+
+
+def _same_host(a: str, b: str) -> bool:
+    """Host patterns that can match one Host header; "*.x.example" is a suffix wildcard."""
+    return a == b or any(p[:2] == "*." and q.endswith(p[1:]) for p, q in ((a, b), (b, a)))
+
+
+def _clash(a: tuple[str, ...], b: tuple[str, ...], same: Callable[[str, str], bool]) -> bool:
+    """Equally specific and sharing a value. Among equal prefixes a route naming hosts (then
+    methods) outranks one that names none (design §3, routing.py rule 3): never ambiguous."""
+    return bool(a) == bool(b) and (not a or any(same(x, y) for x in a for y in b))
+
+
+def _check_ambiguous(routes: list[tuple[str, RouteSettings]], ctx: Context) -> None:
+    """Two routes that can match the same request with equal rank make routing order-dependent."""
+    for i, (first_path, first) in enumerate(routes):
+        prefixes = {p.rstrip("/") or "/" for p in first.paths}
+        for path, route in routes[i + 1 :]:
+            if not _clash(first.hosts, route.hosts, _same_host):
+                continue
+            if not _clash(first.methods, route.methods, str.__eq__):
+                continue
+            for k, route_path in enumerate(route.paths):
+                if (route_path.rstrip("/") or "/") in prefixes:
+                    ctx.problem(
+                        f"{path}.paths[{k}]",
+                        f'route "{route.name}" is ambiguous with route "{first.name}" '
+                        f"({first_path}): same path {show(route_path)} with overlapping"
+                        " hosts and methods",
+                    )
+
+
+def _check_settings(settings: Settings, path: str, ctx: Context) -> Settings:
+    services = settings.services
+    _unique(((f"services[{i}].name", s.name) for i, s in enumerate(services)), "service name", ctx)
+    routes = [
+        (f"services[{i}].routes[{j}]", route)
+        for i, service in enumerate(services)
+        for j, route in enumerate(service.routes)
+    ]
+    _unique(((f"{p}.name", route.name) for p, route in routes), "route name", ctx)
+    _check_ambiguous(routes, ctx)
+    consumers = list(enumerate(settings.consumers))
+    _unique(((f"consumers[{i}].username", c.username) for i, c in consumers), "username", ctx)
+    client_ids = (
+        (f"consumers[{i}].oauth2[{j}].client_id", cred.client_id)
+        for i, consumer in consumers
+        for j, cred in enumerate(consumer.oauth2)
+    )
+    _unique(client_ids, "client_id", ctx)
+    return settings
+
+
+CHECKS: dict[type[Any], Check] = {
+    AdminSettings: _check_admin,
+    StoreSettings: _check_store,
+    LogSettings: _check_log,
+    RouteSettings: _check_route,
+    OAuth2Settings: _check_oauth2,
+    ServiceSettings: _check_service,
+    CredentialSettings: _check_credential,
+    Settings: _check_settings,
+}

@@ -1,0 +1,198 @@
+"""The config schema: config.toml's tables as frozen, slotted dataclasses, with their field marks.
+
+Invariants: each field's type hint is all the walker needs (see walker.py); limits and special
+handling are declared next to the field as Mark or Range inside Annotated[...]; defaults are raw
+values that the walker converts like written ones. Pure: no I/O, imports only the standard library.
+"""
+
+import enum
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+
+class Bad(Exception):
+    """One value is unusable; the walker turns it into a problem line at that value's key path."""
+
+
+class Mark(enum.Enum):
+    """Field annotations the walker acts on, declared next to the field they govern."""
+
+    NON_EMPTY = "non-empty"  # a string or array that must have content
+    AUTO_CPU = "auto"  # the string "auto" stands for os.cpu_count()
+    FROM_FILE = "from-file"  # a sibling key "<name>_file" may name a file holding the value
+    EXISTS = "exists"  # a file edgeauth only reads (certificate, CA bundle): checked at startup
+    LOWER = "lower"
+    UPPER = "upper"
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """Inclusive numeric limits of a field; `above` makes the lower limit exclusive."""
+
+    low: float
+    high: float | None = None
+    above: bool = False
+
+    def check(self, value: float) -> None:
+        if self.above and value <= self.low:
+            raise Bad(f"must be greater than {self.low}, got {value}")
+        if self.high is not None and not self.low <= value <= self.high:
+            raise Bad(f"must be between {self.low} and {self.high}, got {value}")
+        if value < self.low:
+            raise Bad(f"must be at least {self.low}, got {value}")
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_Name = Annotated[str, Mark.NON_EMPTY]
+_Seconds = Annotated[float, Range(0, above=True)]
+_Count = Annotated[int, Range(1)]
+_Unsigned = Annotated[int, Range(0)]
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A listen address; `host` carries no IPv6 brackets, and port 0 means "any free port"."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServerSettings:
+    listen: Annotated[tuple[Address, ...], Mark.NON_EMPTY] = (Address("0.0.0.0", 8443),)  # noqa: S104 (design §2 default)
+    http_listen: tuple[Address, ...] = ()
+    workers: Annotated[int, Range(1, 256), Mark.AUTO_CPU] = 1
+    tls_cert_file: Annotated[Path, Mark.EXISTS] = Path("certs/edgeauth.crt")
+    tls_key_file: Annotated[Path, Mark.EXISTS] = Path("certs/edgeauth.key")
+    tls_min_version: Literal["1.2", "1.3"] = "1.2"
+    trusted_proxies: tuple[Network, ...] = ()
+    handshake_timeout_seconds: _Seconds = 10.0
+    header_timeout_seconds: _Seconds = 10.0
+    keepalive_timeout_seconds: _Seconds = 60.0
+    max_connections: _Count = 10_000
+    max_inflight_requests: _Count = 1024
+    drain_seconds: Annotated[float, Range(0)] = 30.0
+    request_id_header: _Name = "X-Request-ID"
+    max_request_line_bytes: _Count = 8192
+    max_header_count: _Count = 100
+    max_header_bytes: _Count = 32768
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AdminSettings:
+    listen: Address = Address("127.0.0.1", 8001)
+    token_file: Path = Path("var/admin.token")
+    ui: bool = True
+    allow_remote: bool = False
+    tls_cert_file: Annotated[Path | None, Mark.EXISTS] = None
+    tls_key_file: Annotated[Path | None, Mark.EXISTS] = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreSettings:
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    path: Path = Path("var/edgeauth.db")
+    dsn: Annotated[str, Mark.FROM_FILE] = ""
+    pool_size: _Count = 10
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CacheSettings:
+    max_tokens: _Count = 100_000
+    negative_ttl_seconds: Annotated[float, Range(0, 60)] = 2.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogSettings:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: str = "stdout"  # "stdout" | "off" | an absolute file path once parsed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsSettings:
+    enabled: bool = True
+    per_consumer: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RouteSettings:
+    name: _Name
+    paths: Annotated[tuple[str, ...], Mark.NON_EMPTY]
+    hosts: tuple[Annotated[str, Mark.LOWER], ...] = ()
+    methods: tuple[Annotated[str, Mark.UPPER], ...] = ()
+    strip_path: bool = True
+    required_scopes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OAuth2Settings:
+    scopes: tuple[str, ...] = ()
+    mandatory_scope: bool = False
+    provision_key: str | None = None
+    provision_key_file: Path | None = None
+    token_expiration: _Unsigned = 7200
+    refresh_token_ttl: _Unsigned = 1_209_600
+    enable_authorization_code: bool = False
+    enable_client_credentials: bool = False
+    enable_password_grant: bool = False
+    enable_implicit_grant: bool = False
+    pkce: Literal["none", "lax", "strict"] = "lax"
+    reuse_refresh_token: bool = False
+    hide_credentials: bool = True
+    accept_http_if_already_terminated: bool = False
+    accept_token_in_query: bool = False
+    accept_token_in_body: bool = False
+    anonymous: str = ""
+    global_credentials: bool = False
+    auth_header_name: Annotated[str, Mark.NON_EMPTY, Mark.LOWER] = "authorization"
+    realm: str = "edgeauth"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceSettings:
+    name: _Name
+    url: _Name
+    connect_timeout_seconds: _Seconds = 5.0
+    read_timeout_seconds: _Seconds = 60.0
+    max_connections: _Count = 100
+    max_request_body_bytes: _Unsigned = 10_485_760
+    retries: Annotated[int, Range(0, 10)] = 2
+    tls_verify: bool = True
+    ca_file: Annotated[Path | None, Mark.EXISTS] = None
+    routes: Annotated[tuple[RouteSettings, ...], Mark.NON_EMPTY] = ()
+    oauth2: OAuth2Settings | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CredentialSettings:
+    name: _Name
+    client_id: _Name
+    client_secret: Annotated[str | None, Mark.FROM_FILE] = None
+    client_secret_hash: str | None = None
+    redirect_uris: tuple[str, ...] = ()
+    client_type: Literal["confidential", "public"] = "confidential"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConsumerSettings:
+    username: _Name
+    custom_id: str | None = None
+    oauth2: tuple[CredentialSettings, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    store: StoreSettings = field(default_factory=StoreSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    services: tuple[ServiceSettings, ...] = ()
+    consumers: tuple[ConsumerSettings, ...] = ()
+    source: Path  # the config file, absolute; set by the loader, never a TOML key
