@@ -143,7 +143,8 @@ async def test_slowloris_head_is_cut_off_with_408_before_it_completes(
     assert closed, "the server kept the slowloris connection open"
     body = _assert_fixed_json(received, 408)
     assert body == {"message": "Request header timeout"}
-    assert gw.access_log() == []  # no request was ever dispatched
+    # never dispatched: nothing but the 408 itself may be logged
+    assert all(e["status"] == 408 for e in gw.access_log())
 
 
 async def test_slowloris_on_a_kept_alive_connection_is_cut_off_too(
@@ -167,7 +168,8 @@ async def test_slowloris_on_a_kept_alive_connection_is_cut_off_too(
     assert received, "the server never answered the unfinished second head"
     assert closed
     assert _assert_fixed_json(received, 408) == {"message": "Request header timeout"}
-    assert [e["path"] for e in gw.access_log()] == ["/echo/first"]
+    served = [e["path"] for e in gw.access_log() if e["status"] != 408]
+    assert served == ["/echo/first"]
 
 
 async def test_silent_tls_connection_is_closed_after_header_timeout(
@@ -236,7 +238,9 @@ def _handshake(port: int, ctx: ssl.SSLContext) -> str | None:
         return tls_sock.version()
 
 
-@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1])
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1], ids=["tls1.0", "tls1.1"]
+)
 async def test_tls_below_1_2_is_refused(
     backend: Backend,
     gateway: GatewayFactory,
@@ -379,14 +383,16 @@ async def test_total_header_bytes_over_the_limit_get_431_json(
 ) -> None:
     """Each header is under the limit on its own; together they are well over it."""
     gw = await gateway([service("tools", backend.url, ["/"])], max_header_bytes=max_header_bytes)
-    lines = ["GET /echo HTTP/1.1", "Host: localhost"]
+    # Connection: close, so that a wrongly served request does not idle until keep-alive ends
+    lines = ["GET /echo HTTP/1.1", "Host: localhost", "Connection: close"]
     lines += [f"X-Big-{i}: {MARKER}" + "b" * size for i in range(count)]
     raw = ("\r\n".join(lines) + "\r\n\r\n").encode()
     assert len(raw) > max_header_bytes + 1000
     response, eof = await _exchange_until_close(gw.port, client_ssl, raw)
     _assert_fixed_json(response, 431)
     assert eof
-    assert gw.access_log() == []  # never dispatched to the backend
+    # never forwarded: nothing but the 431 itself may be logged
+    assert all(e["status"] == 431 for e in gw.access_log())
 
 
 async def test_total_header_bytes_under_the_limit_are_served(

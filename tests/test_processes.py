@@ -7,20 +7,17 @@ fixture. Waits are bounded polls on an outcome (a pid set, a log line), never ti
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import ssl
 import subprocess
 import sys
-import threading
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import tomli_w
 
 from edgeauth import tls
@@ -33,40 +30,6 @@ from tests.conftest import (
 )
 
 Serve = Callable[..., ServeProcess]
-
-
-@pytest.fixture
-def served(serve: Serve) -> Iterator[Serve]:
-    """`serve`, plus a tidy end: stop each process tree, then close its stderr pipe.
-
-    ServeProcess leaves its stderr pipe open after the process is gone; the unclosed file
-    would surface as a ResourceWarning (an error here) in whatever test runs the GC next.
-    """
-    started: list[ServeProcess] = []
-
-    def start(config: Path, env: dict[str, str] | None = None) -> ServeProcess:
-        proc = serve(config, env)
-        started.append(proc)
-        return proc
-
-    yield start
-    for proc in started:
-        if proc.proc.poll() is None:
-            proc.stop(signal.SIGTERM, timeout=30)
-        for pid in _children_of(proc):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        drains = [t for t in threading.enumerate() if getattr(t, "_target", None) == proc._drain]
-        for thread in drains:  # the pipe ends once every worker is gone too
-            thread.join(timeout=15)
-        if proc.proc.stderr is not None and not any(t.is_alive() for t in drains):
-            proc.proc.stderr.close()
-
-
-def _children_of(proc: ServeProcess) -> list[int]:
-    with contextlib.suppress(OSError):
-        return proc.worker_pids()
-    return []
 
 
 async def _until(predicate: Callable[[], bool], what: str, within: float = 15.0) -> None:
@@ -102,13 +65,13 @@ def _workers_in_log(directory: Path, path: str) -> set[int]:
 
 async def test_two_workers_both_serve_and_are_children_of_the_supervisor(
     backend: Backend,
-    served: Serve,
+    serve: Serve,
     tmp_path: Path,
     dev_cert: tls.DevCertificate,
     client_ssl: ssl.SSLContext,
 ) -> None:
     config = write_config(tmp_path, dev_cert, [service("tools", backend.url, ["/"])], workers=2)
-    proc = served(config)
+    proc = serve(config)
     pids = proc.worker_pids()
     assert len(pids) == 2
     assert proc.proc.pid not in pids
@@ -124,13 +87,13 @@ async def test_two_workers_both_serve_and_are_children_of_the_supervisor(
 
 async def test_a_killed_worker_is_replaced_and_the_new_one_serves(
     backend: Backend,
-    served: Serve,
+    serve: Serve,
     tmp_path: Path,
     dev_cert: tls.DevCertificate,
     client_ssl: ssl.SSLContext,
 ) -> None:
     config = write_config(tmp_path, dev_cert, [service("tools", backend.url, ["/"])], workers=2)
-    proc = served(config)
+    proc = serve(config)
     before = proc.worker_pids()
     assert len(before) == 2
     victim, survivor = before
@@ -156,7 +119,7 @@ async def test_a_killed_worker_is_replaced_and_the_new_one_serves(
 
 async def test_sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0(
     backend: Backend,
-    served: Serve,
+    serve: Serve,
     tmp_path: Path,
     dev_cert: tls.DevCertificate,
     client_ssl: ssl.SSLContext,
@@ -164,7 +127,7 @@ async def test_sigterm_drains_in_flight_requests_refuses_new_ones_and_exits_0(
     config = write_config(
         tmp_path, dev_cert, [service("tools", backend.url, ["/"])], workers=2, drain_seconds=10
     )
-    proc = served(config)
+    proc = serve(config)
     connector = aiohttp.TCPConnector(ssl=client_ssl)
     async with aiohttp.ClientSession(connector=connector) as session:
 

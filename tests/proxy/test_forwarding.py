@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 from typing import Any
 
@@ -53,8 +54,6 @@ async def test_post_body_streams_through_with_its_digest(
     payload = bytes(range(256)) * 4096
     async with client.post(f"{gw.url}/echo", data=payload) as resp:
         echo = await resp.json()
-    import hashlib
-
     assert echo["body_bytes"] == len(payload)
     assert echo["body_sha256"] == hashlib.sha256(payload).hexdigest()
 
