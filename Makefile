@@ -21,8 +21,12 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 certs/edgeauth.crt: | $(VENV)/.installed-run
 	$(BIN)/edgeauth gen-cert --dir certs
 
-run: $(VENV)/.installed-run certs/edgeauth.crt
-	$(BIN)/python -m edgeauth.devrun -c $(CONFIG)
+var/clientapp.secret:
+	mkdir -p -m 0700 var
+	umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(24))' > $@
+
+run: $(VENV)/.installed-run certs/edgeauth.crt var/clientapp.secret
+	$(BIN)/edgeauth demo -c $(CONFIG)
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

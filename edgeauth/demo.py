@@ -14,6 +14,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit
 
+from edgeauth.bootstrap import policy_for
 from edgeauth.config import Settings
 
 STARTUP_SECONDS = 30.0
@@ -42,16 +43,59 @@ def _gateway_url(settings: Settings) -> str:
     return f"https://{host}:{addr.port}"
 
 
+def _public_lines(settings: Settings, curl: str, base: str) -> list[str]:
+    lines: list[str] = []
+    for service in settings.services:
+        if service.oauth2 is None:
+            for route in service.routes:
+                for path in route.paths:
+                    lines.append(f"  {curl} {base}{path.rstrip('/')}/echo")
+    return lines
+
+
+def _walkthrough(settings: Settings, curl: str, base: str) -> list[str]:
+    """The seed walkthrough's three commands, runnable as printed (sed pulls the tokens)."""
+    service = next((s for s in settings.services if s.oauth2 is not None), None)
+    cred = next((c for consumer in settings.consumers for c in consumer.oauth2), None)
+    if service is None or cred is None or not cred.client_secret:
+        return []
+    policy = policy_for(service)
+    if policy is None:
+        return []
+    path = service.routes[0].paths[0].rstrip("/")
+    token_url = f"{base}{path}/oauth2/token"
+    json_type = "-H 'Content-Type: application/json'"
+    login = (
+        f'{{"client_id":"{cred.client_id}","client_secret":"{cred.client_secret}",'
+        f'"grant_type":"password","provision_key":"{policy.provision_key}",'
+        f'"authenticated_userid":"1"}}'
+    )
+    pick = "sed -E 's/.*\"{0}\":\"([^\"]*)\".*/\\1/'"
+    refresh = (
+        f'"{{\\"client_id\\":\\"{cred.client_id}\\",'
+        f'\\"client_secret\\":\\"{cred.client_secret}\\",'
+        f'\\"grant_type\\":\\"refresh_token\\",'
+        f'\\"refresh_token\\":\\"$(echo "$R" | {pick.format("refresh_token")})\\"}}"'
+    )
+    return [
+        "The walkthrough (password grant, bearer call, refresh):",
+        f"  R=$({curl} -s {token_url} {json_type} -d '{login}'); echo \"$R\"",
+        f'  {curl} {base}{path} -H "Authorization: Bearer '
+        f'$(echo "$R" | {pick.format("access_token")})"',
+        f"  {curl} -s {token_url} {json_type} -d {refresh}",
+        "",
+    ]
+
+
 def _tour(settings: Settings, base: str) -> str:
     ca = settings.server.tls_cert_file.parent / "dev-ca.crt"
-    lines = [f"edgeauth is serving on {base}", "", "Try:"]
-    for service in settings.services:
-        if service.oauth2 is not None:
-            continue
-        for route in service.routes:
-            for path in route.paths:
-                lines.append(f"  curl --cacert {ca} {base}{path.rstrip('/')}/")
-    lines += ["", "Press Ctrl-C to stop."]
+    curl = f"curl --cacert {ca}"
+    lines = [f"edgeauth is serving on {base}", ""]
+    lines += _walkthrough(settings, curl, base)
+    public = _public_lines(settings, curl, base)
+    if public:
+        lines += ["Public routes (no token):", *public, ""]
+    lines += ["Press Ctrl-C to stop."]
     return "\n".join(lines)
 
 

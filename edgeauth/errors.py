@@ -20,6 +20,10 @@ class EdgeAuthError(Exception):
             self.message = message
         super().__init__(self.message)
 
+    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
+        """Extra response headers this error calls for (challenges, Retry-After, Allow)."""
+        return {}
+
 
 class ConfigError(EdgeAuthError):
     """The configuration is unusable; carries every problem found, not just the first."""
@@ -45,11 +49,9 @@ class NoRoute(ProxyError):
     message = "no Route matched with those values"
 
 
-class NotAuthenticated(ProxyError):
-    """A protected service reached without a usable token: the proxy fails closed."""
-
-    status = 401
-    message = "The access token is missing"
+class HeadersTooLarge(ProxyError):
+    status = 431
+    message = "Request header fields too large"
 
 
 class BodyTooLarge(ProxyError):
@@ -62,6 +64,9 @@ class Overloaded(ProxyError):
 
     status = 503
     message = "The gateway is at capacity, retry shortly"
+
+    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 class UpstreamError(ProxyError):
@@ -76,3 +81,161 @@ class UpstreamUnreachable(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     message = "The upstream server is timing out"
+
+
+class StoreError(EdgeAuthError):
+    """Anything the store could not do; drivers' exceptions never escape the store."""
+
+
+class StoreUnavailable(StoreError):
+    status = 503
+    message = "The data store is unavailable"
+
+
+class Conflict(StoreError):
+    """A uniqueness rule would be broken (username, custom_id, client_id)."""
+
+    status = 409
+    message = "Unique constraint violation"
+
+
+class OAuthError(EdgeAuthError):
+    """RFC 6749 §5.2 / RFC 6750 §3.1 errors: `error` code, status, fixed description.
+
+    Descriptions are fixed texts (Kong's wording where the meaning is the same) and never
+    echo the request.
+    """
+
+    error = "invalid_request"
+    status = 400
+    message = "The request is missing a parameter or is malformed"
+
+
+class InvalidRequest(OAuthError):
+    pass
+
+
+class InvalidProvisionKey(InvalidRequest):
+    error = "invalid_provision_key"
+    message = "Invalid provision_key"
+
+
+class InvalidAuthenticatedUser(InvalidRequest):
+    error = "invalid_authenticated_userid"
+    message = "Missing authenticated_userid parameter"
+
+
+class InvalidMethod(OAuthError):
+    error = "invalid_method"
+    status = 405
+    message = "The HTTP method is not allowed for this endpoint"
+
+    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
+        return {"Allow": "POST"}
+
+
+class RequestTooLarge(InvalidRequest):
+    status = 413
+    message = "The request body is too large"
+
+
+class InvalidClient(OAuthError):
+    """401 with a Basic challenge when the client tried Basic, else 400 (RFC 6749 §5.2)."""
+
+    error = "invalid_client"
+    message = "Invalid client authentication"
+
+    def __init__(self, message: str | None = None, *, basic: bool = False) -> None:
+        super().__init__(message)
+        self.basic = basic
+        self.status = 401 if basic else 400
+
+    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
+        return {"WWW-Authenticate": f'Basic realm="{realm}"'} if self.basic else {}
+
+
+class InvalidGrant(OAuthError):
+    error = "invalid_grant"
+    message = "The grant is invalid, expired or revoked"
+
+
+class UnauthorizedClient(OAuthError):
+    error = "unauthorized_client"
+    message = "The client is not allowed to use this grant type"
+
+
+class UnsupportedGrantType(OAuthError):
+    error = "unsupported_grant_type"
+    message = "Invalid grant_type"
+
+
+class UnsupportedResponseType(OAuthError):
+    error = "unsupported_response_type"
+    message = "Invalid response_type"
+
+
+class InvalidScope(OAuthError):
+    error = "invalid_scope"
+    message = "The requested scope is invalid"
+
+
+class AccessDenied(OAuthError):
+    error = "access_denied"
+    message = "You must use HTTPS"
+
+
+class TemporarilyUnavailable(OAuthError):
+    """The store cannot be reached: answer 503, never guess (design §4.5, §8)."""
+
+    error = "temporarily_unavailable"
+    status = 503
+    message = "The service is temporarily unavailable, retry shortly"
+
+    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
+        return {"Retry-After": "1"}
+
+
+class MissingToken(OAuthError):
+    """No credential at all: a bare challenge without an error attribute (RFC 6750 §3.1)."""
+
+    status = 401
+    message = "The access token is missing"
+
+    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
+        return {"WWW-Authenticate": f'Bearer realm="{realm}"'}
+
+
+class InvalidToken(OAuthError):
+    error = "invalid_token"
+    status = 401
+    message = "The access token is invalid or has expired"
+
+    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
+        return {
+            "WWW-Authenticate": f'Bearer realm="{realm}", error="{self.error}", '
+            f'error_description="{self.message}"'
+        }
+
+
+class InsufficientScope(OAuthError):
+    error = "insufficient_scope"
+    status = 403
+    message = "The access token does not carry the scope this route requires"
+
+    def __init__(self, required: tuple[str, ...]) -> None:
+        super().__init__()
+        self.required = required
+
+    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
+        return {
+            "WWW-Authenticate": f'Bearer realm="{realm}", error="{self.error}", '
+            f'scope="{" ".join(self.required)}"'
+        }
+
+
+def oauth_body(exc: OAuthError, state: str | None = None) -> dict[str, str]:
+    """The JSON body of an OAuth error; `state` is echoed on the token endpoint if sent."""
+    body = {"error": exc.error, "error_description": exc.message}
+    if state is not None:
+        body["state"] = state
+    return body

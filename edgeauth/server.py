@@ -20,20 +20,45 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from edgeauth import tls
+from edgeauth import crypto, tls
+from edgeauth.bootstrap import policy_for
+from edgeauth.cache import CLIENT_ID, CONSUMER, IDENTITY, Header, TokenCache
 from edgeauth.config import Settings
-from edgeauth.errors import EdgeAuthError, NoRoute, NotAuthenticated, Overloaded
+from edgeauth.errors import (
+    EdgeAuthError,
+    HeadersTooLarge,
+    InvalidToken,
+    MissingToken,
+    NoRoute,
+    OAuthError,
+    Overloaded,
+    StoreError,
+    TemporarilyUnavailable,
+    oauth_body,
+)
 from edgeauth.exchange import Exchange
 from edgeauth.logs import AccessLog
+from edgeauth.oauth import bearer
+from edgeauth.oauth import routes as oauth_routes
+from edgeauth.oauth.policy import Policy
+from edgeauth.oauth.token_endpoint import TokenEndpoint
 from edgeauth.protocol import GatewayProtocol, Limits, Listener
 from edgeauth.proxy import headers as hdr
 from edgeauth.proxy.routes import forward, peer_of
 from edgeauth.proxy.upstream import Upstream
-from edgeauth.routing import Router, normalize_path
+from edgeauth.routing import Router, Target, normalize_path
+from edgeauth.store import open_store
+from edgeauth.store.base import Store
+from edgeauth.validation import Validator
 
 log = logging.getLogger(__name__)
 
 SERVER_HEADER = "edgeauth"
+
+
+def _head_bytes(request: web.BaseRequest) -> int:
+    """Bytes of all header lines as sent (name, ": ", value, CRLF)."""
+    return sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
 
 
 class _Server(web.Server):
@@ -55,6 +80,11 @@ class Gateway:
         self.router = Router(settings.services)
         self.upstreams = {s.name: Upstream(s) for s in settings.services}
         self.access_log = AccessLog(settings.log.access_log)
+        self.store: Store | None = None
+        self.validator: Validator | None = None
+        self.policies: dict[str, Policy] = {}
+        self.token_endpoints: dict[str, TokenEndpoint] = {}
+        self._anonymous: dict[str, tuple[Header, ...]] = {}
         self._inflight = 0
         self._pid = os.getpid()
         self._listeners: list[Listener] = []
@@ -63,8 +93,9 @@ class Gateway:
     async def start(
         self, tls_sockets: Sequence[socket.socket], plain_sockets: Sequence[socket.socket] = ()
     ) -> None:
-        """Open the upstream pools and start accepting on already-bound sockets."""
+        """Open the store and upstream pools, then start accepting on already-bound sockets."""
         server = self.settings.server
+        await self._open_oauth()
         for upstream in self.upstreams.values():
             upstream.open()
         self.access_log.open()
@@ -97,6 +128,19 @@ class Gateway:
             listener.start()
             self._listeners.append(listener)
 
+    async def _open_oauth(self) -> None:
+        policies = {s.name: p for s in self.settings.services if (p := policy_for(s)) is not None}
+        if not policies:
+            return
+        self.store = store = await open_store(self.settings.store)
+        cache = TokenCache(self.settings.cache.max_tokens, self.settings.cache.negative_ttl_seconds)
+        self.validator = Validator(store, cache)
+        memo = crypto.SecretMemo()
+        self.policies = policies
+        self.token_endpoints = {
+            name: TokenEndpoint.build(policy, store, memo) for name, policy in policies.items()
+        }
+
     async def stop(self, drain_seconds: float) -> None:
         """Stop accepting, let in-flight requests finish up to `drain_seconds`, then close."""
         for listener in self._listeners:
@@ -105,36 +149,13 @@ class Gateway:
             await self._server.shutdown(drain_seconds)
         for upstream in self.upstreams.values():
             await upstream.close()
+        if self.store is not None:
+            await self.store.close()
         self.access_log.close()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Entry point of every request on the proxy listener."""
         ex = Exchange(request.method, time.perf_counter())
-        if self._inflight >= self.settings.server.max_inflight_requests:
-            ex.request_id = hdr.request_id(None, False)
-            resp = self._error(Overloaded(), ex)
-            resp.headers["Retry-After"] = "1"
-            self._log(ex, request)
-            return resp
-        self._inflight += 1
-        try:
-            return await self._dispatch(request, ex)
-        except EdgeAuthError as exc:
-            return self._error(exc, ex, request)
-        except asyncio.CancelledError:
-            ex.status = 499
-            raise
-        except ConnectionError:
-            ex.status = 499
-            raise
-        except Exception:
-            log.exception("unhandled error (request %s)", ex.request_id)
-            return self._error(EdgeAuthError(), ex, request)
-        finally:
-            self._inflight -= 1
-            self._log(ex, request)
-
-    async def _dispatch(self, request: web.BaseRequest, ex: Exchange) -> web.StreamResponse:
         server = self.settings.server
         peer = peer_of(request, server)
         ex.client_ip = peer.address
@@ -142,6 +163,31 @@ class Gateway:
         protocol = request.protocol
         if isinstance(protocol, GatewayProtocol):
             ex.tls_version = protocol.tls_version
+        try:
+            if self._inflight >= server.max_inflight_requests:
+                raise Overloaded()
+            if _head_bytes(request) > server.max_header_bytes:
+                raise HeadersTooLarge()
+            self._inflight += 1
+            try:
+                return await self._dispatch(request, ex, peer)
+            finally:
+                self._inflight -= 1
+        except EdgeAuthError as exc:
+            return self._error(exc, ex, request)
+        except (asyncio.CancelledError, ConnectionError):
+            ex.status = 499  # the client went away (nginx's convention)
+            raise
+        except Exception:
+            log.exception("unhandled error (request %s)", ex.request_id)
+            return self._error(EdgeAuthError(), ex, request)
+        finally:
+            self._log(ex, request)
+
+    async def _dispatch(
+        self, request: web.BaseRequest, ex: Exchange, peer: hdr.Peer
+    ) -> web.StreamResponse:
+        server = self.settings.server
         raw_path = request.raw_path.partition("?")[0]
         ex.path = raw_path
         path = normalize_path(raw_path)
@@ -151,10 +197,21 @@ class Gateway:
             raise NoRoute()
         ex.service = target.service.name
         ex.route = target.route.name
-        if target.service.oauth2 is not None:
-            # Bearer validation and the OAuth endpoints plug in here; until then a protected
-            # service is never forwarded to.
-            raise NotAuthenticated()
+        identity: tuple[Header, ...] = ()
+        hidden: frozenset[str] = frozenset()
+        raw_query = request.raw_path.partition("?")[2]
+        policy = self.policies.get(target.service.name)
+        if policy is not None:
+            endpoint = oauth_routes.endpoint_of(path.path)
+            if endpoint is not None:
+                resp = await oauth_routes.handle(
+                    request, endpoint, policy, self.token_endpoints[policy.service], peer
+                )
+                ex.status = resp.status
+                return resp
+            identity, raw_query = await self._authenticate(request, policy, target, raw_query, ex)
+            if policy.settings.hide_credentials:
+                hidden = frozenset({policy.settings.auth_header_name})
         return await forward(
             request,
             target,
@@ -163,25 +220,83 @@ class Gateway:
             upstream=self.upstreams[target.service.name],
             server=server,
             peer=peer,
+            identity=identity,
+            hidden=hidden,
+            raw_query=raw_query,
         )
+
+    async def _authenticate(
+        self,
+        request: web.BaseRequest,
+        policy: Policy,
+        target: Target,
+        raw_query: str,
+        ex: Exchange,
+    ) -> tuple[tuple[Header, ...], str]:
+        """Identity headers for upstream, and the query to forward (design §5 steps 2-3)."""
+        s = policy.settings
+        header_token = bearer.from_header(request.headers.getall(s.auth_header_name, []))
+        query_token, stripped = (
+            bearer.split_query_token(raw_query) if s.accept_token_in_query else (None, raw_query)
+        )
+        token = bearer.choose(header_token, query_token)
+        if s.hide_credentials:
+            raw_query = stripped
+        try:
+            if token is None:
+                raise MissingToken()
+            assert self.validator is not None  # noqa: S101 - set whenever a policy exists
+            entry = await self.validator.validate(token, policy, target.route.required_scopes)
+        except (MissingToken, InvalidToken):
+            if not s.anonymous:
+                raise
+            return await self._anonymous_identity(s.anonymous, ex), raw_query
+        ex.consumer = entry[CONSUMER]
+        ex.client_id = entry[CLIENT_ID]
+        return entry[IDENTITY], raw_query
+
+    async def _anonymous_identity(self, anonymous: str, ex: Exchange) -> tuple[Header, ...]:
+        """Kong's `anonymous`: the named consumer's identity, flagged as anonymous."""
+        identity = self._anonymous.get(anonymous)
+        if identity is None:
+            assert self.store is not None  # noqa: S101 - set whenever a policy exists
+            try:
+                consumer = await self.store.get_consumer(anonymous)
+            except StoreError as exc:
+                raise TemporarilyUnavailable() from exc
+            if consumer is None:
+                log.error("anonymous consumer %r does not exist; refusing", anonymous)
+                raise InvalidToken()
+            pairs = (
+                ("X-Consumer-ID", consumer.id),
+                ("X-Consumer-Custom-ID", consumer.custom_id),
+                ("X-Consumer-Username", consumer.username),
+                ("X-Anonymous-Consumer", "true"),
+            )
+            identity = tuple((n, v) for n, v in pairs if v)
+            self._anonymous[anonymous] = identity
+        ex.consumer = anonymous
+        return identity
 
     def _error(
         self, exc: EdgeAuthError, ex: Exchange, request: web.BaseRequest | None = None
     ) -> web.Response:
         ex.status = exc.status
+        headers = {self.settings.server.request_id_header: ex.request_id, "Server": SERVER_HEADER}
+        if isinstance(exc, OAuthError):
+            policy = self.policies.get(ex.service or "")
+            headers.update(exc.headers(policy.settings.realm if policy else "edgeauth"))
+            body = orjson.dumps(oauth_body(exc))
+        else:
+            headers.update(exc.headers())
+            body = orjson.dumps({"message": exc.message})
         resp = web.Response(
-            status=exc.status,
-            body=orjson.dumps({"message": exc.message}),
-            content_type="application/json",
-            headers={
-                self.settings.server.request_id_header: ex.request_id,
-                "Server": SERVER_HEADER,
-            },
+            status=exc.status, body=body, content_type="application/json", headers=headers
         )
         if request is not None and not request.content.is_eof():
             # The body was not read: close rather than drain an upload we refused.
             resp.force_close()
-        ex.bytes_out = len(resp.body) if isinstance(resp.body, bytes) else 0
+        ex.bytes_out = len(body)
         return resp
 
     def _log(self, ex: Exchange, request: web.BaseRequest) -> None:

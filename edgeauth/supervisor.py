@@ -10,6 +10,7 @@ once they are gone (or killed after `drain_seconds` plus a grace period).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import select
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from edgeauth.bootstrap import prepare_store
 from edgeauth.config import Address, Settings
 
 log = logging.getLogger(__name__)
@@ -102,6 +104,7 @@ class Supervisor:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
+        asyncio.run(prepare_store(self.settings))
         slots, urls = bind_slots(self.settings)
         for slot in slots:
             self._spawn(slot)
@@ -188,6 +191,9 @@ class Supervisor:
         live = [s.proc for s in slots if s.proc is not None and s.proc.poll() is None]
         for proc in live:
             proc.send_signal(signal.SIGTERM)
+        for slot in slots:  # with the workers' copies closing too, new connections are refused
+            for sock in slot.tls + slot.plain:
+                sock.close()
         deadline = time.monotonic() + self.settings.server.drain_seconds + KILL_GRACE_SECONDS
         for proc in live:
             try:
@@ -199,8 +205,6 @@ class Supervisor:
                 proc.kill()
                 proc.wait()
         for slot in slots:
-            for sock in slot.tls + slot.plain:
-                sock.close()
             if slot.ready_fd is not None:
                 os.close(slot.ready_fd)
                 slot.ready_fd = None

@@ -84,10 +84,10 @@ async def forward(
     peer: hdr.Peer,
     identity: Iterable[tuple[str, str]] = (),
     hidden: frozenset[str] = frozenset(),
+    raw_query: str = "",
 ) -> web.StreamResponse:
     """Proxy the request to the target's service and stream the response back."""
     check_declared_length(request, target)
-    raw_query = request.raw_path.partition("?")[2]
     strip = target.route.strip_path and target.prefix != "/"
     fwd = hdr.forwarded(
         peer, request.headers, target.prefix if strip else None, server.trusted_proxies

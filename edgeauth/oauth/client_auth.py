@@ -1,0 +1,68 @@
+"""Which client is calling, and is it who it says (RFC 6749 §2.3). Pure.
+
+Rule 1: one method per request: HTTP Basic or `client_id` + `client_secret` in the body,
+never both (§2.3); a body `client_id` beside Basic must name the same client.
+Rule 2: Basic credentials are form-decoded (§2.3.1); a secret that only matches undecoded is
+accepted too, because Kong compares the raw value and its clients rarely encode.
+Rule 3: a public client never sends a secret; a confidential one always does.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+from edgeauth.errors import InvalidClient, InvalidRequest
+from edgeauth.models import ClientType, Credential
+from edgeauth.oauth.params import Params
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCredentials:
+    client_id: str
+    secrets: tuple[str, ...]  # candidate secrets to try, most standard first; () if none sent
+    basic: bool
+
+
+def _basic(header: str) -> tuple[str, tuple[str, ...]] | None:
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError) as exc:
+        raise InvalidClient(basic=True) from exc
+    raw_id, sep, raw_secret = decoded.partition(":")
+    if not sep or not raw_id:
+        raise InvalidClient(basic=True)
+    secret = unquote_plus(raw_secret)
+    candidates = (secret,) if secret == raw_secret else (secret, raw_secret)
+    return unquote_plus(raw_id), candidates
+
+
+def credentials_from(authorization: str | None, params: Params) -> ClientCredentials:
+    """The client's claimed identity and secret(s); InvalidClient if there is none."""
+    basic = _basic(authorization) if authorization else None
+    body_id = params.get("client_id")
+    body_secret = params.get("client_secret")
+    if basic is not None:
+        client_id, candidates = basic
+        if body_secret is not None:
+            raise InvalidRequest("Only one client authentication method may be used")
+        if body_id is not None and body_id != client_id:
+            raise InvalidRequest("Only one client authentication method may be used")
+        return ClientCredentials(client_id, candidates, basic=True)
+    if not body_id:
+        raise InvalidClient()
+    return ClientCredentials(body_id, (body_secret,) if body_secret is not None else (), False)
+
+
+def check_secret_presence(creds: ClientCredentials, client: Credential) -> None:
+    """Public clients must not send a secret; confidential ones must (design §4.5)."""
+    if client.client_type is ClientType.PUBLIC:
+        if any(creds.secrets):
+            raise InvalidClient(basic=creds.basic)
+    elif not any(creds.secrets) or client.secret_hash is None:
+        raise InvalidClient(basic=creds.basic)

@@ -1,0 +1,31 @@
+"""Client credentials (RFC 6749 §4.4): confidential clients only, no refresh token (§4.4.3).
+
+An `authenticated_userid` may ride along, as in Kong, but only with the provision key.
+"""
+
+from __future__ import annotations
+
+from edgeauth.errors import UnauthorizedClient
+from edgeauth.models import ClientType, Credential
+from edgeauth.oauth import scopes
+from edgeauth.oauth.grants.base import GrantContext
+from edgeauth.oauth.grants.provisioned import check_provision_key
+from edgeauth.oauth.issuer import Issue, Minted, mint
+from edgeauth.oauth.params import Params
+
+
+def decide(params: Params, client: Credential, ctx: GrantContext) -> Issue:
+    if client.client_type is not ClientType.CONFIDENTIAL:
+        raise UnauthorizedClient("client_credentials is only for confidential clients")
+    userid = params.get("authenticated_userid") or None
+    if userid is not None or "provision_key" in params:
+        check_provision_key(params, ctx.policy)
+    s = ctx.policy.settings
+    granted = scopes.grant(params.get("scope"), s.scopes, s.mandatory_scope)
+    return Issue(client, userid, granted, with_refresh=False)
+
+
+async def exchange(params: Params, client: Credential, ctx: GrantContext) -> Minted:
+    minted = mint(decide(params, client, ctx), ctx.policy, ctx.now)
+    await ctx.store.save_token(minted.record)
+    return minted

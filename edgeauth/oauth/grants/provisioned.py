@@ -1,0 +1,25 @@
+"""Rules shared by the grants that trust the resource owner's backend (Kong's provision key).
+
+The backend authenticates the user itself and vouches for `authenticated_userid` with the
+service's provision key; the gateway never sees a user password.
+"""
+
+from __future__ import annotations
+
+from edgeauth import crypto
+from edgeauth.errors import InvalidAuthenticatedUser, InvalidProvisionKey
+from edgeauth.oauth.params import Params
+from edgeauth.oauth.policy import Policy
+
+
+def check_provision_key(params: Params, policy: Policy) -> None:
+    sent = params.get("provision_key")
+    if not sent or not crypto.same(sent, policy.provision_key):
+        raise InvalidProvisionKey()
+
+
+def authenticated_userid(params: Params) -> str:
+    userid = params.get("authenticated_userid")
+    if not userid:
+        raise InvalidAuthenticatedUser()
+    return userid

@@ -1,0 +1,117 @@
+"""Bearer validation for the proxy path (design §5 step 3, §8).
+
+Rule 1: a cache hit is synchronous: one SHA-256, one dict lookup, one comparison with now.
+Rule 2: a miss reads the store once per digest however many requests wait for it
+(single-flight); unknown or dead tokens are remembered briefly (negative cache).
+Rule 3: a store failure is `temporarily_unavailable` (503): never a guess either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Sequence
+
+from edgeauth import crypto
+from edgeauth.cache import EXPIRES_AT, SCOPES, SERVICE, Entry, Header, TokenCache
+from edgeauth.errors import InsufficientScope, InvalidToken, StoreError, TemporarilyUnavailable
+from edgeauth.models import TokenView
+from edgeauth.oauth.policy import Policy
+from edgeauth.store.base import Store
+
+
+def identity_headers(view: TokenView) -> tuple[Header, ...]:
+    """Design §5 step 4: what upstream learns of the caller (absent values are not sent)."""
+    token = view.token
+    pairs = (
+        ("X-Consumer-ID", view.consumer_id),
+        ("X-Consumer-Custom-ID", view.custom_id),
+        ("X-Consumer-Username", view.username),
+        ("X-Credential-Identifier", view.client_id),
+        ("X-Authenticated-Scope", token.scope),
+        ("X-Authenticated-Userid", token.authenticated_userid),
+    )
+    return tuple((name, value) for name, value in pairs if value)
+
+
+def entry_for(view: TokenView) -> Entry:
+    token = view.token
+    return (
+        math.inf if token.expires_at is None else token.expires_at,
+        token.service,
+        tuple(token.scope.split()),
+        identity_headers(view),
+        view.username or view.consumer_id,
+        view.client_id,
+    )
+
+
+def is_live(view: TokenView | None, now: float) -> bool:
+    if view is None or view.token.revoked_at is not None:
+        return False
+    expires_at = view.token.expires_at
+    return expires_at is None or expires_at > now
+
+
+class Validator:
+    """Turns a raw bearer token into the cache entry that lets a request through."""
+
+    def __init__(self, store: Store, cache: TokenCache) -> None:
+        self.store = store
+        self.cache = cache
+        self._loading: dict[bytes, asyncio.Future[Entry | None]] = {}
+        self._revocations = 0
+        store.on_revoked(self.revoked)
+
+    def revoked(self, digests: Sequence[bytes]) -> None:
+        """Evict revoked tokens; a store read already in flight will not cache its answer."""
+        self._revocations += 1
+        self.cache.evict(digests)
+
+    async def validate(self, token: str, policy: Policy, required: tuple[str, ...]) -> Entry:
+        """The entry for a live token valid on this service with the required scopes."""
+        digest = crypto.digest(token)
+        now = time.time()
+        entry = self.cache.get(digest, now)
+        if entry is None:
+            entry = await self._load(digest, now)
+        if entry is None or not policy.accepts(entry[SERVICE]) or entry[EXPIRES_AT] <= now:
+            raise InvalidToken()
+        if required and not all(scope in entry[SCOPES] for scope in required):
+            raise InsufficientScope(required)
+        return entry
+
+    async def _load(self, digest: bytes, now: float) -> Entry | None:
+        if self.cache.is_unknown(digest, now):
+            return None
+        pending = self._loading.get(digest)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
+        self._loading[digest] = future
+        try:
+            entry = await self._read(digest, now)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here, so an unawaited failure is not reported
+            raise
+        else:
+            future.set_result(entry)
+            return entry
+        finally:
+            del self._loading[digest]
+
+    async def _read(self, digest: bytes, now: float) -> Entry | None:
+        generation = self._revocations
+        try:
+            view = await self.store.find_token(digest)
+        except StoreError as exc:
+            raise TemporarilyUnavailable() from exc
+        if view is None or not is_live(view, now):
+            self.cache.put_unknown(digest, now)
+            return None
+        entry = entry_for(view)
+        if generation == self._revocations:  # else it may have been revoked meanwhile
+            self.cache.put(digest, entry)
+        return entry
