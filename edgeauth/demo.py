@@ -70,7 +70,7 @@ def _walkthrough(settings: Settings, curl: str, base: str) -> list[str]:
         f'"grant_type":"password","provision_key":"{policy.provision_key}",'
         f'"authenticated_userid":"1"}}'
     )
-    pick = "sed -E 's/.*\"{0}\":\"([^\"]*)\".*/\\1/'"
+    pick = 'sed -E \'s/.*"{0}":"([^"]*)".*/\\1/\''
     refresh = (
         f'"{{\\"client_id\\":\\"{cred.client_id}\\",'
         f'\\"client_secret\\":\\"{cred.client_secret}\\",'

@@ -116,7 +116,10 @@ def make_app() -> web.Application:
     """
     app = web.Application()
     app[STATS] = {"slow_started": 0, "slow_finished": 0, "slow_cancelled": 0}
+    # /echo under any prefix, so that a test can see what any route forwards
+    app.router.add_route("*", "/{head:.*}/echo", echo)
     for prefix in ("", "/api"):
+        app.router.add_route("*", f"{prefix}/events/echo", echo)
         app.router.add_get(f"{prefix}/events", events)
         app.router.add_get(f"{prefix}/events/{{id}}", event)
         app.router.add_route("*", f"{prefix}/echo", echo)

@@ -29,6 +29,7 @@ import tomli_w
 from aiohttp import web
 
 from edgeauth import sample_backend, tls
+from edgeauth.bootstrap import prepare_store
 from edgeauth.config import Address, Settings, load_settings
 from edgeauth.server import Gateway
 from edgeauth.supervisor import bind
@@ -84,9 +85,13 @@ def write_config(
     directory: Path,
     dev_cert: tls.DevCertificate,
     services: list[dict[str, Any]],
+    *,
+    consumers: list[dict[str, Any]] | None = None,
+    tables: dict[str, dict[str, Any]] | None = None,
     **server: Any,
 ) -> Path:
-    """A real config.toml in `directory`; `server` keys override the [server] table."""
+    """A real config.toml in `directory`; `server` keys override the [server] table,
+    `tables` override or add other top-level tables (e.g. {"cache": {...}})."""
     doc: dict[str, Any] = {
         "server": {
             "listen": "127.0.0.1:0",
@@ -99,6 +104,10 @@ def write_config(
         "admin": {"token_file": str(directory / "admin.token")},
         "services": services,
     }
+    for name, table in (tables or {}).items():
+        doc[name] = {**doc.get(name, {}), **table}
+    if consumers:
+        doc["consumers"] = consumers
     path = directory / "config.toml"
     path.write_text(tomli_w.dumps(doc))
     return path
@@ -134,9 +143,18 @@ async def gateway(tmp_path: Path, dev_cert: tls.DevCertificate) -> AsyncIterator
     """Start an in-process gateway: `await gateway(services, **server_keys)`."""
     started: list[Gateway] = []
 
-    async def start(services: list[dict[str, Any]], **server: Any) -> RunningGateway:
-        path = write_config(tmp_path, dev_cert, services, **server)
+    async def start(
+        services: list[dict[str, Any]],
+        *,
+        consumers: list[dict[str, Any]] | None = None,
+        tables: dict[str, dict[str, Any]] | None = None,
+        **server: Any,
+    ) -> RunningGateway:
+        path = write_config(
+            tmp_path, dev_cert, services, consumers=consumers, tables=tables, **server
+        )
         settings = load_settings(path)
+        await prepare_store(settings)
         sock = bind(Address("127.0.0.1", 0))
         port = sock.getsockname()[1]
         gw = Gateway(settings)

@@ -182,8 +182,8 @@ class SQLiteStore:
     async def _configure(self, db: aiosqlite.Connection) -> None:
         db.row_factory = sqlite3.Row
         await _exec(db, f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-        mode = (await _fetch(db, "PRAGMA journal_mode = WAL"))[0][0]
-        if str(mode).lower() != "wal":
+        mode = await _enter_wal(db, deadline=time.monotonic() + self._busy_timeout_ms / 1000)
+        if mode != "wal":
             log.warning("sqlite store %s: journal_mode is %s, not wal", self.path, mode)
         await _exec(db, "PRAGMA foreign_keys = ON")
         await _exec(db, "PRAGMA synchronous = FULL")
@@ -433,6 +433,18 @@ async def _close_quietly(db: aiosqlite.Connection) -> None:
         await db.close()
     except (sqlite3.Error, ValueError) as exc:
         log.warning("closing the sqlite store: %s", exc)
+
+
+async def _enter_wal(db: aiosqlite.Connection, deadline: float) -> str:
+    """Switches the file to WAL. Two connections switching a new file at once can fail
+    without waiting on busy_timeout (SQLITE_BUSY, even SQLITE_IOERR): retry until deadline."""
+    while True:
+        try:
+            return str((await _fetch(db, "PRAGMA journal_mode = WAL"))[0][0]).lower()
+        except sqlite3.OperationalError:
+            if time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(0.01)
 
 
 async def _in_transaction(

@@ -1,0 +1,658 @@
+"""The contract every Store backend passes (design §7, store/base.py rules 1–4).
+
+Real databases only. Records come from the small factories below: uuid ids, SHA-256 digests of
+raw values the test knows, so that "no raw token at rest" can be checked byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import pytest
+
+from edgeauth.errors import Conflict, StoreError, StoreUnavailable
+from edgeauth.models import AuthCode, ClientType, Consumer, Credential, TokenRecord
+from edgeauth.store.base import NewCredential, Store
+from tests.store.conftest import Database
+
+# factories ------------------------------------------------------------------------------
+
+
+def digest(raw: str) -> bytes:
+    return hashlib.sha256(raw.encode()).digest()
+
+
+def hash_secret(secret: str) -> str:
+    """Kong's PHC format, as the admin API stores secrets (design §6)."""
+    salt = secrets.token_bytes(16)
+    derived = hashlib.pbkdf2_hmac("sha512", secret.encode(), salt, 1000, 32)
+    b64 = base64.b64encode
+    return f"$pbkdf2-sha512$i=1000,l=32${b64(salt).decode()}${b64(derived).decode()}"
+
+
+def new_credential(
+    consumer_id: str,
+    *,
+    client_id: str | None = None,
+    secret_hash: str | None = "$pbkdf2-sha512$i=1000,l=32$c2FsdA$aGFzaA",
+    client_type: ClientType = ClientType.CONFIDENTIAL,
+    name: str = "app",
+) -> NewCredential:
+    return NewCredential(
+        consumer_id=consumer_id,
+        name=name,
+        client_id=client_id or f"client-{uuid.uuid4().hex[:12]}",
+        secret_hash=secret_hash,
+        redirect_uris=("https://app.example/cb", "https://app.example/cb2"),
+        client_type=client_type,
+        tags=("seed", "test"),
+    )
+
+
+@dataclass(frozen=True)
+class Minted:
+    """A token as the issuer hands it out (raw values) and as it is stored (record)."""
+
+    access: str
+    refresh: str | None
+    record: TokenRecord
+
+
+def mint(
+    credential_id: str,
+    now: float,
+    *,
+    family_id: str | None = None,
+    refresh: bool = True,
+    expires_in: float | None = 3600.0,
+    refresh_expires_in: float | None = 86400.0,
+    revoked_at: float | None = None,
+) -> Minted:
+    access = secrets.token_urlsafe(32)
+    raw_refresh = secrets.token_urlsafe(32) if refresh else None
+    record = TokenRecord(
+        id=str(uuid.uuid4()),
+        access_digest=digest(access),
+        refresh_digest=digest(raw_refresh) if raw_refresh else None,
+        prefix=access[:6],
+        credential_id=credential_id,
+        service="orders",
+        authenticated_userid="alice",
+        scope="read write",
+        family_id=family_id or str(uuid.uuid4()),
+        created_at=now,
+        expires_at=None if expires_in is None else now + expires_in,
+        refresh_expires_at=(
+            None if refresh_expires_in is None or not refresh else now + refresh_expires_in
+        ),
+        revoked_at=revoked_at,
+    )
+    return Minted(access, raw_refresh, record)
+
+
+def auth_code(credential_id: str, now: float, *, expires_in: float = 60.0) -> tuple[str, AuthCode]:
+    raw = secrets.token_urlsafe(32)
+    return raw, AuthCode(
+        digest=digest(raw),
+        credential_id=credential_id,
+        service="orders",
+        authenticated_userid="alice",
+        scope="read",
+        redirect_uri="https://app.example/cb",
+        code_challenge="E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        code_challenge_method="S256",
+        created_at=now,
+        expires_at=now + expires_in,
+    )
+
+
+class Announcements:
+    """A revocation listener that records what it hears."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[bytes, ...]] = []
+
+    def __call__(self, digests: Sequence[bytes]) -> None:
+        self.batches.append(tuple(digests))
+
+    @property
+    def digests(self) -> list[bytes]:
+        return [d for batch in self.batches for d in batch]
+
+
+@dataclass(frozen=True)
+class App:
+    consumer: Consumer
+    credential: Credential
+
+
+@pytest.fixture
+async def app(store: Store) -> App:
+    consumer = await store.create_consumer("alice", "alice-1", ("gold",))
+    credential = await store.create_credential(new_credential(consumer.id))
+    return App(consumer, credential)
+
+
+@pytest.fixture
+def heard(store: Store) -> Announcements:
+    listener = Announcements()
+    store.on_revoked(listener)
+    return listener
+
+
+async def saved(store: Store, credential_id: str, now: float, **options: object) -> Minted:
+    minted = mint(credential_id, now, **options)  # type: ignore[arg-type]
+    await store.save_token(minted.record)
+    return minted
+
+
+# consumers and credentials ----------------------------------------------------------------
+
+
+async def test_consumer_crud(store: Store) -> None:
+    consumer = await store.create_consumer("bob", "bob-7", ("a", "b"))
+    assert (consumer.username, consumer.custom_id, consumer.tags) == ("bob", "bob-7", ("a", "b"))
+    assert uuid.UUID(consumer.id).version == 4
+    assert abs(consumer.created_at - time.time()) < 5
+    assert await store.get_consumer(consumer.id) == consumer
+    assert await store.get_consumer("bob") == consumer
+    assert await store.get_consumer("nobody") is None
+    assert await store.delete_consumer(consumer.id) is True
+    assert await store.get_consumer(consumer.id) is None
+    assert await store.delete_consumer(consumer.id) is False
+
+
+async def test_consumer_with_custom_id_only(store: Store) -> None:
+    consumer = await store.create_consumer(None, "ext-1")
+    assert consumer.username is None
+    assert await store.get_consumer(consumer.id) == consumer
+
+
+@pytest.mark.parametrize(("username", "custom_id"), [("alice", "other"), ("other", "alice-1")])
+async def test_duplicate_consumer_conflicts(
+    store: Store, app: App, username: str, custom_id: str
+) -> None:
+    with pytest.raises(Conflict):
+        await store.create_consumer(username, custom_id)
+
+
+async def test_upsert_consumer_is_idempotent(store: Store) -> None:
+    first = await store.upsert_consumer("carol", "c-1", ("x",))
+    assert await store.upsert_consumer("carol", "c-1", ("x",)) == first
+    changed = await store.upsert_consumer("carol", "c-2", ("y",))
+    assert (changed.id, changed.custom_id, changed.tags) == (first.id, "c-2", ("y",))
+    assert await store.get_consumer("carol") == changed
+
+
+async def test_upsert_consumer_with_taken_custom_id_conflicts(store: Store, app: App) -> None:
+    with pytest.raises(Conflict):
+        await store.upsert_consumer("dave", "alice-1")
+
+
+async def test_credential_crud(store: Store, app: App) -> None:
+    credential = app.credential
+    assert credential.redirect_uris == ("https://app.example/cb", "https://app.example/cb2")
+    assert credential.client_type is ClientType.CONFIDENTIAL
+    assert credential.tags == ("seed", "test")
+    assert await store.find_credential(credential.client_id) == credential
+    assert await store.get_credential(credential.id) == credential
+    assert await store.find_credential("unknown") is None
+    assert await store.get_credential(str(uuid.uuid4())) is None
+    assert await store.delete_credential(credential.id) is True
+    assert await store.get_credential(credential.id) is None
+    assert await store.delete_credential(credential.id) is False
+
+
+async def test_duplicate_client_id_conflicts(store: Store, app: App) -> None:
+    other = await store.create_consumer("eve", None)
+    duplicate = new_credential(other.id, client_id=app.credential.client_id)
+    with pytest.raises(Conflict):
+        await store.create_credential(duplicate)
+
+
+async def test_credential_of_unknown_consumer_is_a_store_error(store: Store) -> None:
+    with pytest.raises(StoreError) as caught:
+        await store.create_credential(new_credential(str(uuid.uuid4())))
+    assert type(caught.value) is StoreError  # neither Conflict nor StoreUnavailable
+
+
+async def test_public_credential_roundtrip(store: Store, app: App) -> None:
+    public = new_credential(app.consumer.id, secret_hash=None, client_type=ClientType.PUBLIC)
+    credential = await store.create_credential(public)
+    assert (credential.secret_hash, credential.client_type) == (None, ClientType.PUBLIC)
+
+
+async def test_upsert_credential_is_idempotent(
+    store: Store, app: App, heard: Announcements
+) -> None:
+    token = await saved(store, app.credential.id, time.time())
+    same = new_credential(app.consumer.id, client_id=app.credential.client_id)
+    assert await store.upsert_credential(same) == app.credential
+    renamed = await store.upsert_credential(replace(same, name="renamed", tags=("t",)))
+    assert (renamed.id, renamed.name, renamed.tags) == (app.credential.id, "renamed", ("t",))
+    assert renamed.created_at == app.credential.created_at
+    view = await store.find_token(token.record.access_digest)
+    assert view is not None
+    assert view.token.revoked_at is None
+    assert heard.batches == []
+
+
+async def test_upsert_credential_creates(store: Store, app: App) -> None:
+    created = await store.upsert_credential(new_credential(app.consumer.id, client_id="fresh"))
+    assert await store.find_credential("fresh") == created
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"secret_hash": "$pbkdf2-sha512$i=1000,l=32$b3RoZXI$b3RoZXI"},
+        {"client_type": ClientType.PUBLIC, "secret_hash": None},
+        {"client_type": ClientType.PUBLIC},
+    ],
+)
+async def test_upsert_credential_with_new_secret_or_type_revokes(
+    store: Store, app: App, heard: Announcements, change: dict[str, object]
+) -> None:
+    token = await saved(store, app.credential.id, time.time())
+    same = new_credential(app.consumer.id, client_id=app.credential.client_id)
+    updated = await store.upsert_credential(replace(same, **change))  # type: ignore[arg-type]
+    assert updated.id == app.credential.id
+    view = await store.find_token(token.record.access_digest)
+    assert view is not None
+    assert view.token.revoked_at is not None
+    assert heard.digests == [token.record.access_digest]
+
+
+# tokens -----------------------------------------------------------------------------------
+
+
+async def test_find_token_joins_credential_and_consumer(store: Store, app: App) -> None:
+    token = await saved(store, app.credential.id, time.time())
+    view = await store.find_token(token.record.access_digest)
+    assert view is not None
+    assert view.token == token.record
+    assert (view.client_id, view.consumer_id) == (app.credential.client_id, app.consumer.id)
+    assert (view.username, view.custom_id) == ("alice", "alice-1")
+    assert await store.find_token(digest("unknown")) is None
+
+
+async def test_find_token_returns_dead_tokens_too(store: Store, app: App) -> None:
+    now = time.time()
+    expired = await saved(store, app.credential.id, now - 7200, expires_in=10)
+    revoked = await saved(store, app.credential.id, now, revoked_at=now)
+    for minted in (expired, revoked):
+        view = await store.find_token(minted.record.access_digest)
+        assert view is not None
+        assert view.token == minted.record
+
+
+async def test_token_without_expiry_or_refresh(store: Store, app: App) -> None:
+    token = mint(app.credential.id, time.time(), refresh=False, expires_in=None)
+    await store.save_token(replace(token.record, service=None, authenticated_userid=None))
+    view = await store.find_token(token.record.access_digest)
+    assert view is not None
+    assert (view.token.expires_at, view.token.refresh_digest, view.token.service) == (
+        None,
+        None,
+        None,
+    )
+
+
+async def test_duplicate_token_digest_conflicts(store: Store, app: App) -> None:
+    token = await saved(store, app.credential.id, time.time())
+    with pytest.raises(Conflict):
+        await store.save_token(replace(token.record, id=str(uuid.uuid4()), refresh_digest=None))
+
+
+async def test_find_refresh(store: Store, app: App) -> None:
+    token = await saved(store, app.credential.id, time.time())
+    assert token.refresh is not None
+    assert await store.find_refresh(digest(token.refresh)) == token.record
+    assert await store.find_refresh(digest("unknown")) is None
+
+
+async def test_rotate_refresh_retires_the_old_row_once(
+    store: Store, app: App, heard: Announcements
+) -> None:
+    now = time.time()
+    old = await saved(store, app.credential.id, now - 60)
+    assert old.refresh is not None
+    new = mint(app.credential.id, now, family_id=old.record.family_id)
+    retired = await store.rotate_refresh(digest(old.refresh), new.record, now)
+    assert retired == replace(old.record, revoked_at=now, refresh_used_at=now)
+    assert heard.batches == [(old.record.access_digest,)]
+    view = await store.find_token(new.record.access_digest)
+    assert view is not None
+    assert view.token == new.record
+    assert await store.find_refresh(digest(old.refresh)) == retired
+    again = mint(app.credential.id, now, family_id=old.record.family_id)
+    assert await store.rotate_refresh(digest(old.refresh), again.record, now) is None
+    assert await store.find_token(again.record.access_digest) is None
+
+
+async def test_rotate_refresh_refuses_dead_or_unknown_rows(store: Store, app: App) -> None:
+    now = time.time()
+    expired = await saved(store, app.credential.id, now - 100, refresh_expires_in=50)
+    revoked = await saved(store, app.credential.id, now - 100, revoked_at=now - 10)
+    for refresh in (expired.refresh, revoked.refresh, "unknown"):
+        assert refresh is not None
+        new = mint(app.credential.id, now)
+        assert await store.rotate_refresh(digest(refresh), new.record, now) is None
+        assert await store.find_token(new.record.access_digest) is None
+
+
+async def test_rotate_refresh_of_never_expiring_refresh(store: Store, app: App) -> None:
+    now = time.time()
+    old = await saved(store, app.credential.id, now, refresh_expires_in=None)
+    assert old.refresh is not None
+    new = mint(app.credential.id, now)
+    assert await store.rotate_refresh(digest(old.refresh), new.record, now) is not None
+
+
+async def rotate_race(stores: Sequence[Store], app: App, refresh: str, now: float) -> int:
+    """Rotates one refresh token from 50 concurrent callers; returns how many won."""
+    news = [mint(app.credential.id, now) for _ in range(50)]
+    results = await asyncio.gather(
+        *(
+            stores[i % len(stores)].rotate_refresh(digest(refresh), new.record, now)
+            for i, new in enumerate(news)
+        )
+    )
+    found = [await stores[0].find_token(new.record.access_digest) for new in news]
+    assert sum(view is not None for view in found) == 1
+    return sum(result is not None for result in results)
+
+
+async def test_rotate_refresh_concurrently_has_one_winner(store: Store, app: App) -> None:
+    old = await saved(store, app.credential.id, time.time())
+    assert old.refresh is not None
+    assert await rotate_race([store], app, old.refresh, time.time()) == 1
+
+
+async def test_rotate_refresh_across_two_stores_has_one_winner(
+    store: Store, database: Database, app: App
+) -> None:
+    other = database.make()
+    await other.open()
+    try:
+        old = await saved(store, app.credential.id, time.time())
+        assert old.refresh is not None
+        assert await rotate_race([store, other], app, old.refresh, time.time()) == 1
+    finally:
+        await other.close()
+
+
+async def test_replace_access_keeps_the_refresh_token(
+    store: Store, app: App, heard: Announcements
+) -> None:
+    now = time.time()
+    old = await saved(store, app.credential.id, now - 60)
+    assert old.refresh is not None
+    fresh = secrets.token_urlsafe(32)
+    updated = await store.replace_access(
+        digest(old.refresh), digest(fresh), fresh[:6], now + 3600, now
+    )
+    expected = replace(
+        old.record, access_digest=digest(fresh), prefix=fresh[:6], expires_at=now + 3600
+    )
+    assert updated == replace(expected, created_at=now)
+    assert heard.batches == [(old.record.access_digest,)]
+    assert await store.find_token(old.record.access_digest) is None
+    view = await store.find_token(digest(fresh))
+    assert view is not None
+    assert view.token == updated
+    again = secrets.token_urlsafe(32)
+    assert await store.replace_access(digest(old.refresh), digest(again), "x", None, now)
+
+
+async def test_replace_access_refuses_dead_or_unknown_rows(store: Store, app: App) -> None:
+    now = time.time()
+    revoked = await saved(store, app.credential.id, now, revoked_at=now)
+    expired = await saved(store, app.credential.id, now - 100, refresh_expires_in=50)
+    for refresh in (revoked.refresh, expired.refresh, "unknown"):
+        assert refresh is not None
+        fresh = digest(secrets.token_urlsafe(32))
+        assert await store.replace_access(digest(refresh), fresh, "p", None, now) is None
+        assert await store.find_token(fresh) is None
+
+
+async def test_revoke_family_revokes_every_live_member(
+    store: Store, app: App, heard: Announcements
+) -> None:
+    now, family = time.time(), str(uuid.uuid4())
+    live = [
+        await saved(store, app.credential.id, now, family_id=family),
+        await saved(store, app.credential.id, now, family_id=family),
+        await saved(store, app.credential.id, now - 7200, family_id=family, expires_in=60),
+    ]
+    await saved(store, app.credential.id, now, family_id=family, revoked_at=now - 5)
+    stranger = await saved(store, app.credential.id, now)
+    assert await store.revoke_family(family, now) == 3
+    assert sorted(heard.digests) == sorted(m.record.access_digest for m in live)
+    for minted in live:
+        view = await store.find_token(minted.record.access_digest)
+        assert view is not None
+        assert view.token.revoked_at == now
+    view = await store.find_token(stranger.record.access_digest)
+    assert view is not None
+    assert view.token.revoked_at is None
+    assert await store.revoke_family(family, now) == 0
+    assert len(heard.batches) == 1
+
+
+async def test_revoke_token(store: Store, app: App, heard: Announcements) -> None:
+    now = time.time()
+    token = await saved(store, app.credential.id, now)
+    assert await store.revoke_token(token.record.id, now) is True
+    assert await store.revoke_token(token.record.id, now) is False
+    assert await store.revoke_token(str(uuid.uuid4()), now) is False
+    assert heard.batches == [(token.record.access_digest,)]
+    view = await store.find_token(token.record.access_digest)
+    assert view is not None
+    assert view.token.revoked_at == now
+
+
+async def test_a_failing_listener_does_not_break_revocation(
+    store: Store, app: App, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(digests: Sequence[bytes]) -> None:
+        raise RuntimeError("listener bug")
+
+    store.on_revoked(broken)
+    after = Announcements()
+    store.on_revoked(after)
+    token = await saved(store, app.credential.id, time.time())
+    with caplog.at_level(logging.ERROR):
+        assert await store.revoke_token(token.record.id, time.time()) is True
+    assert after.digests == [token.record.access_digest]
+    assert any(record.exc_info for record in caplog.records)
+    assert await store.ping() is True
+
+
+# authorization codes ------------------------------------------------------------------------
+
+
+async def test_take_code_once(store: Store, app: App) -> None:
+    now = time.time()
+    raw, code = auth_code(app.credential.id, now)
+    await store.save_code(code)
+    assert await store.take_code(digest(raw), now) == code
+    assert await store.take_code(digest(raw), now) is None
+
+
+async def test_take_code_concurrently_has_one_winner(store: Store, app: App) -> None:
+    now = time.time()
+    raw, code = auth_code(app.credential.id, now)
+    await store.save_code(code)
+    results = await asyncio.gather(*(store.take_code(digest(raw), now) for _ in range(50)))
+    assert [result for result in results if result is not None] == [code]
+
+
+async def test_expired_code_is_not_taken(store: Store, app: App) -> None:
+    now = time.time()
+    raw, code = auth_code(app.credential.id, now - 120, expires_in=60)
+    await store.save_code(code)
+    assert await store.take_code(digest(raw), now) is None
+    assert await store.take_code(digest(raw), now - 100) is None  # consumed by the attempt
+
+
+async def test_duplicate_code_conflicts(store: Store, app: App) -> None:
+    _, code = auth_code(app.credential.id, time.time())
+    await store.save_code(code)
+    with pytest.raises(Conflict):
+        await store.save_code(code)
+
+
+# deletion cascades --------------------------------------------------------------------------
+
+
+async def test_delete_consumer_cascades_and_announces(
+    store: Store, app: App, heard: Announcements
+) -> None:
+    now = time.time()
+    live = await saved(store, app.credential.id, now)
+    dead = await saved(store, app.credential.id, now, revoked_at=now)
+    raw, code = auth_code(app.credential.id, now)
+    await store.save_code(code)
+    assert await store.delete_consumer(app.consumer.id) is True
+    assert heard.batches == [(live.record.access_digest,)]
+    assert await store.get_credential(app.credential.id) is None
+    assert await store.find_token(live.record.access_digest) is None
+    assert await store.find_token(dead.record.access_digest) is None
+    assert await store.take_code(digest(raw), now) is None
+
+
+async def test_delete_credential_cascades_and_announces(
+    store: Store, app: App, heard: Announcements
+) -> None:
+    now = time.time()
+    kept_credential = await store.create_credential(new_credential(app.consumer.id))
+    kept = await saved(store, kept_credential.id, now)
+    gone = await saved(store, app.credential.id, now)
+    assert await store.delete_credential(app.credential.id) is True
+    assert heard.batches == [(gone.record.access_digest,)]
+    assert await store.find_token(gone.record.access_digest) is None
+    assert await store.find_token(kept.record.access_digest) is not None
+    assert await store.get_consumer(app.consumer.id) == app.consumer
+
+
+# housekeeping -------------------------------------------------------------------------------
+
+
+async def test_sweep_deletes_dead_rows_only(store: Store, app: App) -> None:
+    now, day, cid = time.time(), 86400.0, app.credential.id
+    keep = [
+        await saved(store, cid, now),  # live
+        await saved(store, cid, now - day, expires_in=60, refresh_expires_in=None),  # refreshable
+        await saved(store, cid, now - day, expires_in=60, refresh_expires_in=2 * day),
+        await saved(store, cid, now, revoked_at=now - 60),  # revoked within the grace
+        await saved(store, cid, now - day, refresh=False, expires_in=day - 60),  # in grace
+        await saved(store, cid, now, expires_in=None, refresh=False),  # never expires
+    ]
+    drop = [
+        await saved(store, cid, now - day, refresh=False, expires_in=60),
+        await saved(store, cid, now - day, expires_in=60, refresh_expires_in=120),
+        await saved(store, cid, now, revoked_at=now - 7200),
+    ]
+    raw_live, live_code = auth_code(cid, now)
+    raw_old, old_code = auth_code(cid, now - 600)
+    await store.save_code(live_code)
+    await store.save_code(old_code)
+    assert await store.sweep(now, grace_seconds=3600) == len(drop) + 1
+    for minted in keep:
+        assert await store.find_token(minted.record.access_digest) is not None
+    for minted in drop:
+        assert await store.find_token(minted.record.access_digest) is None
+    assert await store.take_code(digest(raw_live), now) == live_code
+    assert await store.sweep(now, grace_seconds=3600) == 0
+
+
+# rules 1 and 4 ------------------------------------------------------------------------------
+
+
+async def test_no_raw_token_code_or_secret_at_rest(
+    store: Store, database: Database, app: App
+) -> None:
+    now, secret = time.time(), secrets.token_urlsafe(24)
+    confidential = new_credential(app.consumer.id, secret_hash=hash_secret(secret))
+    credential = await store.create_credential(confidential)
+    first = await saved(store, credential.id, now - 10)
+    rotated = mint(credential.id, now, family_id=first.record.family_id)
+    assert first.refresh is not None
+    assert await store.rotate_refresh(digest(first.refresh), rotated.record, now)
+    assert rotated.refresh is not None
+    replacement = secrets.token_urlsafe(32)
+    await store.replace_access(digest(rotated.refresh), digest(replacement), "r", None, now)
+    raw_code, code = auth_code(credential.id, now)
+    await store.save_code(code)
+    raws = [first.access, first.refresh, rotated.access, rotated.refresh, replacement, raw_code]
+    for data in (await database.at_rest(), await _after_close(store, database)):
+        assert digest(replacement) in data  # the check reads the real data
+        for raw in [*raws, secret]:
+            assert raw.encode() not in data
+
+
+async def _after_close(store: Store, database: Database) -> bytes:
+    await store.close()
+    return await database.at_rest()
+
+
+async def test_unreachable_database_raises_store_unavailable(database: Database) -> None:
+    store = database.unreachable()
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+    assert await store.ping() is False
+    await store.close()
+
+
+async def test_closed_store_raises_store_unavailable(store: Store, app: App) -> None:
+    await store.close()
+    assert await store.ping() is False
+    with pytest.raises(StoreUnavailable):
+        await store.get_consumer("alice")
+    with pytest.raises(StoreUnavailable):
+        await store.create_consumer("zed", None)
+    with pytest.raises(StoreUnavailable):
+        await store.revoke_family("family", time.time())
+    with pytest.raises(StoreUnavailable):
+        await store.take_code(digest("code"), time.time())
+
+
+# opening and migrations ---------------------------------------------------------------------
+
+
+async def test_reopening_is_idempotent(database: Database) -> None:
+    first = database.make()
+    await first.open()
+    await first.open()
+    consumer = await first.create_consumer("frank", None)
+    await first.close()
+    second = database.make()
+    await second.open()
+    try:
+        assert await second.get_consumer("frank") == consumer
+    finally:
+        await second.close()
+
+
+async def test_two_stores_open_a_new_database_at_once(database: Database) -> None:
+    a, b = database.make(), database.make()
+    await asyncio.gather(a.open(), b.open())
+    try:
+        from_a = await a.create_consumer("from-a", None)
+        from_b = await b.create_consumer("from-b", None)
+        assert await b.get_consumer("from-a") == from_a
+        assert await a.get_consumer("from-b") == from_b
+        assert await a.ping()
+        assert await b.ping()
+    finally:
+        await a.close()
+        await b.close()
