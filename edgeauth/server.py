@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Sequence
@@ -54,6 +55,7 @@ from edgeauth.validation import Validator
 log = logging.getLogger(__name__)
 
 SERVER_HEADER = "edgeauth"
+SWEEP_SECONDS = 600.0
 
 
 def _head_bytes(request: web.BaseRequest) -> int:
@@ -85,6 +87,7 @@ class Gateway:
         self.policies: dict[str, Policy] = {}
         self.token_endpoints: dict[str, TokenEndpoint] = {}
         self._anonymous: dict[str, tuple[Header, ...]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         self._inflight = 0
         self._pid = os.getpid()
         self._listeners: list[Listener] = []
@@ -140,6 +143,26 @@ class Gateway:
         self.token_endpoints = {
             name: TokenEndpoint.build(policy, store, memo) for name, policy in policies.items()
         }
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(store))
+
+    def _reuse_memory(self) -> float:
+        """How long dead rows are kept: a rotated refresh token replayed within this time is
+        still recognised as reuse (and revokes its family) rather than as unknown."""
+        ttls = [p.settings.refresh_token_ttl for p in self.policies.values()]
+        if any(ttl == 0 for ttl in ttls):
+            return 30 * 86400.0
+        return float(max([86400, *ttls]))
+
+    async def _sweep(self, store: Store) -> None:
+        """Delete long-dead tokens and expired codes now and then (design §7)."""
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS * random.uniform(0.5, 1.5))  # noqa: S311
+            try:
+                removed = await store.sweep(time.time(), grace_seconds=self._reuse_memory())
+            except StoreError as exc:
+                log.warning("sweep failed: %s", exc)
+            else:
+                log.debug("swept %d dead rows", removed)
 
     async def stop(self, drain_seconds: float) -> None:
         """Stop accepting, let in-flight requests finish up to `drain_seconds`, then close."""
@@ -149,6 +172,8 @@ class Gateway:
             await self._server.shutdown(drain_seconds)
         for upstream in self.upstreams.values():
             await upstream.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self.store is not None:
             await self.store.close()
         self.access_log.close()

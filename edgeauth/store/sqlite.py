@@ -16,7 +16,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -86,6 +86,11 @@ CREATE TABLE codes (
 );
 CREATE INDEX codes_credential_id ON codes (credential_id);
 """
+
+_CONSUMER_FIELDS = tuple(field.name for field in fields(Consumer))
+_CREDENTIAL_FIELDS = tuple(field.name for field in fields(Credential))
+_TOKEN_FIELDS = tuple(field.name for field in fields(TokenRecord))
+_CODE_FIELDS = tuple(field.name for field in fields(AuthCode))
 
 # Forward-only: append, never edit. PRAGMA user_version counts those applied.
 MIGRATIONS: tuple[str, ...] = (_V1,)
@@ -165,8 +170,11 @@ class SQLiteStore:
     # lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
         """Creates the file (0600) if missing, connects, sets the pragmas, migrates."""
-        if self._db is not None:
-            return
+        async with self._lock:
+            if self._db is None:
+                self._db = await self._connect()
+
+    async def _connect(self) -> aiosqlite.Connection:
         with _translated():
             await asyncio.to_thread(_prepare_file, self.path)
             db = await aiosqlite.connect(self.path, isolation_level=None)
@@ -177,7 +185,7 @@ class SQLiteStore:
         except BaseException:
             await _close_quietly(db)
             raise
-        self._db = db
+        return db
 
     async def _configure(self, db: aiosqlite.Connection) -> None:
         db.row_factory = sqlite3.Row
@@ -519,14 +527,12 @@ def _strings(text: str) -> tuple[str, ...]:
     return tuple(str(value) for value in json.loads(text))
 
 
+def _columns(row: sqlite3.Row, names: tuple[str, ...]) -> dict[str, Any]:
+    return {name: row[name] for name in names}
+
+
 def _consumer(row: sqlite3.Row) -> Consumer:
-    return Consumer(
-        id=row["id"],
-        username=row["username"],
-        custom_id=row["custom_id"],
-        tags=_strings(row["tags"]),
-        created_at=row["created_at"],
-    )
+    return Consumer(**{**_columns(row, _CONSUMER_FIELDS), "tags": _strings(row["tags"])})
 
 
 def _credential_params(new: NewCredential, credential_id: str, created_at: int) -> dict[str, Any]:
@@ -542,48 +548,17 @@ def _credential_params(new: NewCredential, credential_id: str, created_at: int) 
 
 
 def _credential(row: sqlite3.Row) -> Credential:
-    return Credential(
-        id=row["id"],
-        consumer_id=row["consumer_id"],
-        name=row["name"],
-        client_id=row["client_id"],
-        secret_hash=row["secret_hash"],
-        redirect_uris=_strings(row["redirect_uris"]),
-        client_type=ClientType(row["client_type"]),
-        tags=_strings(row["tags"]),
-        created_at=row["created_at"],
-    )
+    decoded = {
+        "redirect_uris": _strings(row["redirect_uris"]),
+        "client_type": ClientType(row["client_type"]),
+        "tags": _strings(row["tags"]),
+    }
+    return Credential(**{**_columns(row, _CREDENTIAL_FIELDS), **decoded})
 
 
 def _token(row: sqlite3.Row) -> TokenRecord:
-    return TokenRecord(
-        id=row["id"],
-        access_digest=bytes(row["access_digest"]),
-        refresh_digest=None if row["refresh_digest"] is None else bytes(row["refresh_digest"]),
-        prefix=row["prefix"],
-        credential_id=row["credential_id"],
-        service=row["service"],
-        authenticated_userid=row["authenticated_userid"],
-        scope=row["scope"],
-        family_id=row["family_id"],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-        refresh_expires_at=row["refresh_expires_at"],
-        revoked_at=row["revoked_at"],
-        refresh_used_at=row["refresh_used_at"],
-    )
+    return TokenRecord(**_columns(row, _TOKEN_FIELDS))
 
 
 def _code(row: sqlite3.Row) -> AuthCode:
-    return AuthCode(
-        digest=bytes(row["digest"]),
-        credential_id=row["credential_id"],
-        service=row["service"],
-        authenticated_userid=row["authenticated_userid"],
-        scope=row["scope"],
-        redirect_uri=row["redirect_uri"],
-        code_challenge=row["code_challenge"],
-        code_challenge_method=row["code_challenge_method"],
-        created_at=row["created_at"],
-        expires_at=row["expires_at"],
-    )
+    return AuthCode(**_columns(row, _CODE_FIELDS))

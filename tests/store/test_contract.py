@@ -1,4 +1,4 @@
-"""The contract every Store backend passes (design §7, store/base.py rules 1–4).
+"""The contract every Store backend passes (design §7, store/base.py rules 1 to 4).
 
 Real databases only. Records come from the small factories below: uuid ids, SHA-256 digests of
 raw values the test knows, so that "no raw token at rest" can be checked byte for byte.
@@ -13,7 +13,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import pytest
@@ -148,8 +148,7 @@ def heard(store: Store) -> Announcements:
     return listener
 
 
-async def saved(store: Store, credential_id: str, now: float, **options: object) -> Minted:
-    minted = mint(credential_id, now, **options)  # type: ignore[arg-type]
+async def saved(store: Store, minted: Minted) -> Minted:
     await store.save_token(minted.record)
     return minted
 
@@ -233,7 +232,7 @@ async def test_public_credential_roundtrip(store: Store, app: App) -> None:
 async def test_upsert_credential_is_idempotent(
     store: Store, app: App, heard: Announcements
 ) -> None:
-    token = await saved(store, app.credential.id, time.time())
+    token = await saved(store, mint(app.credential.id, time.time()))
     same = new_credential(app.consumer.id, client_id=app.credential.client_id)
     assert await store.upsert_credential(same) == app.credential
     renamed = await store.upsert_credential(replace(same, name="renamed", tags=("t",)))
@@ -253,17 +252,18 @@ async def test_upsert_credential_creates(store: Store, app: App) -> None:
 @pytest.mark.parametrize(
     "change",
     [
-        {"secret_hash": "$pbkdf2-sha512$i=1000,l=32$b3RoZXI$b3RoZXI"},
-        {"client_type": ClientType.PUBLIC, "secret_hash": None},
-        {"client_type": ClientType.PUBLIC},
+        lambda c: replace(c, secret_hash="$pbkdf2-sha512$i=1000,l=32$b3RoZXI$b3RoZXI"),
+        lambda c: replace(c, client_type=ClientType.PUBLIC, secret_hash=None),
+        lambda c: replace(c, client_type=ClientType.PUBLIC),
     ],
+    ids=["secret", "public-without-secret", "type"],
 )
 async def test_upsert_credential_with_new_secret_or_type_revokes(
-    store: Store, app: App, heard: Announcements, change: dict[str, object]
+    store: Store, app: App, heard: Announcements, change: Callable[[NewCredential], NewCredential]
 ) -> None:
-    token = await saved(store, app.credential.id, time.time())
+    token = await saved(store, mint(app.credential.id, time.time()))
     same = new_credential(app.consumer.id, client_id=app.credential.client_id)
-    updated = await store.upsert_credential(replace(same, **change))  # type: ignore[arg-type]
+    updated = await store.upsert_credential(change(same))
     assert updated.id == app.credential.id
     view = await store.find_token(token.record.access_digest)
     assert view is not None
@@ -275,7 +275,7 @@ async def test_upsert_credential_with_new_secret_or_type_revokes(
 
 
 async def test_find_token_joins_credential_and_consumer(store: Store, app: App) -> None:
-    token = await saved(store, app.credential.id, time.time())
+    token = await saved(store, mint(app.credential.id, time.time()))
     view = await store.find_token(token.record.access_digest)
     assert view is not None
     assert view.token == token.record
@@ -286,8 +286,8 @@ async def test_find_token_joins_credential_and_consumer(store: Store, app: App) 
 
 async def test_find_token_returns_dead_tokens_too(store: Store, app: App) -> None:
     now = time.time()
-    expired = await saved(store, app.credential.id, now - 7200, expires_in=10)
-    revoked = await saved(store, app.credential.id, now, revoked_at=now)
+    expired = await saved(store, mint(app.credential.id, now - 7200, expires_in=10))
+    revoked = await saved(store, mint(app.credential.id, now, revoked_at=now))
     for minted in (expired, revoked):
         view = await store.find_token(minted.record.access_digest)
         assert view is not None
@@ -307,13 +307,13 @@ async def test_token_without_expiry_or_refresh(store: Store, app: App) -> None:
 
 
 async def test_duplicate_token_digest_conflicts(store: Store, app: App) -> None:
-    token = await saved(store, app.credential.id, time.time())
+    token = await saved(store, mint(app.credential.id, time.time()))
     with pytest.raises(Conflict):
         await store.save_token(replace(token.record, id=str(uuid.uuid4()), refresh_digest=None))
 
 
 async def test_find_refresh(store: Store, app: App) -> None:
-    token = await saved(store, app.credential.id, time.time())
+    token = await saved(store, mint(app.credential.id, time.time()))
     assert token.refresh is not None
     assert await store.find_refresh(digest(token.refresh)) == token.record
     assert await store.find_refresh(digest("unknown")) is None
@@ -323,7 +323,7 @@ async def test_rotate_refresh_retires_the_old_row_once(
     store: Store, app: App, heard: Announcements
 ) -> None:
     now = time.time()
-    old = await saved(store, app.credential.id, now - 60)
+    old = await saved(store, mint(app.credential.id, now - 60))
     assert old.refresh is not None
     new = mint(app.credential.id, now, family_id=old.record.family_id)
     retired = await store.rotate_refresh(digest(old.refresh), new.record, now)
@@ -340,8 +340,8 @@ async def test_rotate_refresh_retires_the_old_row_once(
 
 async def test_rotate_refresh_refuses_dead_or_unknown_rows(store: Store, app: App) -> None:
     now = time.time()
-    expired = await saved(store, app.credential.id, now - 100, refresh_expires_in=50)
-    revoked = await saved(store, app.credential.id, now - 100, revoked_at=now - 10)
+    expired = await saved(store, mint(app.credential.id, now - 100, refresh_expires_in=50))
+    revoked = await saved(store, mint(app.credential.id, now - 100, revoked_at=now - 10))
     for refresh in (expired.refresh, revoked.refresh, "unknown"):
         assert refresh is not None
         new = mint(app.credential.id, now)
@@ -349,9 +349,13 @@ async def test_rotate_refresh_refuses_dead_or_unknown_rows(store: Store, app: Ap
         assert await store.find_token(new.record.access_digest) is None
 
 
-async def test_rotate_refresh_of_never_expiring_refresh(store: Store, app: App) -> None:
+@pytest.mark.parametrize("refresh_expires_in", [None, 86400.0])
+async def test_rotate_refresh_after_the_access_token_expired(
+    store: Store, app: App, refresh_expires_in: float | None
+) -> None:
     now = time.time()
-    old = await saved(store, app.credential.id, now, refresh_expires_in=None)
+    old = mint(app.credential.id, now - 7200, expires_in=60, refresh_expires_in=refresh_expires_in)
+    await saved(store, old)
     assert old.refresh is not None
     new = mint(app.credential.id, now)
     assert await store.rotate_refresh(digest(old.refresh), new.record, now) is not None
@@ -372,7 +376,7 @@ async def rotate_race(stores: Sequence[Store], app: App, refresh: str, now: floa
 
 
 async def test_rotate_refresh_concurrently_has_one_winner(store: Store, app: App) -> None:
-    old = await saved(store, app.credential.id, time.time())
+    old = await saved(store, mint(app.credential.id, time.time()))
     assert old.refresh is not None
     assert await rotate_race([store], app, old.refresh, time.time()) == 1
 
@@ -383,7 +387,7 @@ async def test_rotate_refresh_across_two_stores_has_one_winner(
     other = database.make()
     await other.open()
     try:
-        old = await saved(store, app.credential.id, time.time())
+        old = await saved(store, mint(app.credential.id, time.time()))
         assert old.refresh is not None
         assert await rotate_race([store, other], app, old.refresh, time.time()) == 1
     finally:
@@ -394,7 +398,7 @@ async def test_replace_access_keeps_the_refresh_token(
     store: Store, app: App, heard: Announcements
 ) -> None:
     now = time.time()
-    old = await saved(store, app.credential.id, now - 60)
+    old = await saved(store, mint(app.credential.id, now - 60))
     assert old.refresh is not None
     fresh = secrets.token_urlsafe(32)
     updated = await store.replace_access(
@@ -415,8 +419,8 @@ async def test_replace_access_keeps_the_refresh_token(
 
 async def test_replace_access_refuses_dead_or_unknown_rows(store: Store, app: App) -> None:
     now = time.time()
-    revoked = await saved(store, app.credential.id, now, revoked_at=now)
-    expired = await saved(store, app.credential.id, now - 100, refresh_expires_in=50)
+    revoked = await saved(store, mint(app.credential.id, now, revoked_at=now))
+    expired = await saved(store, mint(app.credential.id, now - 100, refresh_expires_in=50))
     for refresh in (revoked.refresh, expired.refresh, "unknown"):
         assert refresh is not None
         fresh = digest(secrets.token_urlsafe(32))
@@ -429,12 +433,12 @@ async def test_revoke_family_revokes_every_live_member(
 ) -> None:
     now, family = time.time(), str(uuid.uuid4())
     live = [
-        await saved(store, app.credential.id, now, family_id=family),
-        await saved(store, app.credential.id, now, family_id=family),
-        await saved(store, app.credential.id, now - 7200, family_id=family, expires_in=60),
+        await saved(store, mint(app.credential.id, now, family_id=family)),
+        await saved(store, mint(app.credential.id, now, family_id=family)),
+        await saved(store, mint(app.credential.id, now - 7200, family_id=family, expires_in=60)),
     ]
-    await saved(store, app.credential.id, now, family_id=family, revoked_at=now - 5)
-    stranger = await saved(store, app.credential.id, now)
+    await saved(store, mint(app.credential.id, now, family_id=family, revoked_at=now - 5))
+    stranger = await saved(store, mint(app.credential.id, now))
     assert await store.revoke_family(family, now) == 3
     assert sorted(heard.digests) == sorted(m.record.access_digest for m in live)
     for minted in live:
@@ -450,7 +454,7 @@ async def test_revoke_family_revokes_every_live_member(
 
 async def test_revoke_token(store: Store, app: App, heard: Announcements) -> None:
     now = time.time()
-    token = await saved(store, app.credential.id, now)
+    token = await saved(store, mint(app.credential.id, now))
     assert await store.revoke_token(token.record.id, now) is True
     assert await store.revoke_token(token.record.id, now) is False
     assert await store.revoke_token(str(uuid.uuid4()), now) is False
@@ -458,6 +462,21 @@ async def test_revoke_token(store: Store, app: App, heard: Announcements) -> Non
     view = await store.find_token(token.record.access_digest)
     assert view is not None
     assert view.token.revoked_at == now
+
+
+async def test_a_cancelled_revocation_still_completes_and_announces(
+    store: Store, app: App, heard: Announcements
+) -> None:
+    token = await saved(store, mint(app.credential.id, time.time()))
+    task = asyncio.create_task(store.revoke_token(token.record.id, time.time()))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    view = await store.find_token(token.record.access_digest)  # queued behind the revocation
+    assert view is not None
+    assert view.token.revoked_at is not None
+    assert heard.digests == [token.record.access_digest]
 
 
 async def test_a_failing_listener_does_not_break_revocation(
@@ -469,7 +488,7 @@ async def test_a_failing_listener_does_not_break_revocation(
     store.on_revoked(broken)
     after = Announcements()
     store.on_revoked(after)
-    token = await saved(store, app.credential.id, time.time())
+    token = await saved(store, mint(app.credential.id, time.time()))
     with caplog.at_level(logging.ERROR):
         assert await store.revoke_token(token.record.id, time.time()) is True
     assert after.digests == [token.record.access_digest]
@@ -518,8 +537,8 @@ async def test_delete_consumer_cascades_and_announces(
     store: Store, app: App, heard: Announcements
 ) -> None:
     now = time.time()
-    live = await saved(store, app.credential.id, now)
-    dead = await saved(store, app.credential.id, now, revoked_at=now)
+    live = await saved(store, mint(app.credential.id, now))
+    dead = await saved(store, mint(app.credential.id, now, revoked_at=now))
     raw, code = auth_code(app.credential.id, now)
     await store.save_code(code)
     assert await store.delete_consumer(app.consumer.id) is True
@@ -535,8 +554,8 @@ async def test_delete_credential_cascades_and_announces(
 ) -> None:
     now = time.time()
     kept_credential = await store.create_credential(new_credential(app.consumer.id))
-    kept = await saved(store, kept_credential.id, now)
-    gone = await saved(store, app.credential.id, now)
+    kept = await saved(store, mint(kept_credential.id, now))
+    gone = await saved(store, mint(app.credential.id, now))
     assert await store.delete_credential(app.credential.id) is True
     assert heard.batches == [(gone.record.access_digest,)]
     assert await store.find_token(gone.record.access_digest) is None
@@ -550,20 +569,22 @@ async def test_delete_credential_cascades_and_announces(
 async def test_sweep_deletes_dead_rows_only(store: Store, app: App) -> None:
     now, day, cid = time.time(), 86400.0, app.credential.id
     keep = [
-        await saved(store, cid, now),  # live
-        await saved(store, cid, now - day, expires_in=60, refresh_expires_in=None),  # refreshable
-        await saved(store, cid, now - day, expires_in=60, refresh_expires_in=2 * day),
-        await saved(store, cid, now, revoked_at=now - 60),  # revoked within the grace
-        await saved(store, cid, now - day, refresh=False, expires_in=day - 60),  # in grace
-        await saved(store, cid, now, expires_in=None, refresh=False),  # never expires
+        await saved(store, mint(cid, now)),  # live
+        await saved(
+            store, mint(cid, now - day, expires_in=60, refresh_expires_in=None)
+        ),  # refreshable
+        await saved(store, mint(cid, now - day, expires_in=60, refresh_expires_in=2 * day)),
+        await saved(store, mint(cid, now, revoked_at=now - 60)),  # revoked within the grace
+        await saved(store, mint(cid, now - day, refresh=False, expires_in=day - 60)),  # in grace
+        await saved(store, mint(cid, now, expires_in=None, refresh=False)),  # never expires
     ]
     drop = [
-        await saved(store, cid, now - day, refresh=False, expires_in=60),
-        await saved(store, cid, now - day, expires_in=60, refresh_expires_in=120),
-        await saved(store, cid, now, revoked_at=now - 7200),
+        await saved(store, mint(cid, now - day, refresh=False, expires_in=60)),
+        await saved(store, mint(cid, now - day, expires_in=60, refresh_expires_in=120)),
+        await saved(store, mint(cid, now, revoked_at=now - 7200)),
     ]
     raw_live, live_code = auth_code(cid, now)
-    raw_old, old_code = auth_code(cid, now - 600)
+    _, old_code = auth_code(cid, now - 600)
     await store.save_code(live_code)
     await store.save_code(old_code)
     assert await store.sweep(now, grace_seconds=3600) == len(drop) + 1
@@ -584,7 +605,7 @@ async def test_no_raw_token_code_or_secret_at_rest(
     now, secret = time.time(), secrets.token_urlsafe(24)
     confidential = new_credential(app.consumer.id, secret_hash=hash_secret(secret))
     credential = await store.create_credential(confidential)
-    first = await saved(store, credential.id, now - 10)
+    first = await saved(store, mint(credential.id, now - 10))
     rotated = mint(credential.id, now, family_id=first.record.family_id)
     assert first.refresh is not None
     assert await store.rotate_refresh(digest(first.refresh), rotated.record, now)

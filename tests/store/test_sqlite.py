@@ -1,0 +1,95 @@
+"""What only the SQLite backend promises: its pragmas, its schema version, its file modes."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import stat
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from edgeauth.config import StoreSettings
+from edgeauth.errors import StoreUnavailable
+from edgeauth.store import open_store
+from edgeauth.store.sqlite import MIGRATIONS, SQLiteStore
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(tmp_path / "var" / "edgeauth.db", busy_timeout_ms=1234)
+    await store.open()
+    yield store
+    await store.close()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _set_user_version(path: Path, version: int) -> None:
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {version}")
+    db.close()
+
+
+async def test_pragmas_in_effect(sqlite_store: SQLiteStore) -> None:
+    assert await sqlite_store.diagnostics() == {
+        "journal_mode": "wal",
+        "foreign_keys": 1,
+        "synchronous": 2,  # FULL: a revocation is durable once acknowledged
+        "busy_timeout": 1234,
+        "user_version": len(MIGRATIONS),
+    }
+
+
+async def test_files_are_private(sqlite_store: SQLiteStore) -> None:
+    await sqlite_store.create_consumer("alice", None)  # a write makes the -wal file exist
+    path = sqlite_store.path
+    wal = path.with_name(path.name + "-wal")
+    assert _mode(path) == 0o600
+    assert wal.exists()
+    assert _mode(wal) == 0o600
+
+
+async def test_existing_file_at_version_zero_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "edgeauth.db"
+    path.write_bytes(b"")
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert (await store.diagnostics())["user_version"] == len(MIGRATIONS)
+        assert (await store.create_consumer("alice", None)).username == "alice"
+    finally:
+        await store.close()
+
+
+async def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "edgeauth.db"
+    await asyncio.to_thread(_set_user_version, path, len(MIGRATIONS) + 1)
+    store = SQLiteStore(path)
+    with pytest.raises(StoreUnavailable, match="newer"):
+        await store.open()
+    assert await store.ping() is False
+
+
+async def test_a_directory_in_place_of_the_file_is_unavailable(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path)
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+
+
+async def test_open_store_opens_sqlite(tmp_path: Path) -> None:
+    store = await open_store(StoreSettings(backend="sqlite", path=tmp_path / "s" / "e.db"))
+    try:
+        assert isinstance(store, SQLiteStore)
+        assert await store.ping() is True
+    finally:
+        await store.close()
+
+
+async def test_open_store_postgres_is_not_available_yet(tmp_path: Path) -> None:
+    settings = StoreSettings(backend="postgres", dsn="postgresql://localhost/edgeauth")
+    with pytest.raises(StoreUnavailable, match="postgres"):
+        await open_store(settings)
