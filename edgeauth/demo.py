@@ -80,7 +80,7 @@ def _walkthrough(settings: Settings, curl: str, base: str) -> list[str]:
     return [
         "The walkthrough (password grant, bearer call, refresh):",
         f"  R=$({curl} -s {token_url} {json_type} -d '{login}'); echo \"$R\"",
-        f'  {curl} {base}{path} -H "Authorization: Bearer '
+        f'  {curl} -s {base}{path} -H "Authorization: Bearer '
         f'$(echo "$R" | {pick.format("access_token")})"',
         f"  {curl} -s {token_url} {json_type} -d {refresh}",
         "",
