@@ -169,6 +169,7 @@ class Gateway:
         for listener in self._listeners:
             await listener.stop()
         if self._server is not None:
+            self._server.pre_shutdown()  # idle keep-alive connections close now
             await self._server.shutdown(drain_seconds)
         for upstream in self.upstreams.values():
             await upstream.close()
@@ -261,12 +262,14 @@ class Gateway:
         """Identity headers for upstream, and the query to forward (design §5 steps 2-3)."""
         s = policy.settings
         header_token = bearer.from_header(request.headers.getall(s.auth_header_name, []))
-        query_token, stripped = (
-            bearer.split_query_token(raw_query) if s.accept_token_in_query else (None, raw_query)
-        )
+        query_token: str | None = None
+        if s.accept_token_in_query or s.hide_credentials:
+            found, stripped = bearer.split_query_token(raw_query)
+            if s.accept_token_in_query:
+                query_token = found
+            if s.hide_credentials:
+                raw_query = stripped  # design §3: never forwarded, used or not
         token = bearer.choose(header_token, query_token)
-        if s.hide_credentials:
-            raw_query = stripped
         try:
             if token is None:
                 raise MissingToken()

@@ -30,8 +30,8 @@ def from_header(values: list[str]) -> str | None:
 
 def split_query_token(raw_query: str) -> tuple[str | None, str]:
     """(the query's access_token, the raw query without it); two of them is invalid_request."""
-    if "access_token" not in raw_query:
-        return None, raw_query
+    if "access" not in raw_query and "%" not in raw_query:
+        return None, raw_query  # the common case: nothing that could name access_token
     token: str | None = None
     kept: list[str] = []
     for part in raw_query.split("&"):

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import json
 from urllib.parse import parse_qsl
-
-import orjson
 
 from edgeauth.errors import InvalidRequest
 
@@ -60,14 +59,19 @@ def _scalar(value: object) -> str:
     raise InvalidRequest("JSON parameters must be strings")
 
 
+def _pairs(pairs: list[tuple[str, object]]) -> list[tuple[str, object]]:
+    """Keep every key, so that a repeated one is seen (a dict would keep the last)."""
+    return pairs
+
+
 def _json(body: bytes) -> Params:
     try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        doc = json.loads(body, object_pairs_hook=_pairs)
+    except (ValueError, RecursionError) as exc:
         raise InvalidRequest("The request body is not valid JSON") from exc
-    if not isinstance(doc, dict):
+    if not isinstance(doc, list) or not all(isinstance(item, tuple) for item in doc):
         raise InvalidRequest("The request body must be a JSON object")
-    return {str(name): _scalar(value) for name, value in doc.items() if value is not None}
+    return _unique([(name, _scalar(value)) for name, value in doc if value is not None])
 
 
 def _multipart(content_type: str, body: bytes) -> Params:

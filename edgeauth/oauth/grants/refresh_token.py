@@ -4,7 +4,7 @@ With `reuse_refresh_token = false` every refresh retires the old pair and hands 
 one, atomically: of concurrent refreshes exactly one wins, the others get `invalid_grant`.
 Presenting a refresh token that was already rotated away revokes its whole family.
 With `reuse_refresh_token = true` (Kong's option) the refresh token stays and only the access
-token is replaced.
+token is replaced; its scope cannot change then.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from edgeauth import crypto
-from edgeauth.errors import InvalidGrant, InvalidRequest
+from edgeauth.errors import InvalidGrant, InvalidRequest, InvalidScope
 from edgeauth.models import Credential, TokenRecord
 from edgeauth.oauth import scopes
 from edgeauth.oauth.grants.base import GrantContext
@@ -48,6 +48,10 @@ async def exchange(params: Params, client: Credential, ctx: GrantContext) -> Min
         raise InvalidGrant("Invalid refresh_token")
     granted = scopes.narrow(params.get("scope"), scopes.parse(record.scope))
     if ctx.policy.settings.reuse_refresh_token:
+        if scopes.join(granted) != record.scope:
+            # One row holds both tokens: a narrower access token would narrow the refresh
+            # token too, which RFC 6749 §6 forbids. Refuse rather than hand out more.
+            raise InvalidScope("The scope cannot change when refresh tokens are reused")
         return await _replace_access(raw, digest, ctx)
     issue = Issue(client, record.authenticated_userid, granted, True, record.family_id)
     minted = mint(issue, ctx.policy, ctx.now)
