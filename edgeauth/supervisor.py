@@ -28,14 +28,29 @@ from edgeauth.config import Address, Settings
 
 log = logging.getLogger(__name__)
 
+EX_UNAVAILABLE = 69
 READY_TIMEOUT_SECONDS = 30.0
 KILL_GRACE_SECONDS = 5.0
 POLL_SECONDS = 0.1
 
 
+def _family(address: Address) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in address.host else socket.AF_INET
+
+
+def ensure_free(address: Address) -> None:
+    """Fail (OSError EADDRINUSE) if anything listens there already, even with SO_REUSEPORT:
+    a second edgeauth started by mistake must not silently share the port with the first."""
+    if address.port == 0:
+        return
+    with socket.socket(_family(address), socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((address.host, address.port))
+
+
 def bind(address: Address, port: int | None = None) -> socket.socket:
     """A listening socket for `address` (with `port` overriding a 0 port), SO_REUSEPORT set."""
-    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    family = _family(address)
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -64,6 +79,8 @@ class Slot:
 def bind_slots(settings: Settings) -> tuple[list[Slot], list[str]]:
     """Bind every slot's sockets; port 0 is resolved once and shared by all slots."""
     server = settings.server
+    for addr in (*server.listen, *server.http_listen):
+        ensure_free(addr)
     ports: dict[tuple[str, int, bool], int] = {}
     slots: list[Slot] = []
     for index in range(server.workers):
@@ -105,7 +122,11 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
         asyncio.run(prepare_store(self.settings))
-        slots, urls = bind_slots(self.settings)
+        try:
+            slots, urls = bind_slots(self.settings)
+        except OSError as exc:
+            log.error("cannot listen: %s", exc)
+            return EX_UNAVAILABLE
         for slot in slots:
             self._spawn(slot)
         failed = self._await_ready(slots)

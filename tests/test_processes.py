@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -186,3 +187,24 @@ async def test_serve_with_a_broken_config_exits_78_listing_every_problem(
         assert key in result.stderr, (key, result.stderr)
     assert '"workers"' in result.stderr  # the did-you-mean hint
     assert "ready" not in result.stderr
+
+
+def test_a_second_serve_on_a_taken_port_exits_69_instead_of_sharing_it(
+    tmp_path: Path, dev_cert: tls.DevCertificate
+) -> None:
+    """SO_REUSEPORT would let a second instance share the port; the supervisor refuses."""
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        config = write_config(tmp_path, dev_cert, [], listen=f"127.0.0.1:{port}")
+        done = subprocess.run(
+            [sys.executable, "-m", "edgeauth", "serve", "-c", str(config)],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 69
+    assert b"cannot listen" in done.stderr
