@@ -97,9 +97,8 @@ async def prepare(settings: Settings, store: Store) -> None:
 
 
 async def prepare_store(settings: Settings) -> None:
-    """Once per start, before any worker: migrate the store and apply the seed."""
-    if not any(service.oauth2 for service in settings.services) and not settings.consumers:
-        return
+    """Once per start, before any worker: the admin token, the store's migrations, the seed."""
+    read_or_create_secret(settings.admin.token_file)
     store = await open_store(settings.store)
     try:
         await prepare(settings, store)

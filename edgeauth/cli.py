@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("-c", "--config", required=True)
     worker.add_argument("--tls-fds", default="")
     worker.add_argument("--plain-fds", default="")
+    worker.add_argument("--admin-fds", default="")
     worker.add_argument("--ready-fd", type=int, default=None)
     return parser
 
@@ -111,7 +112,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from edgeauth.worker import run_worker
 
     settings = load_or_exit(args.config)
-    return run_worker(settings, _fds(args.tls_fds), _fds(args.plain_fds), args.ready_fd)
+    return run_worker(
+        settings, _fds(args.tls_fds), _fds(args.plain_fds), _fds(args.admin_fds), args.ready_fd
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

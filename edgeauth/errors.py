@@ -239,3 +239,75 @@ def oauth_body(exc: OAuthError, state: str | None = None) -> dict[str, str]:
     if state is not None:
         body["state"] = state
     return body
+
+
+class AdminError(EdgeAuthError):
+    """Admin API errors, rendered with Kong's bodies."""
+
+    def body(self) -> dict[str, object]:
+        return {"message": self.message}
+
+
+class NotFound(AdminError):
+    status = 404
+    message = "Not found"
+
+
+class AdminUnauthorized(AdminError):
+    status = 401
+    message = "Invalid authentication credentials"
+
+
+class PayloadTooLarge(AdminError):
+    status = 413
+    message = "Payload too large"
+
+
+class BadRequest(AdminError):
+    status = 400
+
+
+class SchemaViolation(AdminError):
+    """Kong's `{"code": 2, "name": "schema violation", "message", "fields"}` body."""
+
+    status = 400
+
+    def __init__(self, fields: dict[str, object]) -> None:
+        self.fields = fields
+        parts = [f"{name}: {_flat(problem)}" for name, problem in fields.items()]
+        count = len(parts)
+        noun = "schema violation" if count == 1 else "schema violations"
+        super().__init__(f"{count} {noun} ({'; '.join(parts)})")
+
+    def body(self) -> dict[str, object]:
+        return {
+            "code": 2,
+            "name": "schema violation",
+            "message": self.message,
+            "fields": self.fields,
+        }
+
+
+class UniqueViolation(AdminError):
+    """Kong's 409 body for a clash on a unique field."""
+
+    status = 409
+
+    def __init__(self, field: str, value: str) -> None:
+        self.field = field
+        self.value = value
+        super().__init__(f"UNIQUE violation detected on '{{{field}=\"{value}\"}}'")
+
+    def body(self) -> dict[str, object]:
+        return {
+            "code": 5,
+            "name": "unique constraint violation",
+            "message": self.message,
+            "fields": {self.field: self.value},
+        }
+
+
+def _flat(problem: object) -> str:
+    if isinstance(problem, list):
+        return ", ".join(f"[{i + 1}] {p}" for i, p in enumerate(problem) if p is not None)
+    return str(problem)

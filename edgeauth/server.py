@@ -22,7 +22,9 @@ import orjson
 from aiohttp import web
 
 from edgeauth import crypto, tls
-from edgeauth.bootstrap import policy_for
+from edgeauth.admin.app import build_admin_app
+from edgeauth.admin.http import AdminContext
+from edgeauth.bootstrap import policy_for, read_or_create_secret
 from edgeauth.cache import CLIENT_ID, CONSUMER, IDENTITY, Header, TokenCache
 from edgeauth.config import Settings
 from edgeauth.errors import (
@@ -47,6 +49,7 @@ from edgeauth.protocol import GatewayProtocol, Limits, Listener
 from edgeauth.proxy import headers as hdr
 from edgeauth.proxy.routes import forward, peer_of
 from edgeauth.proxy.upstream import Upstream
+from edgeauth.revocations import RevocationFollower
 from edgeauth.routing import Router, Target, normalize_path
 from edgeauth.store import open_store
 from edgeauth.store.base import Store
@@ -88,17 +91,23 @@ class Gateway:
         self.token_endpoints: dict[str, TokenEndpoint] = {}
         self._anonymous: dict[str, tuple[Header, ...]] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._follower: RevocationFollower | None = None
+        self._admin: web.AppRunner | None = None
         self._inflight = 0
         self._pid = os.getpid()
         self._listeners: list[Listener] = []
         self._server: _Server | None = None
 
     async def start(
-        self, tls_sockets: Sequence[socket.socket], plain_sockets: Sequence[socket.socket] = ()
+        self,
+        tls_sockets: Sequence[socket.socket],
+        plain_sockets: Sequence[socket.socket] = (),
+        admin_sockets: Sequence[socket.socket] = (),
     ) -> None:
         """Open the store and upstream pools, then start accepting on already-bound sockets."""
         server = self.settings.server
         await self._open_oauth()
+        await self._start_admin(admin_sockets)
         for upstream in self.upstreams.values():
             upstream.open()
         self.access_log.open()
@@ -132,18 +141,49 @@ class Gateway:
             self._listeners.append(listener)
 
     async def _open_oauth(self) -> None:
-        policies = {s.name: p for s in self.settings.services if (p := policy_for(s)) is not None}
-        if not policies:
-            return
         self.store = store = await open_store(self.settings.store)
         cache = TokenCache(self.settings.cache.max_tokens, self.settings.cache.negative_ttl_seconds)
-        self.validator = Validator(store, cache)
+        self.validator = validator = Validator(store, cache)
+        self._follower = RevocationFollower(store, validator.revoked, cache.clear)
+        await self._follower.start()
+        self.policies = {
+            s.name: p for s in self.settings.services if (p := policy_for(s)) is not None
+        }
         memo = crypto.SecretMemo()
-        self.policies = policies
         self.token_endpoints = {
-            name: TokenEndpoint.build(policy, store, memo) for name, policy in policies.items()
+            name: TokenEndpoint.build(policy, store, memo) for name, policy in self.policies.items()
         }
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(store))
+
+    async def _start_admin(self, sockets: Sequence[socket.socket]) -> None:
+        """The admin API on its own listener(s), never on the proxy's (design §6)."""
+        if not sockets or self.store is None:
+            return
+        admin = self.settings.admin
+        context = AdminContext(
+            settings=self.settings,
+            store=self.store,
+            token=read_or_create_secret(admin.token_file),
+            stats=self.stats,
+        )
+        self._admin = runner = web.AppRunner(
+            build_admin_app(context), access_log=None, handler_cancellation=True
+        )
+        await runner.setup()
+        ssl_context = None
+        if admin.tls_cert_file is not None and admin.tls_key_file is not None:
+            ssl_context = tls.server_context(admin.tls_cert_file, admin.tls_key_file)
+        for sock in sockets:
+            await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+
+    def stats(self) -> dict[str, Any]:
+        """What this worker can say of itself, for /status and /metrics."""
+        cache = self.validator.cache if self.validator is not None else None
+        return {
+            "connections": len(self._server.connections) if self._server is not None else 0,
+            "inflight_requests": self._inflight,
+            "token_cache_entries": len(cache) if cache is not None else 0,
+        }
 
     def _reuse_memory(self) -> float:
         """How long dead rows are kept: a rotated refresh token replayed within this time is
@@ -173,6 +213,10 @@ class Gateway:
             await self._server.shutdown(drain_seconds)
         for upstream in self.upstreams.values():
             await upstream.close()
+        if self._admin is not None:
+            await self._admin.cleanup()
+        if self._follower is not None:
+            await self._follower.stop()
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self.store is not None:
@@ -273,7 +317,7 @@ class Gateway:
         try:
             if token is None:
                 raise MissingToken()
-            assert self.validator is not None  # noqa: S101 - set whenever a policy exists
+            assert self.validator is not None  # noqa: S101 - set by start()
             entry = await self.validator.validate(token, policy, target.route.required_scopes)
         except (MissingToken, InvalidToken):
             if not s.anonymous:
@@ -287,7 +331,7 @@ class Gateway:
         """Kong's `anonymous`: the named consumer's identity, flagged as anonymous."""
         identity = self._anonymous.get(anonymous)
         if identity is None:
-            assert self.store is not None  # noqa: S101 - set whenever a policy exists
+            assert self.store is not None  # noqa: S101 - set by start()
             try:
                 consumer = await self.store.get_consumer(anonymous)
             except StoreError as exc:

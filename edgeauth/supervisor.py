@@ -69,33 +69,47 @@ class Slot:
     index: int
     tls: list[socket.socket]
     plain: list[socket.socket]
+    admin: list[socket.socket]
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     failures: int = 0
     not_before: float = 0.0
     ready_fd: int | None = field(default=None, repr=False)
 
+    @property
+    def sockets(self) -> list[socket.socket]:
+        return self.tls + self.plain + self.admin
+
+
+# (kind, scheme) of each group of listeners a worker slot holds
+GROUPS = (("tls", "https"), ("plain", "http"), ("admin", "admin"))
+
+
+def _addresses(settings: Settings, kind: str) -> tuple[Address, ...]:
+    server = settings.server
+    return {"tls": server.listen, "plain": server.http_listen, "admin": (settings.admin.listen,)}[
+        kind
+    ]
+
 
 def bind_slots(settings: Settings) -> tuple[list[Slot], list[str]]:
     """Bind every slot's sockets; port 0 is resolved once and shared by all slots."""
-    server = settings.server
-    for addr in (*server.listen, *server.http_listen):
-        ensure_free(addr)
-    ports: dict[tuple[str, int, bool], int] = {}
+    for kind, _ in GROUPS:
+        for addr in _addresses(settings, kind):
+            ensure_free(addr)
+    ports: dict[tuple[str, int, str], int] = {}
     slots: list[Slot] = []
-    for index in range(server.workers):
-        groups: dict[bool, list[socket.socket]] = {True: [], False: []}
-        for is_tls, addresses in ((True, server.listen), (False, server.http_listen)):
-            for addr in addresses:
-                key = (addr.host, addr.port, is_tls)
+    for index in range(settings.server.workers):
+        groups: dict[str, list[socket.socket]] = {kind: [] for kind, _ in GROUPS}
+        for kind, _ in GROUPS:
+            for addr in _addresses(settings, kind):
+                key = (addr.host, addr.port, kind)
                 sock = bind(addr, ports.get(key))
                 ports.setdefault(key, sock.getsockname()[1])
-                groups[is_tls].append(sock)
-        slots.append(Slot(index, groups[True], groups[False]))
-    urls = [
-        f"{'https' if is_tls else 'http'}://{_host(h)}:{port}"
-        for (h, _, is_tls), port in ports.items()
-    ]
+                groups[kind].append(sock)
+        slots.append(Slot(index, groups["tls"], groups["plain"], groups["admin"]))
+    schemes = dict(GROUPS)
+    urls = [f"{schemes[kind]}://{_host(h)}:{port}" for (h, _, kind), port in ports.items()]
     return slots, urls
 
 
@@ -145,7 +159,7 @@ class Supervisor:
 
     def _spawn(self, slot: Slot) -> None:
         read_fd, write_fd = os.pipe()
-        fds = [s.fileno() for s in slot.tls + slot.plain]
+        fds = [s.fileno() for s in slot.sockets]
         cmd = [
             sys.executable,
             "-m",
@@ -157,6 +171,8 @@ class Supervisor:
             ",".join(str(s.fileno()) for s in slot.tls),
             "--plain-fds",
             ",".join(str(s.fileno()) for s in slot.plain),
+            "--admin-fds",
+            ",".join(str(s.fileno()) for s in slot.admin),
             "--ready-fd",
             str(write_fd),
         ]
@@ -213,7 +229,7 @@ class Supervisor:
         for proc in live:
             proc.send_signal(signal.SIGTERM)
         for slot in slots:  # with the workers' copies closing too, new connections are refused
-            for sock in slot.tls + slot.plain:
+            for sock in slot.sockets:
                 sock.close()
         deadline = time.monotonic() + self.settings.server.drain_seconds + KILL_GRACE_SECONDS
         for proc in live:

@@ -28,28 +28,26 @@ PARENT_CHECK_SECONDS = 1.0
 
 
 def run_worker(
-    settings: Settings, tls_fds: Sequence[int], plain_fds: Sequence[int], ready_fd: int | None
+    settings: Settings,
+    tls_fds: Sequence[int],
+    plain_fds: Sequence[int],
+    admin_fds: Sequence[int],
+    ready_fd: int | None,
 ) -> int:
     """Serve until told to stop; returns the process exit status."""
     setup_logging(settings.log.level)
-    tls_socks = [socket.socket(fileno=fd) for fd in tls_fds]
-    plain_socks = [socket.socket(fileno=fd) for fd in plain_fds]
+    socks = [[socket.socket(fileno=fd) for fd in fds] for fds in (tls_fds, plain_fds, admin_fds)]
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(Gateway(settings), tls_socks, plain_socks, ready_fd))
+        runner.run(_serve(Gateway(settings), socks, ready_fd))
     return 0
 
 
-async def _serve(
-    gateway: Gateway,
-    tls_socks: Sequence[socket.socket],
-    plain_socks: Sequence[socket.socket],
-    ready_fd: int | None,
-) -> None:
+async def _serve(gateway: Gateway, socks: list[list[socket.socket]], ready_fd: int | None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await gateway.start(tls_socks, plain_socks)
+    await gateway.start(*socks)
     gc.collect()
     gc.freeze()  # start-up objects never need scanning again: shorter GC pauses
     if ready_fd is not None:

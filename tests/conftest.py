@@ -127,7 +127,16 @@ class RunningGateway:
     gateway: Gateway
     settings: Settings
     directory: Path
+    admin_url: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def admin_token(self) -> str:
+        return self.settings.admin.token_file.read_text().strip()
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_token}"}
 
     def access_log(self) -> list[dict[str, Any]]:
         self.gateway.access_log.flush()
@@ -156,11 +165,15 @@ async def gateway(tmp_path: Path, dev_cert: tls.DevCertificate) -> AsyncIterator
         settings = load_settings(path)
         await prepare_store(settings)
         sock = bind(Address("127.0.0.1", 0))
+        admin = bind(Address("127.0.0.1", 0))
         port = sock.getsockname()[1]
         gw = Gateway(settings)
-        await gw.start([sock])
+        await gw.start([sock], [], [admin])
         started.append(gw)
-        return RunningGateway(f"https://127.0.0.1:{port}", port, gw, settings, tmp_path)
+        admin_url = f"http://127.0.0.1:{admin.getsockname()[1]}"
+        return RunningGateway(
+            f"https://127.0.0.1:{port}", port, gw, settings, tmp_path, admin_url=admin_url
+        )
 
     yield start
     for gw in started:

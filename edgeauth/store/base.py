@@ -13,11 +13,54 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypedDict, TypeVar
 
 from edgeauth.models import AuthCode, ClientType, Consumer, Credential, TokenRecord, TokenView
 
 RevocationListener = Callable[[Sequence[bytes]], None]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a keyset-paginated list; `next` is an opaque cursor, None at the end."""
+
+    items: tuple[T, ...]
+    next: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TagFilter:
+    """Kong's `?tags=a,b` (all of them) or `?tags=a/b` (any of them)."""
+
+    tags: tuple[str, ...]
+    any: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TokenFilter:
+    """Which tokens an admin list or bulk revoke applies to; None = no constraint."""
+
+    authenticated_userid: str | None = None
+    credential_id: str | None = None
+    consumer_id: str | None = None
+    service: str | None = None
+    active: bool | None = None  # True: not revoked and not expired at `now`; False: the rest
+
+
+class ConsumerPatch(TypedDict, total=False):
+    username: str | None
+    custom_id: str | None
+    tags: tuple[str, ...]
+
+
+class CredentialPatch(TypedDict, total=False):
+    name: str
+    client_id: str
+    secret_hash: str | None
+    redirect_uris: tuple[str, ...]
+    client_type: ClientType
+    tags: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +157,56 @@ class Store(Protocol):
 
     async def take_code(self, digest: bytes, now: float) -> AuthCode | None:
         """Consume a code: returns it once, to exactly one caller, if unexpired."""
+
+    # admin: lists, updates, bulk revocation ----------------------------------------------
+    async def list_consumers(
+        self, *, tags: TagFilter | None = None, after: str | None = None, size: int = 100
+    ) -> Page[Consumer]:
+        """Oldest first (created_at, then id); `after` is a cursor from a previous page.
+        A malformed cursor raises StoreError (never a driver error)."""
+
+    async def update_consumer(self, consumer_id: str, patch: ConsumerPatch) -> Consumer | None:
+        """Apply the keys present in `patch`; None if no such consumer; Conflict on a clash."""
+
+    async def list_credentials(
+        self,
+        *,
+        consumer_id: str | None = None,
+        tags: TagFilter | None = None,
+        after: str | None = None,
+        size: int = 100,
+    ) -> Page[Credential]: ...
+
+    async def update_credential(
+        self, credential_id: str, patch: CredentialPatch
+    ) -> Credential | None:
+        """As update_consumer; a changed secret_hash or client_type revokes the credential's
+        tokens (announced), like upsert_credential."""
+
+    async def list_tokens(
+        self, which: TokenFilter, now: float, *, after: str | None = None, size: int = 100
+    ) -> Page[TokenView]: ...
+
+    async def get_token(self, token_id: str) -> TokenView | None: ...
+
+    async def update_token(
+        self, token_id: str, *, expires_at: float | bool | None = False, scope: str | None = None
+    ) -> TokenView | None:
+        """Change a token's expiry (`expires_at`: a time, None = never; False = unchanged) or
+        scope (None = unchanged). Announces the access digest (cached copies must re-read)."""
+
+    async def revoke_tokens(self, which: TokenFilter, now: float) -> int:
+        """Bulk revoke the live tokens matching `which`; returns rows revoked (an access token
+        with its refresh token is one row); announces their digests."""
+
+    # revocation log: how other processes learn of revocations -----------------------------
+    async def revocation_head(self) -> int:
+        """The sequence number of the newest revocation-log entry (0 if none)."""
+
+    async def revocations_since(self, seq: int, limit: int = 10_000) -> list[tuple[int, bytes]]:
+        """(seq, access_digest) entries with seq > `seq`, oldest first. Every call that kills
+        a token (revoke_*, rotate_refresh, replace_access, update_token, deletes, upserts that
+        revoke) appends the killed access digests in the same transaction."""
 
     # housekeeping ------------------------------------------------------------------------
     async def sweep(self, now: float, grace_seconds: float = 3600.0) -> int:

@@ -1,30 +1,85 @@
 """The Store on one SQLite file (design §7): one aiosqlite connection, WAL, synchronous=FULL.
 
 Invariants: every statement runs under one asyncio.Lock and every write inside BEGIN IMMEDIATE,
-so races are settled by the database (one winner, across stores and processes); revoked digests
-are announced only after COMMIT; only StoreError subclasses leave this module.
+so races are settled by the database (one winner, across stores and processes); every digest a
+write kills is appended to the revocation log in that write's transaction, and announced only
+after COMMIT; only StoreError subclasses leave this module.
+The schema and fixed SQL live in sqlite_schema.py, row mapping and list queries in
+sqlite_rows.py; this module alone talks to aiosqlite.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import aiosqlite
 
 from edgeauth.errors import Conflict, StoreError, StoreUnavailable
-from edgeauth.models import AuthCode, ClientType, Consumer, Credential, TokenRecord, TokenView
-from edgeauth.store.base import NewCredential, RevocationListener
+from edgeauth.models import AuthCode, Consumer, Credential, TokenRecord, TokenView
+from edgeauth.store.base import (
+    ConsumerPatch,
+    CredentialPatch,
+    NewCredential,
+    Page,
+    RevocationListener,
+    TagFilter,
+    TokenFilter,
+)
+from edgeauth.store.sqlite_rows import (
+    CONSUMER_PATCH,
+    CREDENTIAL_PATCH,
+    Where,
+    credential_params,
+    json_list,
+    page,
+    page_query,
+    patch_values,
+    revoke_query,
+    tags_where,
+    to_code,
+    to_consumer,
+    to_credential,
+    to_token,
+    to_token_view,
+    tokens_where,
+    update_query,
+)
+from edgeauth.store.sqlite_schema import (
+    FIND_LIVE_REFRESH,
+    INSERT_CODE,
+    INSERT_CONSUMER,
+    INSERT_CREDENTIAL,
+    LIVE_OF_CONSUMER,
+    LIVE_OF_CREDENTIAL,
+    LOG_REVOCATION,
+    MIGRATIONS,
+    REPLACE,
+    REVOCATION_HEAD,
+    REVOCATIONS_SINCE,
+    REVOKE_BY_ID,
+    REVOKE_CREDENTIAL,
+    REVOKE_FAMILY,
+    ROTATE,
+    SWEEP_CODES,
+    SWEEP_REVOCATIONS,
+    SWEEP_TOKENS,
+    TOKENS_INSERT,
+    UPDATE_CREDENTIAL,
+    UPSERT_CONSUMER,
+    VIEWS_SELECT,
+)
+
+__all__ = ["MIGRATIONS", "REVOCATION_LOG_SECONDS", "SQLiteStore"]
 
 log = logging.getLogger(__name__)
 
@@ -32,114 +87,8 @@ T = TypeVar("T")
 Params = Sequence[object] | Mapping[str, object]
 Work = Callable[[aiosqlite.Connection], Awaitable[tuple[T, Sequence[bytes]]]]
 
-_V1 = """
-CREATE TABLE consumers (
-    id TEXT PRIMARY KEY,
-    username TEXT UNIQUE,
-    custom_id TEXT UNIQUE,
-    tags TEXT NOT NULL DEFAULT '[]',
-    created_at INTEGER NOT NULL
-);
-CREATE TABLE credentials (
-    id TEXT PRIMARY KEY,
-    consumer_id TEXT NOT NULL REFERENCES consumers (id) ON DELETE CASCADE,
-    name TEXT NOT NULL,
-    client_id TEXT NOT NULL UNIQUE,
-    secret_hash TEXT,
-    redirect_uris TEXT NOT NULL DEFAULT '[]',
-    client_type TEXT NOT NULL CHECK (client_type IN ('confidential', 'public')),
-    tags TEXT NOT NULL DEFAULT '[]',
-    created_at INTEGER NOT NULL
-);
-CREATE INDEX credentials_consumer_id ON credentials (consumer_id);
-CREATE TABLE tokens (
-    id TEXT PRIMARY KEY,
-    access_digest BLOB NOT NULL UNIQUE CHECK (length(access_digest) = 32),
-    refresh_digest BLOB UNIQUE CHECK (refresh_digest IS NULL OR length(refresh_digest) = 32),
-    prefix TEXT NOT NULL,
-    credential_id TEXT NOT NULL REFERENCES credentials (id) ON DELETE CASCADE,
-    service TEXT,
-    authenticated_userid TEXT,
-    scope TEXT NOT NULL DEFAULT '',
-    family_id TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    expires_at REAL,
-    refresh_expires_at REAL,
-    revoked_at REAL,
-    refresh_used_at REAL
-);
-CREATE INDEX tokens_credential_id ON tokens (credential_id);
-CREATE INDEX tokens_authenticated_userid ON tokens (authenticated_userid);
-CREATE INDEX tokens_service ON tokens (service);
-CREATE INDEX tokens_family_id ON tokens (family_id);
-CREATE TABLE codes (
-    digest BLOB PRIMARY KEY CHECK (length(digest) = 32),
-    credential_id TEXT NOT NULL REFERENCES credentials (id) ON DELETE CASCADE,
-    service TEXT NOT NULL,
-    authenticated_userid TEXT,
-    scope TEXT NOT NULL DEFAULT '',
-    redirect_uri TEXT,
-    code_challenge TEXT,
-    code_challenge_method TEXT,
-    created_at REAL NOT NULL,
-    expires_at REAL NOT NULL
-);
-CREATE INDEX codes_credential_id ON codes (credential_id);
-"""
-
-_CONSUMER_FIELDS = tuple(field.name for field in fields(Consumer))
-_CREDENTIAL_FIELDS = tuple(field.name for field in fields(Credential))
-_TOKEN_FIELDS = tuple(field.name for field in fields(TokenRecord))
-_CODE_FIELDS = tuple(field.name for field in fields(AuthCode))
-
-# Forward-only: append, never edit. PRAGMA user_version counts those applied.
-MIGRATIONS: tuple[str, ...] = (_V1,)
-
-_INSERT_CONSUMER = """INSERT INTO consumers (id, username, custom_id, tags, created_at)
-VALUES (?, ?, ?, ?, ?)"""
-_UPSERT_CONSUMER = f"""{_INSERT_CONSUMER} ON CONFLICT (username)
-DO UPDATE SET custom_id = excluded.custom_id, tags = excluded.tags RETURNING *"""
-_INSERT_CREDENTIAL = """INSERT INTO credentials (id, consumer_id, name, client_id, secret_hash,
-    redirect_uris, client_type, tags, created_at)
-VALUES (:id, :consumer_id, :name, :client_id, :secret_hash, :redirect_uris, :client_type, :tags,
-    :created_at) RETURNING *"""
-_UPDATE_CREDENTIAL = """UPDATE credentials SET consumer_id = :consumer_id, name = :name,
-    secret_hash = :secret_hash, redirect_uris = :redirect_uris, client_type = :client_type,
-    tags = :tags
-WHERE id = :id RETURNING *"""
-_TOKENS_INSERT = """INSERT INTO tokens (id, access_digest, refresh_digest, prefix, credential_id,
-    service, authenticated_userid, scope, family_id, created_at, expires_at, refresh_expires_at,
-    revoked_at, refresh_used_at)
-VALUES (:id, :access_digest, :refresh_digest, :prefix, :credential_id, :service,
-    :authenticated_userid, :scope, :family_id, :created_at, :expires_at, :refresh_expires_at,
-    :revoked_at, :refresh_used_at)"""
-_TOKENS_JOINED = """SELECT t.*, c.client_id, c.consumer_id, k.username, k.custom_id
-FROM tokens t JOIN credentials c ON c.id = t.credential_id JOIN consumers k ON k.id = c.consumer_id
-WHERE t.access_digest = ?"""
-# Both: the row holding a live refresh token (not revoked, not rotated away, not expired).
-_ROTATE = """UPDATE tokens SET revoked_at = :now, refresh_used_at = :now
-WHERE refresh_digest = :digest AND revoked_at IS NULL
-    AND (refresh_expires_at IS NULL OR refresh_expires_at > :now)
-RETURNING *"""
-_FIND_LIVE_REFRESH = """SELECT id, access_digest FROM tokens
-WHERE refresh_digest = :digest AND revoked_at IS NULL
-    AND (refresh_expires_at IS NULL OR refresh_expires_at > :now)"""
-_REPLACE = """UPDATE tokens SET access_digest = :access, prefix = :prefix, expires_at = :expires,
-    created_at = :now
-WHERE id = :id RETURNING *"""
-_LIVE_OF_CONSUMER = """SELECT t.access_digest FROM tokens t
-JOIN credentials c ON c.id = t.credential_id WHERE c.consumer_id = ? AND t.revoked_at IS NULL"""
-_REVOKE_CREDENTIAL = """UPDATE tokens SET revoked_at = ?
-WHERE credential_id = ? AND revoked_at IS NULL RETURNING access_digest"""
-_INSERT_CODE = """INSERT INTO codes (digest, credential_id, service, authenticated_userid, scope,
-    redirect_uri, code_challenge, code_challenge_method, created_at, expires_at)
-VALUES (:digest, :credential_id, :service, :authenticated_userid, :scope, :redirect_uri,
-    :code_challenge, :code_challenge_method, :created_at, :expires_at)"""
-# Dead: revoked, or expired with its refresh token (if any) expired too, before the cutoff.
-_SWEEP_TOKENS = """DELETE FROM tokens
-WHERE (revoked_at IS NOT NULL AND revoked_at <= :cutoff)
-   OR (expires_at IS NOT NULL AND expires_at <= :cutoff AND (refresh_digest IS NULL
-       OR (refresh_expires_at IS NOT NULL AND refresh_expires_at <= :cutoff)))"""
+# How long the sweep keeps revocation-log entries: pollers must read them sooner than this.
+REVOCATION_LOG_SECONDS = 3600.0
 
 
 @contextlib.contextmanager
@@ -221,14 +170,14 @@ class SQLiteStore:
     async def create_consumer(
         self, username: str | None, custom_id: str | None, tags: tuple[str, ...] = ()
     ) -> Consumer:
-        params = (str(uuid.uuid4()), username, custom_id, _json(tags), int(time.time()))
-        return _consumer((await self._change(f"{_INSERT_CONSUMER} RETURNING *", params))[0])
+        params = (str(uuid.uuid4()), username, custom_id, json_list(tags), int(time.time()))
+        return to_consumer((await self._change(f"{INSERT_CONSUMER} RETURNING *", params))[0])
 
     async def upsert_consumer(
         self, username: str, custom_id: str | None, tags: tuple[str, ...] = ()
     ) -> Consumer:
-        params = (str(uuid.uuid4()), username, custom_id, _json(tags), int(time.time()))
-        return _consumer((await self._change(_UPSERT_CONSUMER, params))[0])
+        params = (str(uuid.uuid4()), username, custom_id, json_list(tags), int(time.time()))
+        return to_consumer((await self._change(UPSERT_CONSUMER, params))[0])
 
     async def get_consumer(self, id_or_username: str) -> Consumer | None:
         rows = await self._read(
@@ -236,11 +185,28 @@ class SQLiteStore:
             " ORDER BY id = :key DESC LIMIT 1",
             {"key": id_or_username},
         )
-        return _consumer(rows[0]) if rows else None
+        return to_consumer(rows[0]) if rows else None
+
+    async def list_consumers(
+        self, *, tags: TagFilter | None = None, after: str | None = None, size: int = 100
+    ) -> Page[Consumer]:
+        where = Where()
+        tags_where(where, "consumers.tags", tags)
+        sql, params = page_query("SELECT * FROM consumers", where, "consumers", after, size)
+        return page(await self._read(sql, params), size, to_consumer)
+
+    async def update_consumer(self, consumer_id: str, patch: ConsumerPatch) -> Consumer | None:
+        values = patch_values(patch, CONSUMER_PATCH)
+        if not values:
+            rows = await self._read("SELECT * FROM consumers WHERE id = ?", (consumer_id,))
+        else:
+            sql = update_query("consumers", values, "*")
+            rows = await self._change(sql, {**values, "id": consumer_id})
+        return to_consumer(rows[0]) if rows else None
 
     async def delete_consumer(self, consumer_id: str) -> bool:
         async def work(db: aiosqlite.Connection) -> tuple[bool, list[bytes]]:
-            dead = await _digests(db, _LIVE_OF_CONSUMER, (consumer_id,))
+            dead = await _digests(db, LIVE_OF_CONSUMER, (consumer_id,))
             sql = "DELETE FROM consumers WHERE id = ? RETURNING id"
             return bool(await _fetch(db, sql, (consumer_id,))), dead
 
@@ -248,8 +214,8 @@ class SQLiteStore:
 
     # credentials ---------------------------------------------------------------------
     async def create_credential(self, new: NewCredential) -> Credential:
-        params = _credential_params(new, str(uuid.uuid4()), int(time.time()))
-        return _credential((await self._change(_INSERT_CREDENTIAL, params))[0])
+        params = credential_params(new, str(uuid.uuid4()), int(time.time()))
+        return to_credential((await self._change(INSERT_CREDENTIAL, params))[0])
 
     async def upsert_credential(self, new: NewCredential) -> Credential:
         """Also revokes the credential's tokens and drops its codes when its secret hash,
@@ -259,37 +225,69 @@ class SQLiteStore:
             sql = "SELECT * FROM credentials WHERE client_id = ?"
             rows = await _fetch(db, sql, (new.client_id,))
             if not rows:
-                params = _credential_params(new, str(uuid.uuid4()), int(time.time()))
-                return _credential((await _fetch(db, _INSERT_CREDENTIAL, params))[0]), []
-            old = _credential(rows[0])
+                params = credential_params(new, str(uuid.uuid4()), int(time.time()))
+                return to_credential((await _fetch(db, INSERT_CREDENTIAL, params))[0]), []
+            old = to_credential(rows[0])
             dead: list[bytes] = []
             if (old.secret_hash, old.client_type, old.consumer_id) != (
                 new.secret_hash,
                 new.client_type,
                 new.consumer_id,
             ):
-                dead = await _digests(db, _REVOKE_CREDENTIAL, (time.time(), old.id))
-                await _exec(db, "DELETE FROM codes WHERE credential_id = ?", (old.id,))
-            params = _credential_params(new, old.id, old.created_at)
-            return _credential((await _fetch(db, _UPDATE_CREDENTIAL, params))[0]), dead
+                dead = await _revoke_credential(db, old.id)
+            params = credential_params(new, old.id, old.created_at)
+            return to_credential((await _fetch(db, UPDATE_CREDENTIAL, params))[0]), dead
 
         return await self._write(work)
 
     async def find_credential(self, client_id: str) -> Credential | None:
         rows = await self._read("SELECT * FROM credentials WHERE client_id = ?", (client_id,))
-        return _credential(rows[0]) if rows else None
+        return to_credential(rows[0]) if rows else None
 
     async def get_credential(self, credential_id: str) -> Credential | None:
         rows = await self._read("SELECT * FROM credentials WHERE id = ?", (credential_id,))
-        return _credential(rows[0]) if rows else None
+        return to_credential(rows[0]) if rows else None
+
+    async def list_credentials(
+        self,
+        *,
+        consumer_id: str | None = None,
+        tags: TagFilter | None = None,
+        after: str | None = None,
+        size: int = 100,
+    ) -> Page[Credential]:
+        where = Where()
+        if consumer_id is not None:
+            where.add("credentials.consumer_id = ?", consumer_id)
+        tags_where(where, "credentials.tags", tags)
+        sql, params = page_query("SELECT * FROM credentials", where, "credentials", after, size)
+        return page(await self._read(sql, params), size, to_credential)
+
+    async def update_credential(
+        self, credential_id: str, patch: CredentialPatch
+    ) -> Credential | None:
+        """A changed secret_hash or client_type revokes the credential's tokens and drops its
+        codes, as upsert_credential does."""
+        values = patch_values(patch, CREDENTIAL_PATCH)
+
+        async def work(db: aiosqlite.Connection) -> tuple[Credential | None, list[bytes]]:
+            rows = await _fetch(db, "SELECT * FROM credentials WHERE id = ?", (credential_id,))
+            if not rows:
+                return None, []
+            old = rows[0]
+            if values:
+                sql = update_query("credentials", values, "*")
+                rows = await _fetch(db, sql, {**values, "id": credential_id})
+            dead: list[bytes] = []
+            if any(rows[0][name] != old[name] for name in ("secret_hash", "client_type")):
+                dead = await _revoke_credential(db, credential_id)
+            return to_credential(rows[0]), dead
+
+        return await self._write(work)
 
     async def delete_credential(self, credential_id: str) -> bool:
         async def work(db: aiosqlite.Connection) -> tuple[bool, list[bytes]]:
-            dead = await _digests(
-                db,
-                "SELECT access_digest FROM tokens WHERE credential_id = ? AND revoked_at IS NULL",
-                (credential_id,),
-            )
+            dead = await _digests(db, LIVE_OF_CREDENTIAL, (credential_id,))
             sql = "DELETE FROM credentials WHERE id = ? RETURNING id"
             return bool(await _fetch(db, sql, (credential_id,))), dead
 
@@ -297,24 +295,51 @@ class SQLiteStore:
 
     # tokens --------------------------------------------------------------------------
     async def save_token(self, record: TokenRecord) -> None:
-        await self._change(_TOKENS_INSERT, asdict(record))
+        await self._change(TOKENS_INSERT, asdict(record))
 
     async def find_token(self, access_digest: bytes) -> TokenView | None:
-        rows = await self._read(_TOKENS_JOINED, (access_digest,))
-        if not rows:
-            return None
-        row = rows[0]
-        return TokenView(
-            token=_token(row),
-            client_id=row["client_id"],
-            consumer_id=row["consumer_id"],
-            username=row["username"],
-            custom_id=row["custom_id"],
-        )
+        rows = await self._read(f"{VIEWS_SELECT} WHERE t.access_digest = ?", (access_digest,))
+        return to_token_view(rows[0]) if rows else None
+
+    async def get_token(self, token_id: str) -> TokenView | None:
+        rows = await self._read(f"{VIEWS_SELECT} WHERE t.id = ?", (token_id,))
+        return to_token_view(rows[0]) if rows else None
+
+    async def list_tokens(
+        self, which: TokenFilter, now: float, *, after: str | None = None, size: int = 100
+    ) -> Page[TokenView]:
+        """Active means not revoked and the access token not expired at `now`."""
+        sql, params = page_query(VIEWS_SELECT, tokens_where(which, now, "t"), "t", after, size)
+        return page(await self._read(sql, params), size, to_token_view)
+
+    async def update_token(
+        self, token_id: str, *, expires_at: float | bool | None = False, scope: str | None = None
+    ) -> TokenView | None:
+        """Announces (and logs) the access digest whenever something was set, revoked token
+        or not, so that every cache re-reads it; a call changing nothing announces nothing."""
+        if expires_at is True:
+            raise StoreError("expires_at must be a time, None (never) or False (unchanged)")
+        values: dict[str, object] = {}
+        if expires_at is not False:
+            values["expires_at"] = expires_at
+        if scope is not None:
+            values["scope"] = scope
+        if not values:
+            return await self.get_token(token_id)
+
+        async def work(db: aiosqlite.Connection) -> tuple[TokenView | None, list[bytes]]:
+            sql = update_query("tokens", values, "access_digest")
+            changed = await _digests(db, sql, {**values, "id": token_id})
+            if not changed:
+                return None, []
+            rows = await _fetch(db, f"{VIEWS_SELECT} WHERE t.id = ?", (token_id,))
+            return to_token_view(rows[0]), changed
+
+        return await self._write(work)
 
     async def find_refresh(self, refresh_digest: bytes) -> TokenRecord | None:
         rows = await self._read("SELECT * FROM tokens WHERE refresh_digest = ?", (refresh_digest,))
-        return _token(rows[0]) if rows else None
+        return to_token(rows[0]) if rows else None
 
     async def rotate_refresh(
         self, refresh_digest: bytes, new: TokenRecord, now: float
@@ -323,11 +348,11 @@ class SQLiteStore:
         refresh_used_at = now), or None when no live row holds `refresh_digest`."""
 
         async def work(db: aiosqlite.Connection) -> tuple[TokenRecord | None, list[bytes]]:
-            rows = await _fetch(db, _ROTATE, {"digest": refresh_digest, "now": now})
+            rows = await _fetch(db, ROTATE, {"digest": refresh_digest, "now": now})
             if not rows:
                 return None, []
-            await _exec(db, _TOKENS_INSERT, asdict(new))
-            old = _token(rows[0])
+            await _exec(db, TOKENS_INSERT, asdict(new))
+            old = to_token(rows[0])
             return old, [old.access_digest]
 
         return await self._write(work)
@@ -341,41 +366,57 @@ class SQLiteStore:
         now: float,
     ) -> TokenRecord | None:
         async def work(db: aiosqlite.Connection) -> tuple[TokenRecord | None, list[bytes]]:
-            live = await _fetch(db, _FIND_LIVE_REFRESH, {"digest": refresh_digest, "now": now})
+            live = await _fetch(db, FIND_LIVE_REFRESH, {"digest": refresh_digest, "now": now})
             if not live:
                 return None, []
             params = {"access": access_digest, "prefix": prefix, "expires": expires_at}
-            rows = await _fetch(db, _REPLACE, {**params, "now": now, "id": live[0]["id"]})
-            return _token(rows[0]), [live[0]["access_digest"]]
+            rows = await _fetch(db, REPLACE, {**params, "now": now, "id": live[0]["id"]})
+            return to_token(rows[0]), [bytes(live[0]["access_digest"])]
 
         return await self._write(work)
 
     async def revoke_family(self, family_id: str, now: float) -> int:
-        sql = """UPDATE tokens SET revoked_at = ?
-            WHERE family_id = ? AND revoked_at IS NULL RETURNING access_digest"""
-        return len(await self._revoke(sql, (now, family_id)))
+        return len(await self._revoke(REVOKE_FAMILY, (now, family_id)))
 
     async def revoke_token(self, token_id: str, now: float) -> bool:
-        sql = """UPDATE tokens SET revoked_at = ?
-            WHERE id = ? AND revoked_at IS NULL RETURNING access_digest"""
-        return bool(await self._revoke(sql, (now, token_id)))
+        return bool(await self._revoke(REVOKE_BY_ID, (now, token_id)))
+
+    async def revoke_tokens(self, which: TokenFilter, now: float) -> int:
+        """Revokes the unrevoked rows matching `which`, expired ones included unless
+        `which.active` is True (an expired access token may still hold a live refresh)."""
+        return len(await self._revoke(*revoke_query(which, now)))
+
+    # revocation log --------------------------------------------------------------------
+    async def revocation_head(self) -> int:
+        """The newest seq ever logged: it does not go back when the sweep prunes the log."""
+        return int((await self._read(REVOCATION_HEAD))[0][0])
+
+    async def revocations_since(self, seq: int, limit: int = 10_000) -> list[tuple[int, bytes]]:
+        if limit <= 0:
+            return []
+        rows = await self._read(REVOCATIONS_SINCE, (int(seq), int(limit)))
+        return [(int(row[0]), bytes(row[1])) for row in rows]
 
     # authorization codes ---------------------------------------------------------------
     async def save_code(self, code: AuthCode) -> None:
-        await self._change(_INSERT_CODE, asdict(code))
+        await self._change(INSERT_CODE, asdict(code))
 
     async def take_code(self, digest: bytes, now: float) -> AuthCode | None:
         rows = await self._change("DELETE FROM codes WHERE digest = ? RETURNING *", (digest,))
         if not rows or rows[0]["expires_at"] <= now:
             return None
-        return _code(rows[0])
+        return to_code(rows[0])
 
     # housekeeping ----------------------------------------------------------------------
     async def sweep(self, now: float, grace_seconds: float = 3600.0) -> int:
+        """Also prunes revocation-log entries older than REVOCATION_LOG_SECONDS (counted in
+        the rows deleted)."""
+
         async def work(db: aiosqlite.Connection) -> tuple[int, list[bytes]]:
-            codes = await _exec(db, "DELETE FROM codes WHERE expires_at <= ?", (now,))
-            tokens = await _exec(db, _SWEEP_TOKENS, {"cutoff": now - grace_seconds})
-            return codes + tokens, []
+            codes = await _exec(db, SWEEP_CODES, (now,))
+            tokens = await _exec(db, SWEEP_TOKENS, {"cutoff": now - grace_seconds})
+            log_rows = await _exec(db, SWEEP_REVOCATIONS, (now - REVOCATION_LOG_SECONDS,))
+            return codes + tokens + log_rows, []
 
         return await self._write(work)
 
@@ -406,14 +447,23 @@ class SQLiteStore:
         return await self._write(work)
 
     async def _write(self, work: Work[T]) -> T:
-        """Runs `work` in one BEGIN IMMEDIATE transaction, then announces the digests it
-        killed. Shielded: a cancelled caller cannot part a commit from its announcement."""
+        """Runs `work` in one BEGIN IMMEDIATE transaction that also logs the digests it
+        killed, then announces them. Shielded: a cancelled caller cannot part a commit from
+        its announcement."""
         return await asyncio.shield(self._write_now(work))
 
     async def _write_now(self, work: Work[T]) -> T:
+        async def logged(db: aiosqlite.Connection) -> tuple[T, Sequence[bytes]]:
+            result, dead = await work(db)
+            if dead:
+                at = time.time()
+                async with db.executemany(LOG_REVOCATION, [(d, at) for d in dead]):
+                    pass
+            return result, dead
+
         with _translated():
             async with self._lock:
-                result, dead = await _in_transaction(self._connection(), work)
+                result, dead = await _in_transaction(self._connection(), logged)
         self._announce(dead)
         return result
 
@@ -519,46 +569,8 @@ async def _digests(db: aiosqlite.Connection, sql: str, params: Params) -> list[b
     return [bytes(row[0]) for row in await _fetch(db, sql, params)]
 
 
-def _json(values: tuple[str, ...]) -> str:
-    return json.dumps(list(values))
-
-
-def _strings(text: str) -> tuple[str, ...]:
-    return tuple(str(value) for value in json.loads(text))
-
-
-def _columns(row: sqlite3.Row, names: tuple[str, ...]) -> dict[str, Any]:
-    return {name: row[name] for name in names}
-
-
-def _consumer(row: sqlite3.Row) -> Consumer:
-    return Consumer(**{**_columns(row, _CONSUMER_FIELDS), "tags": _strings(row["tags"])})
-
-
-def _credential_params(new: NewCredential, credential_id: str, created_at: int) -> dict[str, Any]:
-    params = asdict(new)
-    params.update(
-        id=credential_id,
-        redirect_uris=_json(new.redirect_uris),
-        client_type=str(new.client_type),
-        tags=_json(new.tags),
-        created_at=created_at,
-    )
-    return params
-
-
-def _credential(row: sqlite3.Row) -> Credential:
-    decoded = {
-        "redirect_uris": _strings(row["redirect_uris"]),
-        "client_type": ClientType(row["client_type"]),
-        "tags": _strings(row["tags"]),
-    }
-    return Credential(**{**_columns(row, _CREDENTIAL_FIELDS), **decoded})
-
-
-def _token(row: sqlite3.Row) -> TokenRecord:
-    return TokenRecord(**_columns(row, _TOKEN_FIELDS))
-
-
-def _code(row: sqlite3.Row) -> AuthCode:
-    return AuthCode(**_columns(row, _CODE_FIELDS))
+async def _revoke_credential(db: aiosqlite.Connection, credential_id: str) -> list[bytes]:
+    """Revokes a credential's live tokens and drops its codes (the client changed)."""
+    dead = await _digests(db, REVOKE_CREDENTIAL, (time.time(), credential_id))
+    await _exec(db, "DELETE FROM codes WHERE credential_id = ?", (credential_id,))
+    return dead

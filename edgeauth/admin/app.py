@@ -1,0 +1,48 @@
+"""The admin aiohttp application: the route table of design §6, at `/` and `/default`."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from edgeauth.admin import consumers, credentials, status, tokens
+from edgeauth.admin.http import CONTEXT, MAX_BODY, AdminContext, Handler, guard
+
+TABLE: tuple[tuple[str, str, Handler], ...] = (
+    ("GET", "/consumers", consumers.list_consumers),
+    ("POST", "/consumers", consumers.create_consumer),
+    ("GET", "/consumers/{c}", consumers.get_consumer),
+    ("PATCH", "/consumers/{c}", consumers.patch_consumer),
+    ("PUT", "/consumers/{c}", consumers.put_consumer),
+    ("DELETE", "/consumers/{c}", consumers.delete_consumer),
+    ("GET", "/consumers/{c}/oauth2", credentials.list_for_consumer),
+    ("POST", "/consumers/{c}/oauth2", credentials.create),
+    ("GET", "/consumers/{c}/oauth2/{cred}", credentials.get),
+    ("PATCH", "/consumers/{c}/oauth2/{cred}", credentials.patch),
+    ("PUT", "/consumers/{c}/oauth2/{cred}", credentials.put),
+    ("DELETE", "/consumers/{c}/oauth2/{cred}", credentials.delete),
+    ("GET", "/oauth2", credentials.list_all),
+    ("GET", "/oauth2/{cred}", credentials.get),
+    ("PATCH", "/oauth2/{cred}", credentials.patch),
+    ("DELETE", "/oauth2/{cred}", credentials.delete),
+    ("GET", "/oauth2_tokens", tokens.list_tokens),
+    ("POST", "/oauth2_tokens", tokens.create),
+    ("DELETE", "/oauth2_tokens", tokens.revoke_many),
+    ("GET", "/oauth2_tokens/{t}", tokens.get),
+    ("PATCH", "/oauth2_tokens/{t}", tokens.patch),
+    ("PUT", "/oauth2_tokens/{t}", tokens.put),
+    ("DELETE", "/oauth2_tokens/{t}", tokens.delete),
+    ("GET", "/services", status.services),
+    ("GET", "/routes", status.routes),
+    ("GET", "/status", status.status),
+    ("GET", "/status/ready", status.ready),
+    ("GET", "/metrics", status.metrics),
+)
+
+
+def build_admin_app(context: AdminContext) -> web.Application:
+    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    app[CONTEXT] = context
+    for prefix in ("", "/{ws:default}"):
+        for method, path, handler in TABLE:
+            app.router.add_route(method, prefix + path, handler)
+    return app

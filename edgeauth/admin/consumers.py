@@ -1,0 +1,106 @@
+"""Admin handlers for `/consumers` (design §6): thin, Kong's shapes and status codes."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from edgeauth.admin import schemas, views
+from edgeauth.admin.http import (
+    body_of,
+    ctx,
+    json,
+    no_content,
+    offset_of,
+    size_of,
+    tags_of,
+    unique,
+)
+from edgeauth.errors import Conflict, NotFound
+from edgeauth.models import Consumer
+from edgeauth.store.base import ConsumerPatch, Store
+
+
+async def find_consumer(store: Store, key: str) -> Consumer:
+    found = await store.get_consumer(key)
+    if found is None:
+        raise NotFound()
+    return found
+
+
+async def list_consumers(request: web.Request) -> web.Response:
+    size = size_of(request)
+    result = await ctx(request).store.list_consumers(
+        tags=tags_of(request), after=offset_of(request), size=size
+    )
+    return json(views.page(result, views.consumer, request.path, size, request.query))
+
+
+async def create_consumer(request: web.Request) -> web.Response:
+    given = schemas.consumer(await body_of(request))
+    try:
+        made = await ctx(request).store.create_consumer(
+            given.username, given.custom_id, given.tags or ()
+        )
+    except Conflict as exc:
+        raise unique(exc, {"username": given.username, "custom_id": given.custom_id}) from exc
+    return json(views.consumer(made), 201)
+
+
+async def get_consumer(request: web.Request) -> web.Response:
+    return json(views.consumer(await find_consumer(ctx(request).store, request.match_info["c"])))
+
+
+async def patch_consumer(request: web.Request) -> web.Response:
+    store = ctx(request).store
+    found = await find_consumer(store, request.match_info["c"])
+    body = await body_of(request)
+    given = schemas.consumer(body, partial=True)
+    patch: ConsumerPatch = {}
+    if "username" in body:
+        patch["username"] = given.username
+    if "custom_id" in body:
+        patch["custom_id"] = given.custom_id
+    if "tags" in body:
+        patch["tags"] = given.tags or ()
+    try:
+        updated = await store.update_consumer(found.id, patch)
+    except Conflict as exc:
+        raise unique(exc, {"username": given.username, "custom_id": given.custom_id}) from exc
+    if updated is None:
+        raise NotFound()
+    return json(views.consumer(updated))
+
+
+async def put_consumer(request: web.Request) -> web.Response:
+    """Kong's upsert: by id if the path is one, else the path is the username."""
+    store = ctx(request).store
+    key = request.match_info["c"]
+    body = dict(await body_of(request))
+    if not schemas.is_uuid(key):
+        body.setdefault("username", key)
+    given = schemas.consumer(body)
+    found = await store.get_consumer(key)
+    values = {"username": given.username, "custom_id": given.custom_id}
+    try:
+        if found is None:
+            made = await store.create_consumer(given.username, given.custom_id, given.tags or ())
+            return json(views.consumer(made), 200)
+        patch: ConsumerPatch = {
+            "username": given.username,
+            "custom_id": given.custom_id,
+            "tags": given.tags or (),
+        }
+        updated = await store.update_consumer(found.id, patch)
+    except Conflict as exc:
+        raise unique(exc, values) from exc
+    if updated is None:
+        raise NotFound()
+    return json(views.consumer(updated))
+
+
+async def delete_consumer(request: web.Request) -> web.Response:
+    store = ctx(request).store
+    found = await store.get_consumer(request.match_info["c"])
+    if found is not None:
+        await store.delete_consumer(found.id)
+    return no_content()

@@ -1,0 +1,149 @@
+"""What every admin handler shares: context, the guard middleware, bodies, paging params.
+
+Rule 1: every request must carry the admin token (`Authorization: Bearer` or
+`Kong-Admin-Token`), compared in constant time; anything else is 401.
+Rule 2: errors are Kong's bodies; no exception reaches the client as a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from aiohttp import web
+
+from edgeauth.admin.auth import authorized
+from edgeauth.config import Settings
+from edgeauth.errors import (
+    AdminError,
+    AdminUnauthorized,
+    BadRequest,
+    Conflict,
+    EdgeAuthError,
+    PayloadTooLarge,
+    UniqueViolation,
+)
+from edgeauth.store.base import Store, TagFilter
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class AdminContext:
+    settings: Settings
+    store: Store
+    token: str
+    started: float = field(default_factory=time.time)
+    stats: Callable[[], dict[str, Any]] = dict
+
+
+CONTEXT = web.AppKey("admin", AdminContext)
+
+
+def ctx(request: web.Request) -> AdminContext:
+    return request.app[CONTEXT]
+
+
+def json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def no_content() -> web.Response:
+    return web.Response(status=204)
+
+
+@web.middleware
+async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Authentication first, then the one place that turns errors into Kong's bodies."""
+    try:
+        if not authorized(request.headers, ctx(request).token):
+            raise AdminUnauthorized()
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            return json({"message": "Not found"}, 404)
+        if exc.status == 405:
+            return json({"message": "Method not allowed"}, 405)
+        raise
+    except AdminError as exc:
+        return json(exc.body(), exc.status)
+    except Conflict as exc:
+        return json({"message": exc.message}, 409)
+    except StoreUnavailable as exc:
+        return json({"message": exc.message}, 503)
+    except StoreError as exc:  # the store refused the caller's input (e.g. a bad cursor)
+        return json({"message": exc.message}, 400)
+    except EdgeAuthError as exc:
+        log.warning("admin %s %s failed: %s", request.method, request.path, exc)
+        return json({"message": exc.message}, exc.status)
+    except Exception:
+        log.exception("admin %s %s failed", request.method, request.path)
+        return json({"message": "An unexpected error occurred"}, 500)
+
+
+async def body_of(request: web.Request) -> dict[str, Any]:
+    """JSON or form body, at most 64 KiB; malformed JSON is a 400 with a message."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise PayloadTooLarge()
+    raw = await request.content.read(MAX_BODY + 1)
+    if len(raw) > MAX_BODY or not request.content.at_eof():
+        raise PayloadTooLarge()
+    if not raw.strip():
+        return {}
+    if request.content_type == "application/x-www-form-urlencoded":
+        return _form(raw)
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"Cannot parse JSON body: {exc.args[0].split(':')[0]}") from exc
+    if not isinstance(doc, dict):
+        raise BadRequest("Cannot parse JSON body: expected an object")
+    return doc
+
+
+def _form(raw: bytes) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for name, value in parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True):
+        key = name.removesuffix("[]")
+        if key in body or name.endswith("[]"):
+            existing = body.get(key, [])
+            body[key] = [*existing, value] if isinstance(existing, list) else [existing, value]
+        else:
+            body[key] = value
+    return body
+
+
+def size_of(request: web.Request) -> int:
+    raw = request.query.get("size", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise BadRequest("size must be an integer between 1 and 1000")
+    return int(raw)
+
+
+def tags_of(request: web.Request) -> TagFilter | None:
+    raw = request.query.get("tags")
+    if not raw:
+        return None
+    if "," in raw and "/" in raw:
+        raise BadRequest("invalid tags filter: mix of ',' and '/'")
+    if "/" in raw:
+        return TagFilter(tuple(raw.split("/")), any=True)
+    return TagFilter(tuple(raw.split(",")))
+
+
+def offset_of(request: web.Request) -> str | None:
+    return request.query.get("offset") or None
+
+
+def unique(exc: Conflict, values: dict[str, str | None]) -> UniqueViolation:
+    """Kong's 409 from the store's `unique constraint failed: table.column`."""
+    column = exc.message.rsplit(".", 1)[-1]
+    return UniqueViolation(column, values.get(column) or "")

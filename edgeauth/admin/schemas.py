@@ -1,0 +1,217 @@
+"""Admin request bodies → checked values, with Kong's per-field messages. Pure.
+
+Rule 1: every problem of a body is reported at once, in Kong's schema-violation shape; array
+fields report per position (`redirect_uris: [null, "cannot parse 'x'"]`).
+Rule 2: unknown fields are violations, as in Kong, so a typo never silently does nothing.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from edgeauth.errors import SchemaViolation
+
+Body = Mapping[str, Any]
+UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+CLIENT_TYPES = ("confidential", "public")
+
+
+def is_uuid(value: str) -> bool:
+    return UUID.fullmatch(value) is not None
+
+
+class Fields:
+    """Collects per-field problems; `done()` raises them all together."""
+
+    def __init__(self, body: Body, known: tuple[str, ...]) -> None:
+        self.body = body
+        self.problems: dict[str, object] = {}
+        for name in body:
+            if name not in known:
+                self.problems[name] = "unknown field"
+
+    def text(self, name: str, *, required: bool = False, max_len: int = 255) -> str | None:
+        value = self.body.get(name)
+        if value is None:
+            if required:
+                self.problems[name] = "required field missing"
+            return None
+        if not isinstance(value, str) or not value.strip():
+            self.problems[name] = "expected a non-empty string"
+            return None
+        if len(value) > max_len:
+            self.problems[name] = f"length must be at most {max_len}"
+            return None
+        return value
+
+    def strings(self, name: str) -> tuple[str, ...] | None:
+        value = self.body.get(name)
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [value]  # form bodies send one value as a plain string
+        if not isinstance(value, list):
+            self.problems[name] = "expected an array"
+            return None
+        positions = [None if isinstance(v, str) and v else "expected a string" for v in value]
+        if any(positions):
+            self.problems[name] = positions
+            return None
+        return tuple(value)
+
+    def choice(self, name: str, choices: tuple[str, ...]) -> str | None:
+        value = self.body.get(name)
+        if value is None:
+            return None
+        if value not in choices:
+            self.problems[name] = "expected one of: " + ", ".join(choices)
+            return None
+        return str(value)
+
+    def number(self, name: str, *, minimum: int = 0) -> int | None:
+        value = self.body.get(name)
+        if value is None:
+            return None
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            self.problems[name] = f"expected an integer >= {minimum}"
+            return None
+        return value
+
+    def done(self) -> None:
+        if self.problems:
+            raise SchemaViolation(self.problems)
+
+
+def redirect_uri_problem(uri: str) -> str | None:
+    """Absolute, with scheme and host, without fragment (RFC 6749 §3.1.2)."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return f"cannot parse '{uri}'"
+    if not parts.scheme or not parts.netloc:
+        return f"cannot parse '{uri}'"
+    if parts.fragment or uri.endswith("#"):
+        return "fragment not allowed"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerInput:
+    username: str | None
+    custom_id: str | None
+    tags: tuple[str, ...] | None
+
+
+def consumer(body: Body, *, partial: bool = False) -> ConsumerInput:
+    f = Fields(body, ("username", "custom_id", "tags", "id", "created_at", "updated_at", "type"))
+    username, custom_id, tags = f.text("username"), f.text("custom_id"), f.strings("tags")
+    if not partial and username is None and custom_id is None and not f.problems:
+        f.problems["@entity"] = [
+            "at least one of these fields must be non-empty: 'custom_id', 'username'"
+        ]
+    f.done()
+    return ConsumerInput(username, custom_id, tags)
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialInput:
+    name: str | None
+    client_id: str | None
+    client_secret: str | None
+    redirect_uris: tuple[str, ...] | None
+    client_type: str | None
+    tags: tuple[str, ...] | None
+
+
+CREDENTIAL_FIELDS = (
+    "name",
+    "client_id",
+    "client_secret",
+    "redirect_uris",
+    "client_type",
+    "tags",
+    "hash_secret",
+    "consumer",
+    "id",
+    "created_at",
+)
+
+
+def credential(body: Body, *, partial: bool = False) -> CredentialInput:
+    f = Fields(body, CREDENTIAL_FIELDS)
+    name = f.text("name", required=not partial)
+    client_id = f.text("client_id")
+    secret = f.text("client_secret", max_len=1024)
+    uris = f.strings("redirect_uris")
+    if uris is not None:
+        positions = [redirect_uri_problem(uri) for uri in uris]
+        if any(positions):
+            f.problems["redirect_uris"] = positions
+    client_type = f.choice("client_type", CLIENT_TYPES)
+    if client_type == "public" and secret is not None:
+        f.problems["client_secret"] = "public clients have no secret"  # noqa: S105
+    f.done()
+    return CredentialInput(name, client_id, secret, uris, client_type, f.strings("tags"))
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInput:
+    access_token: str | None
+    refresh_token: str | None
+    credential_id: str | None
+    service: str | None
+    authenticated_userid: str | None
+    scope: str | None
+    expires_in: int | None
+
+
+TOKEN_FIELDS = (
+    "access_token",
+    "refresh_token",
+    "credential",
+    "service",
+    "authenticated_userid",
+    "scope",
+    "expires_in",
+    "token_type",
+    "id",
+    "created_at",
+    "ttl",
+)
+
+
+def _ref(f: Fields, name: str) -> str | None:
+    """Kong's foreign keys: `{"id": "..."}` or the plain id."""
+    value = f.body.get(name)
+    if isinstance(value, dict):
+        value = value.get("id") or value.get("name")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        f.problems[name] = 'expected a reference {"id": ...}'
+        return None
+    return value
+
+
+def token(body: Body, *, partial: bool = False) -> TokenInput:
+    f = Fields(body, TOKEN_FIELDS)
+    access = f.text("access_token", max_len=4096)
+    refresh = f.text("refresh_token", max_len=4096)
+    credential_id = _ref(f, "credential")
+    if credential_id is None and not partial and "credential" not in f.problems:
+        f.problems["credential"] = "required field missing"
+    service = _ref(f, "service")
+    userid = f.text("authenticated_userid")
+    scope = body.get("scope")
+    if scope is not None and not isinstance(scope, str):
+        f.problems["scope"] = "expected a string"
+        scope = None
+    expires_in = f.number("expires_in")
+    f.done()
+    return TokenInput(access, refresh, credential_id, service, userid, scope, expires_in)

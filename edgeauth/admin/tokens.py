@@ -1,0 +1,185 @@
+"""Admin handlers for `/oauth2_tokens` (design §6): list, import, patch, revoke, bulk revoke.
+
+Rule 1: tokens are looked up by id or by value (the value is hashed, never stored).
+Rule 2: DELETE revokes (the row stays, marked revoked, so refresh reuse is still detected)
+and answers 204 whether or not the token existed, as Kong does.
+Rule 3: a bulk DELETE needs at least one filter: "revoke everything" is never an accident.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from aiohttp import web
+
+from edgeauth import crypto
+from edgeauth.admin import schemas, views
+from edgeauth.admin.consumers import find_consumer
+from edgeauth.admin.credentials import find_credential
+from edgeauth.admin.http import AdminContext, body_of, ctx, json, no_content, offset_of, size_of
+from edgeauth.errors import BadRequest, Conflict, NotFound, SchemaViolation, UniqueViolation
+from edgeauth.models import TokenRecord, TokenView
+from edgeauth.store.base import Store, TokenFilter
+
+DEFAULT_EXPIRES_IN = 7200
+FILTERS = ("authenticated_userid", "credential", "consumer", "service", "active")
+
+
+async def filter_of(request: web.Request) -> TokenFilter | None:
+    """The query's filters; None when a referenced credential or consumer does not exist."""
+    q = request.query
+    store = ctx(request).store
+    credential_id = consumer_id = None
+    try:
+        if "credential" in q:
+            credential_id = (await find_credential(store, q["credential"])).id
+        if "consumer" in q:
+            consumer_id = (await find_consumer(store, q["consumer"])).id
+    except NotFound:
+        return None
+    active = q.get("active")
+    if active not in (None, "true", "false"):
+        raise BadRequest("active must be true or false")
+    return TokenFilter(
+        authenticated_userid=q.get("authenticated_userid"),
+        credential_id=credential_id,
+        consumer_id=consumer_id,
+        service=q.get("service"),
+        active=None if active is None else active == "true",
+    )
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    size = size_of(request)
+    which = await filter_of(request)
+    now = time.time()
+    if which is None:
+        return json({"data": [], "next": None})
+    result = await ctx(request).store.list_tokens(which, now, after=offset_of(request), size=size)
+    return json(
+        views.page(result, lambda v: views.token(v, now), request.path, size, request.query)
+    )
+
+
+async def revoke_many(request: web.Request) -> web.Response:
+    if not any(name in request.query for name in FILTERS):
+        raise BadRequest("a bulk revoke needs at least one filter: " + ", ".join(FILTERS))
+    which = await filter_of(request)
+    if which is None:
+        return json({"revoked": 0})
+    return json({"revoked": await ctx(request).store.revoke_tokens(which, time.time())})
+
+
+async def find_token(store: Store, key: str) -> TokenView:
+    found = await store.get_token(key) if schemas.is_uuid(key) else None
+    if found is None:
+        found = await store.find_token(crypto.digest(key))
+    if found is None:
+        raise NotFound()
+    return found
+
+
+def _expires_in(c: AdminContext, given: schemas.TokenInput) -> int:
+    if given.expires_in is not None:
+        return given.expires_in
+    for service in c.settings.services:
+        if service.name == given.service and service.oauth2 is not None:
+            return service.oauth2.token_expiration
+    return DEFAULT_EXPIRES_IN
+
+
+async def _record(c: AdminContext, given: schemas.TokenInput, access: str) -> TokenRecord:
+    if given.credential_id is None:
+        raise SchemaViolation({"credential": "required field missing"})
+    try:
+        cred = await find_credential(c.store, given.credential_id)
+    except NotFound as exc:
+        raise SchemaViolation({"credential": "does not exist"}) from exc
+    if given.service is not None and given.service not in {s.name for s in c.settings.services}:
+        raise SchemaViolation({"service": "does not exist"})
+    now = time.time()
+    expires_in = _expires_in(c, given)
+    return TokenRecord(
+        id=str(uuid.uuid4()),
+        access_digest=crypto.digest(access),
+        refresh_digest=crypto.digest(given.refresh_token) if given.refresh_token else None,
+        prefix=crypto.prefix(access),
+        credential_id=cred.id,
+        service=given.service,
+        authenticated_userid=given.authenticated_userid,
+        scope=given.scope or "",
+        family_id=str(uuid.uuid4()),
+        created_at=now,
+        expires_at=now + expires_in if expires_in > 0 else None,
+        refresh_expires_at=None,
+    )
+
+
+async def _import(c: AdminContext, given: schemas.TokenInput, access: str) -> web.Response:
+    record = await _record(c, given, access)
+    try:
+        await c.store.save_token(record)
+    except Conflict as exc:
+        raise UniqueViolation("access_token", crypto.prefix(access) + "...") from exc
+    view = await c.store.get_token(record.id)
+    if view is None:
+        raise NotFound()
+    return json(views.token(view, time.time(), access, given.refresh_token), 201)
+
+
+async def create(request: web.Request) -> web.Response:
+    """Import (migration from Kong) or mint a token for an application."""
+    given = schemas.token(await body_of(request))
+    return await _import(ctx(request), given, given.access_token or crypto.mint())
+
+
+async def get(request: web.Request) -> web.Response:
+    found = await find_token(ctx(request).store, request.match_info["t"])
+    return json(views.token(found, time.time()))
+
+
+async def _update(c: AdminContext, found: TokenView, given: schemas.TokenInput) -> web.Response:
+    expires_at: float | bool | None = False
+    if given.expires_in is not None:
+        created = found.token.created_at
+        expires_at = created + given.expires_in if given.expires_in > 0 else None
+    updated = await c.store.update_token(found.token.id, expires_at=expires_at, scope=given.scope)
+    if updated is None:
+        raise NotFound()
+    return json(views.token(updated, time.time()))
+
+
+async def patch(request: web.Request) -> web.Response:
+    c = ctx(request)
+    found = await find_token(c.store, request.match_info["t"])
+    body = await body_of(request)
+    unknown = set(body) - {"expires_in", "scope"}
+    if unknown:
+        raise SchemaViolation({name: "cannot be changed" for name in sorted(unknown)})
+    return await _update(c, found, schemas.token(body, partial=True))
+
+
+async def put(request: web.Request) -> web.Response:
+    """Import by value: the path is the access token (or an existing token's id)."""
+    c = ctx(request)
+    key = request.match_info["t"]
+    body = dict(await body_of(request))
+    try:
+        found = await find_token(c.store, key)
+    except NotFound:
+        if schemas.is_uuid(key):
+            raise
+        body["access_token"] = key
+        return await _import(c, schemas.token(body), key)
+    return await _update(c, found, schemas.token(body, partial=True))
+
+
+async def delete(request: web.Request) -> web.Response:
+    c = ctx(request)
+    try:
+        found = await find_token(c.store, request.match_info["t"])
+    except NotFound:
+        return no_content()
+    await c.store.revoke_token(found.token.id, time.time())
+    return no_content()
