@@ -26,6 +26,8 @@ from edgeauth.errors import (
     Conflict,
     EdgeAuthError,
     PayloadTooLarge,
+    StoreError,
+    StoreUnavailable,
     UniqueViolation,
 )
 from edgeauth.store.base import Store, TagFilter
