@@ -82,7 +82,7 @@ class Slot:
 
 
 # (kind, scheme) of each group of listeners a worker slot holds
-GROUPS = (("tls", "https"), ("plain", "http"), ("admin", "admin"))
+GROUPS = ("tls", "plain", "admin")
 
 
 def _addresses(settings: Settings, kind: str) -> tuple[Address, ...]:
@@ -92,24 +92,29 @@ def _addresses(settings: Settings, kind: str) -> tuple[Address, ...]:
     ]
 
 
-def bind_slots(settings: Settings) -> tuple[list[Slot], list[str]]:
+def bind_slots(settings: Settings) -> tuple[list[Slot], dict[str, list[str]]]:
     """Bind every slot's sockets; port 0 is resolved once and shared by all slots."""
-    for kind, _ in GROUPS:
+    for kind in GROUPS:
         for addr in _addresses(settings, kind):
             ensure_free(addr)
     ports: dict[tuple[str, int, str], int] = {}
     slots: list[Slot] = []
     for index in range(settings.server.workers):
-        groups: dict[str, list[socket.socket]] = {kind: [] for kind, _ in GROUPS}
-        for kind, _ in GROUPS:
+        groups: dict[str, list[socket.socket]] = {kind: [] for kind in GROUPS}
+        for kind in GROUPS:
             for addr in _addresses(settings, kind):
                 key = (addr.host, addr.port, kind)
                 sock = bind(addr, ports.get(key))
                 ports.setdefault(key, sock.getsockname()[1])
                 groups[kind].append(sock)
         slots.append(Slot(index, groups["tls"], groups["plain"], groups["admin"]))
-    schemes = dict(GROUPS)
-    urls = [f"{schemes[kind]}://{_host(h)}:{port}" for (h, _, kind), port in ports.items()]
+    admin_tls = settings.admin.tls_cert_file is not None
+    scheme = {"tls": "https", "plain": "http", "admin": "https" if admin_tls else "http"}
+    urls: dict[str, list[str]] = {"listen": [], "admin": []}
+    for (host, _, kind), port in ports.items():
+        urls["admin" if kind == "admin" else "listen"].append(
+            f"{scheme[kind]}://{_host(host)}:{port}"
+        )
     return slots, urls
 
 
@@ -147,7 +152,7 @@ class Supervisor:
         if failed is not None:
             self._terminate(slots)
             return failed
-        log.info("ready", extra={"fields": {"listen": urls, "workers": len(slots)}})
+        log.info("ready", extra={"fields": {**urls, "workers": len(slots)}})
         while not self._stopping:
             time.sleep(POLL_SECONDS)
             self._reap(slots)
