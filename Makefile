@@ -32,13 +32,13 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check edgeauth tests
-	$(BIN)/ruff format --check edgeauth tests
+	$(BIN)/ruff check edgeauth tests benchmarks
+	$(BIN)/ruff format --check edgeauth tests benchmarks
 	$(BIN)/mypy
 
 fmt: $(VENV)/.installed-test
-	$(BIN)/ruff check --fix edgeauth tests
-	$(BIN)/ruff format edgeauth tests
+	$(BIN)/ruff check --fix edgeauth tests benchmarks
+	$(BIN)/ruff format edgeauth tests benchmarks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

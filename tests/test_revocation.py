@@ -11,6 +11,7 @@ import asyncio
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -36,6 +37,7 @@ async def _statuses_by_worker(
     before = len(read_access_log(tmp_path))
     for _ in range(ROUNDS):
         await _fresh_get(url, token, client_ssl)
+    entries: list[dict[str, Any]] = []
     for _ in range(50):  # the access log is written in batches every 0.2 s
         entries = read_access_log(tmp_path)[before:]
         if len(entries) >= ROUNDS:
