@@ -180,41 +180,19 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run(trials: int, workers: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp)
-        backend_port, proxy, admin = _free_port(), _free_port(), _free_port()
-        config = _config(directory, workers, backend_port, proxy, admin)
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "edgeauth.sample_backend", "--port", str(backend_port)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            ),
-            subprocess.Popen(
-                [sys.executable, "-m", "edgeauth", "serve", "-c", str(config)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            ),
-        ]
-        try:
-            await _wait_port(proxy)
-            await _wait_port(admin)
-            ssl_ctx = ssl.create_default_context(cafile=str(directory / "certs" / "dev-ca.crt"))
-            token = (directory / "admin.token").read_text().strip()
-            bench = Bench(proxy, admin, token, ssl_ctx, directory / "access.log")
-            delays: list[float] = []
-            stale = 0
-            async with aiohttp.ClientSession() as session:
-                for _ in range(trials):
-                    found, late = await bench.trial(session, workers)
-                    delays += found
-                    stale += late
-        finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                proc.wait(timeout=60)
+async def measure(directory: Path, proxy: int, admin: int, trials: int, workers: int) -> Any:
+    await _wait_port(proxy)
+    await _wait_port(admin)
+    ssl_ctx = ssl.create_default_context(cafile=str(directory / "certs" / "dev-ca.crt"))
+    token = (directory / "admin.token").read_text().strip()
+    bench = Bench(proxy, admin, token, ssl_ctx, directory / "access.log")
+    delays: list[float] = []
+    stale = 0
+    async with aiohttp.ClientSession() as session:
+        for _ in range(trials):
+            found, late = await bench.trial(session, workers)
+            delays += found
+            stale += late
     return {
         "trials": trials,
         "workers": workers,
@@ -224,6 +202,31 @@ async def run(trials: int, workers: int) -> dict[str, Any]:
         "max_ms": round(max(delays), 2),
         "200s_after_204": stale,
     }
+
+
+def run(trials: int, workers: int) -> Any:
+    """Start the backend and the gateway, measure, and stop them whatever happens."""
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        backend_port, proxy, admin = _free_port(), _free_port(), _free_port()
+        config = _config(directory, workers, backend_port, proxy, admin)
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "edgeauth.sample_backend", "--port", str(backend_port)],
+                **quiet,
+            ),
+            subprocess.Popen(
+                [sys.executable, "-m", "edgeauth", "serve", "-c", str(config)], **quiet
+            ),
+        ]
+        try:
+            return asyncio.run(measure(directory, proxy, admin, trials, workers))
+        finally:
+            for proc in procs:
+                proc.send_signal(signal.SIGTERM)
+            for proc in procs:
+                proc.wait(timeout=60)
 
 
 async def _wait_port(port: int) -> None:
@@ -243,7 +246,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    result = asyncio.run(run(args.trials, args.workers))
+    result = run(args.trials, args.workers)
     sys.stdout.write(json.dumps(result) + "\n")
 
 
