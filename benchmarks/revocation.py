@@ -210,15 +210,15 @@ def run(trials: int, workers: int) -> Any:
         directory = Path(tmp)
         backend_port, proxy, admin = _free_port(), _free_port(), _free_port()
         config = _config(directory, workers, backend_port, proxy, admin)
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        commands = [
+            ["edgeauth.sample_backend", "--port", str(backend_port)],
+            ["edgeauth", "serve", "-c", str(config)],
+        ]
         procs = [
             subprocess.Popen(
-                [sys.executable, "-m", "edgeauth.sample_backend", "--port", str(backend_port)],
-                **quiet,
-            ),
-            subprocess.Popen(
-                [sys.executable, "-m", "edgeauth", "serve", "-c", str(config)], **quiet
-            ),
+                [sys.executable, "-m", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            for cmd in commands
         ]
         try:
             return asyncio.run(measure(directory, proxy, admin, trials, workers))
