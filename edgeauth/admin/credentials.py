@@ -128,7 +128,12 @@ async def patch(request: web.Request) -> web.Response:
     store = ctx(request).store
     found = await find_credential(store, request.match_info["cred"], await _owner(request))
     body = await body_of(request)
-    given = schemas.credential(body, partial=True)
+    return await _update(store, found, body, schemas.credential(body, partial=True))
+
+
+async def _update(
+    store: Store, found: Credential, body: dict[str, object], given: schemas.CredentialInput
+) -> web.Response:
     try:
         updated = await store.update_credential(found.id, await _patch_of(body, given))
     except Conflict as exc:
@@ -158,13 +163,7 @@ async def put(request: web.Request) -> web.Response:
         and not found.secret_hash
     ):
         raise SchemaViolation({"client_secret": "required for a confidential client"})
-    try:
-        updated = await store.update_credential(found.id, await _patch_of(body, given))
-    except Conflict as exc:
-        raise unique(exc, {"client_id": given.client_id}) from exc
-    if updated is None:
-        raise NotFound()
-    return json(views.credential(updated, given.client_secret))
+    return await _update(store, found, body, given)
 
 
 async def delete(request: web.Request) -> web.Response:
