@@ -25,6 +25,7 @@ from edgeauth import crypto, tls
 from edgeauth.admin.app import build_admin_app
 from edgeauth.admin.http import AdminContext
 from edgeauth.bootstrap import policy_for, read_or_create_secret
+from edgeauth.bus import WorkerBus
 from edgeauth.cache import CLIENT_ID, CONSUMER, IDENTITY, Header, TokenCache
 from edgeauth.config import Settings
 from edgeauth.errors import (
@@ -80,8 +81,9 @@ class _Server(web.Server):
 class Gateway:
     """Everything one worker serves: owns the upstream pools, the access log and listeners."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, bus: socket.socket | None = None) -> None:
         self.settings = settings
+        self._bus = None if bus is None else WorkerBus(bus)
         self.router = Router(settings.services)
         self.upstreams = {s.name: Upstream(s) for s in settings.services}
         self.access_log = AccessLog(settings.log.access_log)
@@ -146,6 +148,9 @@ class Gateway:
         self.validator = validator = Validator(store, cache)
         self._follower = RevocationFollower(store, validator.revoked, cache.clear)
         await self._follower.start()
+        if self._bus is not None:
+            store.on_revoked(self._bus.publish)  # tell the other workers at once
+            self._bus.attach(validator.revoked)
         self.policies = {
             s.name: p for s in self.settings.services if (p := policy_for(s)) is not None
         }
@@ -217,6 +222,8 @@ class Gateway:
             await self._admin.cleanup()
         if self._follower is not None:
             await self._follower.stop()
+        if self._bus is not None:
+            self._bus.close()
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self.store is not None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 
 from edgeauth.bootstrap import prepare_store
+from edgeauth.bus import MAX_DATAGRAM, send_nowait
 from edgeauth.config import Address, Settings
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Slot:
     failures: int = 0
     not_before: float = 0.0
     ready_fd: int | None = field(default=None, repr=False)
+    bus: socket.socket | None = field(default=None, repr=False)  # the supervisor's end
 
     @property
     def sockets(self) -> list[socket.socket]:
@@ -154,7 +156,7 @@ class Supervisor:
             return failed
         log.info("ready", extra={"fields": {**urls, "workers": len(slots)}})
         while not self._stopping:
-            time.sleep(POLL_SECONDS)
+            self._relay(slots)
             self._reap(slots)
         log.info(
             "stopping", extra={"fields": {"drain_seconds": self.settings.server.drain_seconds}}
@@ -164,6 +166,10 @@ class Supervisor:
 
     def _spawn(self, slot: Slot) -> None:
         read_fd, write_fd = os.pipe()
+        if slot.bus is not None:
+            slot.bus.close()
+        slot.bus, worker_bus = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+        slot.bus.setblocking(False)
         fds = [s.fileno() for s in slot.sockets]
         cmd = [
             sys.executable,
@@ -180,9 +186,12 @@ class Supervisor:
             ",".join(str(s.fileno()) for s in slot.admin),
             "--ready-fd",
             str(write_fd),
+            "--bus-fd",
+            str(worker_bus.fileno()),
         ]
-        slot.proc = subprocess.Popen(cmd, pass_fds=[*fds, write_fd])  # noqa: S603
+        slot.proc = subprocess.Popen(cmd, pass_fds=[*fds, write_fd, worker_bus.fileno()])  # noqa: S603
         os.close(write_fd)
+        worker_bus.close()
         if slot.ready_fd is not None:
             os.close(slot.ready_fd)
         slot.ready_fd = read_fd
@@ -205,6 +214,24 @@ class Supervisor:
                 log.error("workers did not become ready in time")
                 return 1
         return None
+
+    def _relay(self, slots: list[Slot]) -> None:
+        """Wait up to POLL_SECONDS for revocations and pass each to every other worker."""
+        ends = {slot.bus.fileno(): slot for slot in slots if slot.bus is not None}
+        try:
+            readable, _, _ = select.select(list(ends), [], [], POLL_SECONDS)
+        except InterruptedError:
+            return
+        for fd in readable:
+            source = ends[fd]
+            assert source.bus is not None  # noqa: S101 - ends only holds slots with a bus
+            try:
+                frame = source.bus.recv(MAX_DATAGRAM)
+            except OSError:
+                continue
+            for slot in slots:
+                if slot is not source and slot.bus is not None:
+                    send_nowait(slot.bus, frame)
 
     def _reap(self, slots: list[Slot]) -> None:
         now = time.monotonic()
@@ -250,3 +277,6 @@ class Supervisor:
             if slot.ready_fd is not None:
                 os.close(slot.ready_fd)
                 slot.ready_fd = None
+            if slot.bus is not None:
+                slot.bus.close()
+                slot.bus = None

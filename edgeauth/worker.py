@@ -33,12 +33,14 @@ def run_worker(
     plain_fds: Sequence[int],
     admin_fds: Sequence[int],
     ready_fd: int | None,
+    bus_fd: int | None = None,
 ) -> int:
     """Serve until told to stop; returns the process exit status."""
     setup_logging(settings.log.level)
     socks = [[socket.socket(fileno=fd) for fd in fds] for fds in (tls_fds, plain_fds, admin_fds)]
+    bus = None if bus_fd is None else socket.socket(fileno=bus_fd)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(_serve(Gateway(settings), socks, ready_fd))
+        runner.run(_serve(Gateway(settings, bus=bus), socks, ready_fd))
     return 0
 
 

@@ -39,8 +39,13 @@ TABLE: tuple[tuple[str, str, Handler], ...] = (
 )
 
 
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = "edgeauth"
+
+
 def build_admin_app(context: AdminContext) -> web.Application:
     app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    app.on_response_prepare.append(_server_header)
     app[CONTEXT] = context
     for prefix in ("", "/{ws:default}"):
         for method, path, handler in TABLE:

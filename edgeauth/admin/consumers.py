@@ -62,6 +62,9 @@ async def patch_consumer(request: web.Request) -> web.Response:
         patch["custom_id"] = given.custom_id
     if "tags" in body:
         patch["tags"] = given.tags or ()
+    schemas.needs_identity(
+        patch.get("username", found.username), patch.get("custom_id", found.custom_id)
+    )
     try:
         updated = await store.update_consumer(found.id, patch)
     except Conflict as exc:

@@ -23,7 +23,7 @@ from edgeauth.admin.http import (
     tags_of,
     unique,
 )
-from edgeauth.errors import Conflict, NotFound, SchemaViolation
+from edgeauth.errors import Conflict, NotFound
 from edgeauth.models import ClientType, Credential
 from edgeauth.store.base import CredentialPatch, NewCredential, Store
 
@@ -128,7 +128,13 @@ async def patch(request: web.Request) -> web.Response:
     store = ctx(request).store
     found = await find_credential(store, request.match_info["cred"], await _owner(request))
     body = await body_of(request)
-    return await _update(store, found, body, schemas.credential(body, partial=True))
+    given = schemas.credential(body, partial=True)
+    schemas.secret_rules(
+        given.client_type or found.client_type.value,
+        has_secret=found.secret_hash is not None and given.client_type != "public",
+        sends_secret=given.client_secret is not None,
+    )
+    return await _update(store, found, body, given)
 
 
 async def _update(
@@ -157,12 +163,11 @@ async def put(request: web.Request) -> web.Response:
     except NotFound:
         made, secret = await new_credential(store, consumer.id, given)
         return json(views.credential(made, secret), 200)
-    if (
-        given.client_type == "confidential"
-        and given.client_secret is None
-        and not found.secret_hash
-    ):
-        raise SchemaViolation({"client_secret": "required for a confidential client"})
+    schemas.secret_rules(
+        given.client_type or found.client_type.value,
+        has_secret=found.secret_hash is not None,
+        sends_secret=given.client_secret is not None,
+    )
     return await _update(store, found, body, given)
 
 

@@ -125,7 +125,7 @@ def _form(raw: bytes) -> dict[str, Any]:
 
 def size_of(request: web.Request) -> int:
     raw = request.query.get("size", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1000:
         raise BadRequest("size must be an integer between 1 and 1000")
     return int(raw)
 

@@ -18,6 +18,8 @@ from edgeauth.errors import SchemaViolation
 Body = Mapping[str, Any]
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 CLIENT_TYPES = ("confidential", "public")
+TAG = re.compile(r"[!-~]+")  # printable ASCII without space
+_RESERVED_IN_TAGS = (",", "/")
 
 
 def is_uuid(value: str) -> bool:
@@ -48,6 +50,22 @@ class Fields:
             return None
         return value
 
+    def tags(self) -> tuple[str, ...] | None:
+        """Kong's tag rules: printable ASCII, no space; `,` and `/` are the filter's."""
+        values = self.strings("tags")
+        if values is None:
+            return None
+        positions = [
+            None
+            if TAG.fullmatch(tag) and not any(c in tag for c in _RESERVED_IN_TAGS)
+            else "invalid tag: printable ASCII without space, ',' or '/'"
+            for tag in values
+        ]
+        if any(positions):
+            self.problems["tags"] = positions
+            return None
+        return values
+
     def strings(self, name: str) -> tuple[str, ...] | None:
         value = self.body.get(name)
         if value is None:
@@ -76,7 +94,7 @@ class Fields:
         value = self.body.get(name)
         if value is None:
             return None
-        if isinstance(value, str) and value.isdigit():
+        if isinstance(value, str) and value.isascii() and value.isdigit():
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             self.problems[name] = f"expected an integer >= {minimum}"
@@ -108,13 +126,20 @@ class ConsumerInput:
     tags: tuple[str, ...] | None
 
 
+ENTITY_RULE = "at least one of these fields must be non-empty: 'custom_id', 'username'"
+
+
+def needs_identity(username: str | None, custom_id: str | None) -> None:
+    """Kong's entity rule for consumers, checked on the merged result of a PATCH too."""
+    if username is None and custom_id is None:
+        raise SchemaViolation({"@entity": [ENTITY_RULE]})
+
+
 def consumer(body: Body, *, partial: bool = False) -> ConsumerInput:
     f = Fields(body, ("username", "custom_id", "tags", "id", "created_at", "updated_at", "type"))
-    username, custom_id, tags = f.text("username"), f.text("custom_id"), f.strings("tags")
+    username, custom_id, tags = f.text("username"), f.text("custom_id"), f.tags()
     if not partial and username is None and custom_id is None and not f.problems:
-        f.problems["@entity"] = [
-            "at least one of these fields must be non-empty: 'custom_id', 'username'"
-        ]
+        f.problems["@entity"] = [ENTITY_RULE]
     f.done()
     return ConsumerInput(username, custom_id, tags)
 
@@ -143,6 +168,14 @@ CREDENTIAL_FIELDS = (
 )
 
 
+def secret_rules(client_type: str, has_secret: bool, sends_secret: bool) -> None:
+    """After a change: public clients have no secret, confidential ones one (RFC 6749 §2.1)."""
+    if client_type == "public" and sends_secret:
+        raise SchemaViolation({"client_secret": "public clients have no secret"})
+    if client_type == "confidential" and not (has_secret or sends_secret):
+        raise SchemaViolation({"client_secret": "required for a confidential client"})
+
+
 def credential(body: Body, *, partial: bool = False) -> CredentialInput:
     f = Fields(body, CREDENTIAL_FIELDS)
     name = f.text("name", required=not partial)
@@ -156,8 +189,9 @@ def credential(body: Body, *, partial: bool = False) -> CredentialInput:
     client_type = f.choice("client_type", CLIENT_TYPES)
     if client_type == "public" and secret is not None:
         f.problems["client_secret"] = "public clients have no secret"  # noqa: S105
+    tags = f.tags()
     f.done()
-    return CredentialInput(name, client_id, secret, uris, client_type, f.strings("tags"))
+    return CredentialInput(name, client_id, secret, uris, client_type, tags)
 
 
 @dataclass(frozen=True, slots=True)

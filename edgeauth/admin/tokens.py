@@ -116,7 +116,9 @@ async def _record(c: AdminContext, given: schemas.TokenInput, access: str) -> To
     )
 
 
-async def _import(c: AdminContext, given: schemas.TokenInput, access: str) -> web.Response:
+async def _import(
+    c: AdminContext, given: schemas.TokenInput, access: str, status: int = 201
+) -> web.Response:
     record = await _record(c, given, access)
     try:
         await c.store.save_token(record)
@@ -125,7 +127,7 @@ async def _import(c: AdminContext, given: schemas.TokenInput, access: str) -> we
     view = await c.store.get_token(record.id)
     if view is None:
         raise NotFound()
-    return json(views.token(view, time.time(), access, given.refresh_token), 201)
+    return json(views.token(view, time.time(), access, given.refresh_token), status)
 
 
 async def create(request: web.Request) -> web.Response:
@@ -171,7 +173,7 @@ async def put(request: web.Request) -> web.Response:
         if schemas.is_uuid(key):
             raise
         body["access_token"] = key
-        return await _import(c, schemas.token(body), key)
+        return await _import(c, schemas.token(body), key, status=200)  # PUT answers 200
     return await _update(c, found, schemas.token(body, partial=True))
 
 

@@ -1,0 +1,107 @@
+"""Health and configuration views (design §6): `/status`, `/status/ready`, `/services`,
+`/routes`, `/metrics`."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from edgeauth import __version__
+from tests.admin.conftest import AdminWorld
+from tests.oauth.conftest import SECRET
+
+
+async def test_status(admin_world: AdminWorld) -> None:
+    reply = await admin_world.admin("GET", "/status")
+    assert reply.status == 200
+    assert reply.headers["Content-Type"].startswith("application/json")
+    body = reply.body
+    assert {
+        "version",
+        "uptime_seconds",
+        "database",
+        "connections",
+        "token_cache_entries",
+    } <= set(body)
+    assert body["version"] == __version__
+    assert isinstance(body["uptime_seconds"], int | float)
+    assert body["uptime_seconds"] >= 0
+    assert body["database"] == {"reachable": True, "backend": "sqlite"}
+    assert body["worker"] == os.getpid()  # the in-process gateway
+    assert isinstance(body["connections"], int)
+    assert body["token_cache_entries"] == 0
+
+    issued = await admin_world.password_token("clientid", SECRET)
+    assert (await admin_world.proxied(issued["access_token"])).status == 200
+    again = await admin_world.admin("GET", "/default/status")
+    assert again.status == 200
+    assert again.body["token_cache_entries"] == 1
+    assert again.body["connections"] >= 1  # the proxy client's keep-alive connection
+    assert again.body["uptime_seconds"] >= body["uptime_seconds"]
+
+
+async def test_ready(admin_world: AdminWorld) -> None:
+    for path in ("/status/ready", "/default/status/ready"):
+        reply = await admin_world.admin("GET", path)
+        assert reply.status == 200
+        assert reply.body == {"ready": True}
+
+
+async def test_services_and_routes_reflect_the_config(admin_world: AdminWorld) -> None:
+    services = await admin_world.admin("GET", "/services")
+    assert services.status == 200
+    assert services.body == {
+        "data": [
+            {
+                "id": "events",
+                "name": "events",
+                "url": admin_world.backend.url + "/api",
+                "protected": True,
+                "connect_timeout": 5000,
+                "read_timeout": 60000,
+                "retries": 2,
+            }
+        ],
+        "next": None,
+    }
+    routes = await admin_world.admin("GET", "/default/routes")
+    assert routes.status == 200
+    assert routes.body == {
+        "data": [
+            {
+                "id": "events-route",
+                "name": "events-route",
+                "paths": ["/events"],
+                "hosts": None,
+                "methods": None,
+                "strip_path": False,
+                "required_scopes": None,
+                "service": {"id": "events"},
+            }
+        ],
+        "next": None,
+    }
+    for path in ("/services", "/routes"):
+        refused = await admin_world.admin("POST", path, json={"name": "x"})
+        assert refused.status == 405
+        assert refused.body == {"message": "Method not allowed"}
+
+
+async def test_metrics_are_prometheus_text(admin_world: AdminWorld) -> None:
+    issued = await admin_world.password_token("clientid", SECRET)
+    assert (await admin_world.proxied(issued["access_token"])).status == 200
+    reply = await admin_world.admin("GET", "/metrics")
+    assert reply.status == 200
+    assert reply.headers["Content-Type"].startswith("text/plain")
+    lines = reply.text.splitlines()
+    assert "edgeauth_datastore_reachable 1" in lines
+    assert "# TYPE edgeauth_datastore_reachable gauge" in lines
+    assert "edgeauth_token_cache_entries 1" in lines
+    sample = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[0-9.eE+-]+$")
+    for line in lines:
+        assert line.startswith("# ") or sample.match(line), line
+    assert issued["access_token"] not in reply.text
+    assert reply.text.endswith("\n")
+    default = await admin_world.admin("GET", "/default/metrics")
+    assert default.status == 200
+    assert "edgeauth_datastore_reachable 1" in default.text.splitlines()
