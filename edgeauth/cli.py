@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--plain-fds", default="")
     worker.add_argument("--admin-fds", default="")
     worker.add_argument("--ready-fd", type=int, default=None)
+    worker.add_argument("--bus-fd", type=int, default=None)
     return parser
 
 
@@ -113,7 +114,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     settings = load_or_exit(args.config)
     return run_worker(
-        settings, _fds(args.tls_fds), _fds(args.plain_fds), _fds(args.admin_fds), args.ready_fd
+        settings,
+        _fds(args.tls_fds),
+        _fds(args.plain_fds),
+        _fds(args.admin_fds),
+        args.ready_fd,
+        args.bus_fd,
     )
 
 
