@@ -1,4 +1,5 @@
-"""Command line: `edgeauth serve | check-config | gen-cert | demo | version`.
+"""Command line: `edgeauth serve | check-config | gen-cert | demo | version` and the admin
+clients `consumers | apps | tokens`.
 
 The only module that reads argv, prints for humans and calls sys.exit. Exit codes: 0 ok,
 2 usage, 78 configuration (EX_CONFIG), 69 unavailable (EX_UNAVAILABLE).
@@ -43,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     cert.add_argument("--dir", default="certs", help="directory to write into (default: certs)")
     cert.add_argument("--force", action="store_true", help="overwrite an existing certificate")
     sub.add_parser("version", help="print the version")
+    _admin_parsers(sub)
     worker = sub.add_parser("_worker")  # started by `serve`, not by people
     worker.add_argument("-c", "--config", required=True)
     worker.add_argument("--tls-fds", default="")
@@ -51,6 +53,63 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--ready-fd", type=int, default=None)
     worker.add_argument("--bus-fd", type=int, default=None)
     return parser
+
+
+def _admin_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`consumers`, `apps`, `tokens`: clients of the admin API (edgeauth.admin_client)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", default=_default_config(), help="config.toml path")
+    common.add_argument("--admin-url", help="admin API URL (default: from [admin] listen)")
+    common.add_argument("--admin-token", help="admin token (default: from admin.token_file)")
+    common.add_argument("--json", action="store_true", help="print the API's JSON")
+
+    def group(name: str, text: str) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+        cmd = sub.add_parser(name, help=text, description=text)
+        return cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    consumers = group("consumers", "list, add or remove consumers (admin API)")
+    cmd = consumers.add_parser("list", parents=[common], help="list consumers")
+    cmd.add_argument("--tags", metavar="T", help="only with these tags: a,b (all) or a/b (any)")
+    cmd = consumers.add_parser("add", parents=[common], help="create a consumer")
+    cmd.add_argument("username")
+    cmd.add_argument("--custom-id", metavar="X")
+    cmd.add_argument("--tag", dest="tags", action="append", metavar="T", help="repeatable")
+    cmd = consumers.add_parser(
+        "rm", parents=[common], help="delete a consumer, its applications and tokens"
+    )
+    cmd.add_argument("consumer", metavar="USERNAME_OR_ID")
+
+    apps = group("apps", "list, add or remove OAuth applications (admin API)")
+    cmd = apps.add_parser("list", parents=[common], help="list applications")
+    cmd.add_argument("--consumer", metavar="C", help="only this consumer's (username or id)")
+    cmd = apps.add_parser(
+        "add", parents=[common], help="create an application; prints its secret once"
+    )
+    cmd.add_argument("consumer", metavar="CONSUMER", help="username or id")
+    cmd.add_argument("--name", required=True)
+    cmd.add_argument("--client-id", metavar="ID", help="default: generated")
+    kind = cmd.add_mutually_exclusive_group()
+    kind.add_argument("--client-secret", metavar="S", help="default: generated")
+    kind.add_argument("--public", action="store_true", help="a public client (no secret)")
+    cmd.add_argument(
+        "--redirect-uri", dest="redirect_uris", action="append", metavar="URI", help="repeatable"
+    )
+    cmd = apps.add_parser("rm", parents=[common], help="delete an application and its tokens")
+    cmd.add_argument("app", metavar="CLIENT_ID_OR_ID")
+
+    tokens = group("tokens", "list or revoke access tokens (admin API)")
+    cmd = tokens.add_parser("list", parents=[common], help="list tokens")
+    cmd.add_argument("--user", metavar="U", help="authenticated_userid")
+    cmd.add_argument("--app", metavar="CLIENT_ID", help="application client_id or id")
+    cmd.add_argument("--consumer", metavar="C", help="consumer username or id")
+    cmd.add_argument("--service", metavar="S", help="service name")
+    cmd.add_argument("--active", action="store_true", help="only tokens still usable")
+    cmd = tokens.add_parser("revoke", parents=[common], help="revoke one token or all that match")
+    which = cmd.add_mutually_exclusive_group(required=True)
+    which.add_argument("token", nargs="?", metavar="ID_OR_TOKEN", help="a token's id or value")
+    which.add_argument("--user", metavar="U", help="every token of this authenticated_userid")
+    which.add_argument("--app", metavar="CLIENT_ID", help="every token of this application")
+    which.add_argument("--consumer", metavar="C", help="every token of this consumer")
 
 
 def _fds(text: str) -> list[int]:
@@ -131,6 +190,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(settings, Path(args.config))
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    from edgeauth.admin_client import run
+
+    overridden = args.admin_url is not None and args.admin_token is not None
+    settings = None if overridden else load_or_exit(args.config)
+    return run(args, settings, sys.stdout, sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     commands = {
@@ -139,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "gen-cert": cmd_gen_cert,
         "demo": cmd_demo,
         "_worker": cmd_worker,
+        "consumers": cmd_admin,
+        "apps": cmd_admin,
+        "tokens": cmd_admin,
     }
     if args.command == "version":
         sys.stdout.write(f"edgeauth {__version__}\n")

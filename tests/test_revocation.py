@@ -25,10 +25,13 @@ ROUNDS = 40
 async def _fresh_get(url: str, token: str, client_ssl: ssl.SSLContext) -> int:
     """One request on a new connection, so that the kernel picks a worker anew."""
     connector = aiohttp.TCPConnector(ssl=client_ssl, force_close=True)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        async with session.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
-            await resp.read()
-            return resp.status
+    headers = {"Authorization": f"Bearer {token}"}
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(url, headers=headers) as resp,
+    ):
+        await resp.read()
+        return resp.status
 
 
 async def _statuses_by_worker(
