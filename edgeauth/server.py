@@ -45,7 +45,6 @@ from edgeauth.logs import AccessLog
 from edgeauth.oauth import bearer
 from edgeauth.oauth import routes as oauth_routes
 from edgeauth.oauth.policy import Policy
-from edgeauth.oauth.token_endpoint import TokenEndpoint
 from edgeauth.protocol import GatewayProtocol, Limits, Listener
 from edgeauth.proxy import headers as hdr
 from edgeauth.proxy.routes import forward, peer_of
@@ -60,6 +59,7 @@ log = logging.getLogger(__name__)
 
 SERVER_HEADER = "edgeauth"
 SWEEP_SECONDS = 600.0
+WELL_KNOWN = "/.well-known/oauth-authorization-server"
 
 
 def _head_bytes(request: web.BaseRequest) -> int:
@@ -90,7 +90,7 @@ class Gateway:
         self.store: Store | None = None
         self.validator: Validator | None = None
         self.policies: dict[str, Policy] = {}
-        self.token_endpoints: dict[str, TokenEndpoint] = {}
+        self.endpoints: dict[str, oauth_routes.Endpoints] = {}
         self._anonymous: dict[str, tuple[Header, ...]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._follower: RevocationFollower | None = None
@@ -155,8 +155,9 @@ class Gateway:
             s.name: p for s in self.settings.services if (p := policy_for(s)) is not None
         }
         memo = crypto.SecretMemo()
-        self.token_endpoints = {
-            name: TokenEndpoint.build(policy, store, memo) for name, policy in self.policies.items()
+        self.endpoints = {
+            name: oauth_routes.Endpoints.build(policy, store, memo)
+            for name, policy in self.policies.items()
         }
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(store))
 
@@ -269,6 +270,8 @@ class Gateway:
         ex.path = raw_path
         path = normalize_path(raw_path)
         ex.path = path.path
+        if path.path.startswith(WELL_KNOWN):
+            return self._metadata(request, peer, path.path[len(WELL_KNOWN) :])
         target = self.router.match(peer.host, request.method, path)
         if target is None:
             raise NoRoute()
@@ -282,7 +285,7 @@ class Gateway:
             endpoint = oauth_routes.endpoint_of(path.path)
             if endpoint is not None:
                 resp = await oauth_routes.handle(
-                    request, endpoint, policy, self.token_endpoints[policy.service], peer
+                    request, endpoint, self.endpoints[policy.service], peer
                 )
                 ex.status = resp.status
                 return resp
@@ -301,6 +304,15 @@ class Gateway:
             hidden=hidden,
             raw_query=raw_query,
         )
+
+    def _metadata(self, request: web.BaseRequest, peer: hdr.Peer, prefix: str) -> web.Response:
+        """RFC 8414 metadata of the protected route at `prefix` (design §4.4)."""
+        target = self.router.match(peer.host, "POST", normalize_path(prefix or "/"))
+        policy = self.policies.get(target.service.name) if target is not None else None
+        if target is None or policy is None or target.prefix != (prefix or "/"):
+            raise NoRoute()
+        issuer = f"{peer.scheme}://{peer.host}{prefix}"
+        return oauth_routes.json_response(200, oauth_routes.metadata(policy, issuer))
 
     async def _authenticate(
         self,

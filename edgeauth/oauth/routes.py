@@ -7,25 +7,30 @@ Every answer, success or error, is JSON with `Cache-Control: no-store` and `Prag
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from edgeauth.crypto import SecretMemo
 from edgeauth.errors import (
     AccessDenied,
     InvalidMethod,
-    InvalidRequest,
     OAuthError,
     RequestTooLarge,
     StoreError,
     TemporarilyUnavailable,
     oauth_body,
 )
-from edgeauth.oauth.params import MAX_BODY_BYTES, parse_body, refuse_secrets_in_query
+from edgeauth.oauth.authorize import AuthorizeEndpoint, Redirected
+from edgeauth.oauth.client_auth import credentials_from
+from edgeauth.oauth.introspect import TokenAdmin
+from edgeauth.oauth.params import MAX_BODY_BYTES, Params, parse_body, refuse_secrets_in_query
 from edgeauth.oauth.policy import Policy
-from edgeauth.oauth.token_endpoint import TokenEndpoint
+from edgeauth.oauth.token_endpoint import TokenEndpoint, authenticate
 from edgeauth.proxy.headers import Peer
+from edgeauth.store.base import Store
 
 ENDPOINTS = frozenset({"token", "authorize", "revoke", "introspect"})
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -79,10 +84,45 @@ async def read_capped(request: web.BaseRequest, cap: int = MAX_BODY_BYTES) -> by
     return b"".join(chunks)
 
 
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """The OAuth endpoints of one protected service."""
+
+    policy: Policy
+    token: TokenEndpoint
+    authorize: AuthorizeEndpoint
+    tokens: TokenAdmin
+
+    @classmethod
+    def build(cls, policy: Policy, store: Store, memo: SecretMemo) -> Endpoints:
+        return cls(
+            policy,
+            TokenEndpoint.build(policy, store, memo),
+            AuthorizeEndpoint(policy, store),
+            TokenAdmin(policy, store),
+        )
+
+    async def answer(
+        self, name: str, params: Params, authorization: str | None, now: float
+    ) -> dict[str, Any]:
+        """The success body of endpoint `name`; raises OAuthError or Redirected."""
+        if name == "token":
+            return await self.token.issue(params, authorization, now)
+        if name == "authorize":
+            return await self.authorize.authorize(params, now)
+        client = await authenticate(
+            credentials_from(authorization, params), self.token.store, self.token.memo
+        )
+        if name == "revoke":
+            return await self.tokens.revoke(params, client, now)
+        return await self.tokens.introspect(params, client, now)
+
+
 async def handle(
-    request: web.BaseRequest, name: str, policy: Policy, endpoint: TokenEndpoint, peer: Peer
+    request: web.BaseRequest, name: str, endpoints: Endpoints, peer: Peer
 ) -> web.Response:
     """Answer one OAuth endpoint request; never forwarded upstream."""
+    policy = endpoints.policy
     state: str | None = None
     try:
         if request.method != "POST":
@@ -91,15 +131,60 @@ async def handle(
         params = parse_body(request.headers.get("Content-Type", ""), await read_capped(request))
         state = params.get("state")
         refuse_secrets_in_query(request.raw_path.partition("?")[2])
-        if name != "token":
-            raise InvalidRequest("This OAuth endpoint is not enabled")
         try:
-            body = await endpoint.issue(params, request.headers.get("Authorization"), time.time())
+            body = await endpoints.answer(
+                name, params, request.headers.get("Authorization"), time.time()
+            )
         except StoreError as exc:
             raise TemporarilyUnavailable() from exc
         return json_response(200, body)
+    except Redirected as exc:
+        return json_response(400, exc.body())
     except OAuthError as exc:
-        resp = json_response(exc.status, oauth_body(exc, state), exc.headers(policy.settings.realm))
+        body_state = state if name == "token" else None
+        resp = json_response(
+            exc.status, oauth_body(exc, body_state), exc.headers(policy.settings.realm)
+        )
         if not request.content.is_eof():
             resp.force_close()
         return resp
+
+
+def metadata(policy: Policy, issuer: str) -> dict[str, Any]:
+    """RFC 8414 authorization server metadata for one protected route prefix."""
+    s = policy.settings
+    grants = ["refresh_token"] if policy.issues_refresh else []
+    if s.enable_authorization_code:
+        grants.append("authorization_code")
+    if s.enable_password_grant:
+        grants.append("password")
+    if s.enable_client_credentials:
+        grants.append("client_credentials")
+    if s.enable_implicit_grant:
+        grants.append("implicit")
+    response_types = [
+        kind
+        for kind, on in (("code", s.enable_authorization_code), ("token", s.enable_implicit_grant))
+        if on
+    ]
+    return {
+        "issuer": issuer,
+        "token_endpoint": f"{issuer}/oauth2/token",
+        "authorization_endpoint": f"{issuer}/oauth2/authorize",
+        "revocation_endpoint": f"{issuer}/oauth2/revoke",
+        "introspection_endpoint": f"{issuer}/oauth2/introspect",
+        "grant_types_supported": sorted(grants),
+        "response_types_supported": response_types,
+        "scopes_supported": list(s.scopes),
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "introspection_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+        ],
+    }

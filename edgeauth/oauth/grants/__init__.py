@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgeauth.oauth.grants import client_credentials, password, refresh_token
+from edgeauth.oauth.grants import authorization_code, client_credentials, password, refresh_token
 from edgeauth.oauth.grants.base import Grant
 from edgeauth.oauth.policy import Policy
 
@@ -13,6 +13,8 @@ def build_grants(policy: Policy) -> dict[str, Grant]:
     table: dict[str, Grant] = {}
     if s.enable_password_grant:
         table["password"] = password.exchange
+    if s.enable_authorization_code:
+        table["authorization_code"] = authorization_code.exchange
     if s.enable_client_credentials:
         table["client_credentials"] = client_credentials.exchange
     if policy.issues_refresh:

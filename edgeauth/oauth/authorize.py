@@ -1,0 +1,141 @@
+"""The authorization endpoint, Kong style (design §4.2, order of checks §4.6).
+
+The resource owner's backend calls it after authenticating the user itself, with the
+service's provision key. Order: provision_key → authenticated_userid → client → redirect_uri
+→ response_type → scope → PKCE. Until the redirect URI is known, errors are plain bodies and
+never a redirect (RFC 6749 §4.1.2.1); after that they travel in the redirect URI (query for
+`code`, fragment for `token`), inside Kong's `{"redirect_uri": ...}` answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from edgeauth import crypto
+from edgeauth.errors import (
+    InvalidClient,
+    InvalidRequest,
+    OAuthError,
+    UnsupportedResponseType,
+)
+from edgeauth.models import AuthCode, ClientType, Credential
+from edgeauth.oauth import pkce, scopes
+from edgeauth.oauth.grants.provisioned import authenticated_userid, check_provision_key
+from edgeauth.oauth.issuer import Issue, mint
+from edgeauth.oauth.params import Params
+from edgeauth.oauth.policy import Policy, expires_in
+from edgeauth.store.base import Store
+
+CODE_SECONDS = 60
+
+
+def with_params(uri: str, params: dict[str, str], *, fragment: bool = False) -> str:
+    """The registered URI with `params` merged into its query (or set as its fragment)."""
+    parts = urlsplit(uri)
+    if fragment:
+        return urlunsplit(parts._replace(fragment=urlencode(params)))
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def redirect_uri_of(params: Params, client: Credential) -> tuple[str, bool]:
+    """(the redirect URI to use, whether the request named it); plain error if unregistered."""
+    given = params.get("redirect_uri")
+    if given is None:
+        if not client.redirect_uris:
+            raise InvalidRequest("The application has no redirect_uri")
+        return client.redirect_uris[0], False
+    if given not in client.redirect_uris:
+        raise InvalidRequest("Invalid redirect_uri that does not match the application's")
+    return given, True
+
+
+class Redirected(Exception):
+    """An error that goes back to the client through its redirect URI."""
+
+    def __init__(self, error: OAuthError, uri: str, fragment: bool, state: str | None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.uri = uri
+        self.fragment = fragment
+        self.state = state
+
+    def body(self) -> dict[str, str]:
+        params = {"error": self.error.error, "error_description": self.error.message}
+        if self.state is not None:
+            params["state"] = self.state
+        return {"redirect_uri": with_params(self.uri, params, fragment=self.fragment)}
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizeEndpoint:
+    policy: Policy
+    store: Store
+
+    async def authorize(self, params: Params, now: float) -> dict[str, Any]:
+        """Kong's 200 `{"redirect_uri": ...}`; raises OAuthError (plain) or Redirected."""
+        check_provision_key(params, self.policy)
+        userid = authenticated_userid(params)
+        client = await self.store.find_credential(params.get("client_id") or "")
+        if client is None:
+            raise InvalidClient()
+        uri, named = redirect_uri_of(params, client)
+        response_type = params.get("response_type")
+        state = params.get("state")
+        fragment = response_type == "token"
+        try:
+            return await self._grant(params, client, userid, uri if named else None, now, uri)
+        except OAuthError as exc:
+            raise Redirected(exc, uri, fragment, state) from exc
+
+    async def _grant(
+        self,
+        params: Params,
+        client: Credential,
+        userid: str,
+        bound_uri: str | None,
+        now: float,
+        uri: str,
+    ) -> dict[str, Any]:
+        s = self.policy.settings
+        response_type = params.get("response_type")
+        if response_type == "code" and s.enable_authorization_code:
+            granted = scopes.grant(params.get("scope"), s.scopes, s.mandatory_scope)
+            public = client.client_type is ClientType.PUBLIC
+            challenge = pkce.challenge_of(params, public, s.pkce)
+            code = crypto.mint()
+            await self.store.save_code(
+                AuthCode(
+                    digest=crypto.digest(code),
+                    credential_id=client.id,
+                    service=self.policy.service,
+                    authenticated_userid=userid,
+                    scope=scopes.join(granted),
+                    redirect_uri=bound_uri,
+                    code_challenge=challenge,
+                    code_challenge_method="S256" if challenge else None,
+                    created_at=now,
+                    expires_at=now + CODE_SECONDS,
+                )
+            )
+            reply = {"code": code}
+            fragment = False
+        elif response_type == "token" and s.enable_implicit_grant:
+            granted = scopes.grant(params.get("scope"), s.scopes, s.mandatory_scope)
+            minted = mint(Issue(client, userid, granted, with_refresh=False), self.policy, now)
+            await self.store.save_token(minted.record)
+            reply = {"access_token": minted.access_token, "token_type": "bearer"}
+            seconds = expires_in(minted.record.expires_at, now)
+            if seconds is not None:
+                reply["expires_in"] = str(seconds)
+            if minted.record.scope:
+                reply["scope"] = minted.record.scope
+            fragment = True
+        else:
+            raise UnsupportedResponseType()
+        state = params.get("state")
+        if state is not None:
+            reply["state"] = state
+        return {"redirect_uri": with_params(uri, reply, fragment=fragment)}

@@ -1,0 +1,91 @@
+"""Token revocation (RFC 7009) and introspection (RFC 7662), beyond Kong (design §4.3).
+
+Rule 1: the caller authenticates as at the token endpoint and may act only on its own tokens;
+someone else's token is answered exactly like an unknown one (200 / `{"active": false}`), so
+neither endpoint can be used to probe for valid tokens.
+Rule 2: revoking either half of a pair revokes the whole family (both halves and every token
+rotated from the same grant), and the revocation reaches every worker like any other.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from edgeauth import crypto
+from edgeauth.errors import InvalidRequest
+from edgeauth.models import Credential, TokenRecord, TokenView
+from edgeauth.oauth.params import Params
+from edgeauth.oauth.policy import Policy
+from edgeauth.store.base import Store
+
+
+def _token_param(params: Params) -> str:
+    token = params.get("token")
+    if not token:
+        raise InvalidRequest("Missing token parameter")
+    return token
+
+
+async def _own(
+    store: Store, token: str, client: Credential, hint: str | None
+) -> tuple[TokenRecord, TokenView | None, bool] | None:
+    """(record, view if an access token, is_refresh) of the client's own token, or None."""
+    digest = crypto.digest(token)
+    order = ("refresh", "access") if hint == "refresh_token" else ("access", "refresh")
+    for kind in order:
+        if kind == "access":
+            view = await store.find_token(digest)
+            if view is not None and view.token.credential_id == client.id:
+                return view.token, view, False
+        else:
+            record = await store.find_refresh(digest)
+            if record is not None and record.credential_id == client.id:
+                return record, None, True
+    return None
+
+
+def _is_active(record: TokenRecord, refresh: bool, now: float) -> bool:
+    if record.revoked_at is not None:
+        return False
+    expires_at = record.refresh_expires_at if refresh else record.expires_at
+    return expires_at is None or expires_at > now
+
+
+@dataclass(frozen=True, slots=True)
+class TokenAdmin:
+    """The revocation and introspection endpoints of one protected service."""
+
+    policy: Policy
+    store: Store
+
+    async def revoke(self, params: Params, client: Credential, now: float) -> dict[str, Any]:
+        found = await _own(self.store, _token_param(params), client, params.get("token_type_hint"))
+        if found is not None:
+            await self.store.revoke_family(found[0].family_id, now)
+        return {}
+
+    async def introspect(self, params: Params, client: Credential, now: float) -> dict[str, Any]:
+        found = await _own(self.store, _token_param(params), client, params.get("token_type_hint"))
+        if found is None:
+            return {"active": False}
+        record, view, refresh = found
+        if not _is_active(record, refresh, now) or not self.policy.accepts(record.service):
+            return {"active": False}
+        if view is None:
+            view = await self.store.find_token(record.access_digest)
+        expires_at = record.refresh_expires_at if refresh else record.expires_at
+        body: dict[str, Any] = {
+            "active": True,
+            "scope": record.scope,
+            "client_id": client.client_id,
+            "username": view.username if view is not None else None,
+            "token_type": "refresh_token" if refresh else "bearer",
+            "iat": int(record.created_at),
+            "sub": record.authenticated_userid or client.client_id,
+            "aud": record.service or self.policy.service,
+        }
+        if expires_at is not None:
+            body["exp"] = math.floor(expires_at)
+        return body
