@@ -19,4 +19,14 @@ async def open_store(settings: StoreSettings) -> Store:
         store = SQLiteStore(settings.path)
         await store.open()
         return store
-    raise StoreUnavailable(f"the {settings.backend} backend is not available yet")
+    if settings.backend == "postgres":
+        try:
+            from edgeauth.store.postgres import PostgresStore
+        except ImportError as exc:  # asyncpg is the optional extra `postgres`
+            raise StoreUnavailable(
+                f"the postgres backend needs asyncpg (pip install 'edgeauth[postgres]'): {exc}"
+            ) from exc
+        pg_store = PostgresStore(settings.dsn, pool_size=settings.pool_size)
+        await pg_store.open()
+        return pg_store
+    raise StoreUnavailable(f"the {settings.backend} backend is not available")

@@ -2,16 +2,24 @@
 
 Adding a backend is one entry in BACKENDS: an async context manager that yields a fresh,
 empty `Database` and removes it afterwards (and skips when the backend is missing).
+
+PostgreSQL: the server at EDGEAUTH_TEST_PG_DSN (default postgresql://postgres@127.0.0.1:5432/test)
+gives each test a fresh schema with a random name, reached through the DSN's search_path, and
+dropped afterwards. No server: the postgres tests skip, unless EDGEAUTH_REQUIRE_PG=1 (CI), where
+they fail.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
 
@@ -51,8 +59,108 @@ async def _sqlite(tmp_path: Path) -> AsyncIterator[Database]:
     )
 
 
+PG_DSN = os.environ.get("EDGEAUTH_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+_pg_down: list[str] = []  # why the server did not answer, once it did not
+
+
+@dataclass(frozen=True)
+class PgSchema:
+    """A fresh schema on the test server; `dsn` reaches it (search_path, application_name)."""
+
+    name: str
+    dsn: str
+    application_name: str
+
+
+def with_query(dsn: str, **params: str) -> str:
+    """`dsn` with `params` added to its query string."""
+    parts = urlsplit(dsn)
+    query = "&".join(part for part in (parts.query, urlencode(params)) if part)
+    return urlunsplit(parts._replace(query=query))
+
+
+async def pg_connect(dsn: str = PG_DSN) -> Any:
+    """A raw asyncpg connection to the test server; skips (or fails if EDGEAUTH_REQUIRE_PG=1)
+    when there is no driver or no server."""
+    reason = _pg_down[0] if _pg_down else None
+    if reason is None:
+        try:
+            import asyncpg  # type: ignore[import-untyped]
+        except ImportError as exc:
+            reason = f"asyncpg is not installed: {exc}"
+        else:
+            try:
+                return await asyncpg.connect(dsn, timeout=5)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                reason = f"no PostgreSQL server answers at {PG_DSN}: {type(exc).__name__}: {exc}"
+        _pg_down.append(reason)
+    if os.environ.get("EDGEAUTH_REQUIRE_PG") == "1":
+        pytest.fail(f"EDGEAUTH_REQUIRE_PG=1 and {reason}")
+    pytest.skip(reason)
+
+
+@contextlib.asynccontextmanager
+async def pg_schema() -> AsyncIterator[PgSchema]:
+    """A new schema with a random name, dropped (with whatever is still connected to it)
+    afterwards."""
+    admin = await pg_connect()
+    name = f"edgeauth_test_{secrets.token_hex(6)}"
+    try:
+        await admin.execute(f"CREATE SCHEMA {name}")
+        options = f"-csearch_path={name}"
+        dsn = with_query(PG_DSN, options=options, application_name=name)
+        yield PgSchema(name=name, dsn=dsn, application_name=name)
+    finally:
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name = $1",
+                name,
+            )
+            await admin.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+        finally:
+            await admin.close()
+
+
+async def pg_at_rest(schema: str) -> bytes:
+    """Every table of `schema` in COPY's binary format: raw bytea and text bytes."""
+    admin = await pg_connect()
+    chunks: list[bytes] = []
+
+    async def keep(data: bytes) -> None:
+        chunks.append(bytes(data))
+
+    try:
+        tables = await admin.fetch(
+            "SELECT tablename FROM pg_tables WHERE schemaname = $1 ORDER BY 1", schema
+        )
+        for row in tables:
+            await admin.copy_from_table(
+                row["tablename"], schema_name=schema, output=keep, format="binary"
+            )
+    finally:
+        await admin.close()
+    return b"".join(chunks)
+
+
+@contextlib.asynccontextmanager
+async def _postgres(tmp_path: Path) -> AsyncIterator[Database]:
+    from edgeauth.store.postgres import PostgresStore
+
+    async with pg_schema() as schema:
+        yield Database(
+            backend="postgres",
+            make=lambda: PostgresStore(schema.dsn, pool_size=4),
+            at_rest=lambda: pg_at_rest(schema.name),
+            unreachable=lambda: PostgresStore(
+                "postgresql://postgres@127.0.0.1:1/test", connect_timeout=2
+            ),
+        )
+
+
 BACKENDS: dict[str, Callable[[Path], contextlib.AbstractAsyncContextManager[Database]]] = {
     "sqlite": _sqlite,
+    "postgres": _postgres,
 }
 
 
