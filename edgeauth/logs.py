@@ -79,6 +79,20 @@ class AccessLog:
             self._fd = os.open(self._target, flags, 0o640)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log")
 
+    def reopen(self) -> None:
+        """After logrotate moved the file: flush, then write to a fresh file by that name."""
+        if not self.enabled or self._target == "stdout" or self._executor is None:
+            return
+        self.flush()
+        self._executor.submit(self._swap)
+
+    def _swap(self) -> None:
+        with self._lock:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+            fd = os.open(self._target, flags, 0o640)
+            old, self._fd = self._fd, fd
+            os.close(old)
+
     def record(self, entry: dict[str, Any]) -> None:
         """Queue one access-log entry; `ts` and `level` are added here."""
         if not self.enabled:

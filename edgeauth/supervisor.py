@@ -16,6 +16,7 @@ import os
 import select
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -23,13 +24,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from edgeauth import tls
 from edgeauth.bootstrap import prepare_store
 from edgeauth.bus import MAX_DATAGRAM, send_nowait
-from edgeauth.config import Address, Settings
+from edgeauth.config import Address, Settings, load_settings
+from edgeauth.errors import ConfigError
+from edgeauth.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
 
 EX_UNAVAILABLE = 69
+CERT_WARNING_DAYS = 14
 READY_TIMEOUT_SECONDS = 30.0
 KILL_GRACE_SECONDS = 5.0
 POLL_SECONDS = 0.1
@@ -124,6 +129,16 @@ def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def warn_if_expiring(cert_file: Path) -> None:
+    """Log a warning when the listener's certificate expires within CERT_WARNING_DAYS."""
+    left = tls.expires_at(cert_file) - time.time()
+    if left < CERT_WARNING_DAYS * 86400:
+        log.warning(
+            "the TLS certificate expires soon",
+            extra={"fields": {"file": str(cert_file), "days_left": round(left / 86400, 1)}},
+        )
+
+
 class Supervisor:
     """Runs and restarts the workers of one `edgeauth serve`."""
 
@@ -131,17 +146,28 @@ class Supervisor:
         self.settings = settings
         self.config = config
         self._stopping = False
+        self._reload_asked = False
+        self._draining: list[subprocess.Popen[bytes]] = []
+        self._slots: list[Slot] = []
+        self.notify = Notifier()
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
-        log.warning("SIGHUP: configuration reload is not supported yet; ignoring")
+        self._reload_asked = True
+
+    def _on_usr1(self, signum: int, frame: FrameType | None) -> None:
+        """logrotate: every worker reopens its access log file."""
+        for proc in self._live():
+            proc.send_signal(signal.SIGUSR1)
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
+        signal.signal(signal.SIGUSR1, self._on_usr1)
+        warn_if_expiring(self.settings.server.tls_cert_file)
         asyncio.run(prepare_store(self.settings))
         try:
             slots, urls = bind_slots(self.settings)
@@ -155,14 +181,75 @@ class Supervisor:
             self._terminate(slots)
             return failed
         log.info("ready", extra={"fields": {**urls, "workers": len(slots)}})
+        self._slots = slots
+        self.notify.ready(self._status())
         while not self._stopping:
             self._relay(slots)
             self._reap(slots)
+            if self._reload_asked:
+                self._reload_asked = False
+                self._reload(slots)
+            self.notify.ping(healthy=all(s.proc is not None for s in slots))
+        self.notify.stopping()
         log.info(
             "stopping", extra={"fields": {"drain_seconds": self.settings.server.drain_seconds}}
         )
         self._terminate(slots)
         return 0
+
+    def _status(self) -> str:
+        return f"{len(self._live())} workers serving; config {self.config.name}"
+
+    def _live(self) -> list[subprocess.Popen[bytes]]:
+        return [s.proc for s in self._slots if s.proc is not None]
+
+    def _reload(self, slots: list[Slot]) -> None:
+        """SIGHUP: validate the file, start new workers with it, then let the old ones drain.
+
+        A config that fails validation is logged with all its problems and the running one
+        stays. Listener addresses and the worker count are bound at start: changing them needs
+        a restart, and such a config is refused here rather than half applied.
+        """
+        new = self._load_for_reload()
+        if new is None:
+            return
+        self.notify.reloading()
+        asyncio.run(prepare_store(new))
+        old = [slot.proc for slot in slots]
+        for slot in slots:
+            self._spawn(slot)
+        self._await_ready(slots)
+        for proc in old:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                self._draining.append(proc)
+        self.settings = new
+        log.info("configuration reloaded", extra={"fields": {"workers": len(slots)}})
+        self.notify.ready(self._status())
+
+    def _load_for_reload(self) -> Settings | None:
+        try:
+            new = load_settings(self.config)
+            server = new.server
+            tls.server_context(server.tls_cert_file, server.tls_key_file, server.tls_min_version)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload refused: %s", problem)
+            return None
+        except (OSError, ssl.SSLError) as exc:
+            log.error("reload refused: the certificate or key does not load: %s", exc)
+            return None
+        old = self.settings
+        same = (
+            new.server.listen == old.server.listen
+            and new.server.http_listen == old.server.http_listen
+            and new.admin.listen == old.admin.listen
+            and new.server.workers == old.server.workers
+        )
+        if not same:
+            log.error("reload refused: listen addresses or worker count changed; restart instead")
+            return None
+        return new
 
     def _spawn(self, slot: Slot) -> None:
         read_fd, write_fd = os.pipe()
@@ -234,6 +321,7 @@ class Supervisor:
                     send_nowait(slot.bus, frame)
 
     def _reap(self, slots: list[Slot]) -> None:
+        self._draining = [proc for proc in self._draining if proc.poll() is None]
         now = time.monotonic()
         for slot in slots:
             proc = slot.proc
@@ -258,6 +346,7 @@ class Supervisor:
     def _terminate(self, slots: list[Slot]) -> None:
         """SIGTERM every worker, wait for the drain, kill what is left."""
         live = [s.proc for s in slots if s.proc is not None and s.proc.poll() is None]
+        live += [proc for proc in self._draining if proc.poll() is None]
         for proc in live:
             proc.send_signal(signal.SIGTERM)
         for slot in slots:  # with the workers' copies closing too, new connections are refused

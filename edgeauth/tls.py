@@ -147,3 +147,9 @@ def generate_dev_certificate(directory: Path, days: int = 825) -> DevCertificate
     paths.cert_file.write_bytes(leaf_cert.public_bytes(serialization.Encoding.PEM))
     paths.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     return paths
+
+
+def expires_at(cert_file: Path) -> float:
+    """The end of validity (epoch seconds) of the first certificate in a PEM file."""
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    return cert.not_valid_after_utc.timestamp()

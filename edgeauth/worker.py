@@ -49,6 +49,7 @@ async def _serve(gateway: Gateway, socks: list[list[socket.socket]], ready_fd: i
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, gateway.access_log.reopen)  # logrotate
     await gateway.start(*socks)
     gc.collect()
     gc.freeze()  # start-up objects never need scanning again: shorter GC pauses

@@ -1,0 +1,389 @@
+"""The PostgreSQL store's schema (forward-only migrations), its SQL, and row mapping.
+
+No I/O here: `postgres.py` runs these. The tables, columns and indexes are SQLite's
+(sqlite_schema.py) in PostgreSQL types: JSON lists become text[], BLOB bytea, REAL double
+precision; ids are COLLATE "C" so that keyset pages sort as SQLite and Python do (by code
+point), whatever the database's collation. Lists and cursors are sqlite_rows.py's (same cursor
+format, same order); only identifiers from this module are formatted into SQL, values are
+always bound parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import astuple, dataclass, field, fields
+from typing import Any, TypeVar
+
+from edgeauth.models import AuthCode, ClientType, Consumer, Credential, TokenRecord, TokenView
+from edgeauth.store.base import NewCredential, Page, TagFilter, TokenFilter
+from edgeauth.store.sqlite_rows import decode_cursor, encode_cursor, page_size
+
+T = TypeVar("T")
+Row = Mapping[str, Any]  # an asyncpg Record
+
+_V1 = """
+CREATE TABLE consumers (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    username TEXT UNIQUE,
+    custom_id TEXT UNIQUE,
+    tags TEXT[] NOT NULL DEFAULT '{}',
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX consumers_created ON consumers (created_at, id);
+CREATE INDEX consumers_tags ON consumers USING gin (tags);
+CREATE TABLE credentials (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    consumer_id TEXT COLLATE "C" NOT NULL REFERENCES consumers (id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    client_id TEXT NOT NULL UNIQUE,
+    secret_hash TEXT,
+    redirect_uris TEXT[] NOT NULL DEFAULT '{}',
+    client_type TEXT NOT NULL CHECK (client_type IN ('confidential', 'public')),
+    tags TEXT[] NOT NULL DEFAULT '{}',
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX credentials_created ON credentials (created_at, id);
+CREATE INDEX credentials_consumer_created ON credentials (consumer_id, created_at, id);
+CREATE INDEX credentials_tags ON credentials USING gin (tags);
+CREATE TABLE tokens (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    access_digest BYTEA NOT NULL UNIQUE CHECK (octet_length(access_digest) = 32),
+    refresh_digest BYTEA UNIQUE CHECK (octet_length(refresh_digest) = 32),
+    prefix TEXT NOT NULL,
+    credential_id TEXT COLLATE "C" NOT NULL REFERENCES credentials (id) ON DELETE CASCADE,
+    service TEXT,
+    authenticated_userid TEXT,
+    scope TEXT NOT NULL DEFAULT '',
+    family_id TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION,
+    refresh_expires_at DOUBLE PRECISION,
+    revoked_at DOUBLE PRECISION,
+    refresh_used_at DOUBLE PRECISION
+);
+CREATE INDEX tokens_created ON tokens (created_at, id);
+CREATE INDEX tokens_credential_created ON tokens (credential_id, created_at, id);
+CREATE INDEX tokens_userid_created ON tokens (authenticated_userid, created_at, id);
+CREATE INDEX tokens_service_created ON tokens (service, created_at, id);
+CREATE INDEX tokens_family_id ON tokens (family_id);
+CREATE TABLE codes (
+    digest BYTEA PRIMARY KEY CHECK (octet_length(digest) = 32),
+    credential_id TEXT COLLATE "C" NOT NULL REFERENCES credentials (id) ON DELETE CASCADE,
+    service TEXT NOT NULL,
+    authenticated_userid TEXT,
+    scope TEXT NOT NULL DEFAULT '',
+    redirect_uri TEXT,
+    code_challenge TEXT,
+    code_challenge_method TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX codes_credential_id ON codes (credential_id);
+CREATE TABLE revocations (
+    seq BIGINT PRIMARY KEY,
+    access_digest BYTEA NOT NULL CHECK (octet_length(access_digest) = 32),
+    at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX revocations_at ON revocations (at);
+CREATE TABLE revocation_head (
+    one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+    seq BIGINT NOT NULL
+);
+INSERT INTO revocation_head (seq) VALUES (0);
+"""
+
+# Forward-only: append, never edit. The one row of edgeauth_schema counts those applied.
+MIGRATIONS: tuple[str, ...] = (_V1,)
+
+# Migrations take this transaction-level advisory lock (class, hashtext(schema)), so nodes
+# starting at once take turns, and deployments in other schemas do not wait on each other.
+MIGRATION_LOCK_CLASS = 0x0EA0
+MIGRATION_LOCK = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
+SCHEMA_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS edgeauth_schema (version INTEGER NOT NULL)"
+SCHEMA_VERSION = "SELECT version FROM edgeauth_schema"
+
+# consumers and credentials ------------------------------------------------------------------
+INSERT_CONSUMER = """INSERT INTO consumers (id, username, custom_id, tags, created_at)
+VALUES ($1, $2, $3, $4, $5)"""
+UPSERT_CONSUMER = f"""{INSERT_CONSUMER} ON CONFLICT (username)
+DO UPDATE SET custom_id = excluded.custom_id, tags = excluded.tags RETURNING *"""
+GET_CONSUMER = """SELECT * FROM consumers WHERE id = $1 OR username = $1
+ORDER BY id = $1 DESC LIMIT 1"""
+INSERT_CREDENTIAL = """INSERT INTO credentials (id, consumer_id, name, client_id, secret_hash,
+    redirect_uris, client_type, tags, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING *"""
+# The seed's insert: nothing (and no error) when a concurrent seed inserted it first.
+SEED_CREDENTIAL = INSERT_CREDENTIAL.replace(
+    "RETURNING *", "ON CONFLICT (client_id) DO NOTHING RETURNING *"
+)
+# Parameters: credential_params without client_id and created_at (update_params).
+UPDATE_CREDENTIAL = """UPDATE credentials SET consumer_id = $2, name = $3, secret_hash = $4,
+    redirect_uris = $5, client_type = $6, tags = $7
+WHERE id = $1 RETURNING *"""
+# FOR UPDATE also holds back concurrent inserts that reference the row (their foreign-key
+# check waits), so that the tokens read next are all the tokens a delete or revoke removes.
+LOCK_CONSUMER = "SELECT id FROM consumers WHERE id = $1 FOR UPDATE"
+LOCK_CREDENTIALS_OF = "SELECT id FROM credentials WHERE consumer_id = $1 FOR UPDATE"
+LOCK_CREDENTIAL = "SELECT * FROM credentials WHERE id = $1 FOR UPDATE"
+LOCK_CLIENT = "SELECT * FROM credentials WHERE client_id = $1 FOR UPDATE"
+
+# tokens -------------------------------------------------------------------------------------
+_TOKEN_FIELDS = tuple(f.name for f in fields(TokenRecord))
+_CODE_FIELDS = tuple(f.name for f in fields(AuthCode))
+_MARKS = ", ".join(f"${i}" for i in range(1, len(_TOKEN_FIELDS) + 1))
+TOKENS_INSERT = f"INSERT INTO tokens ({', '.join(_TOKEN_FIELDS)}) VALUES ({_MARKS})"  # noqa: S608
+VIEWS_SELECT = """SELECT t.*, c.client_id, c.consumer_id, k.username, k.custom_id
+FROM tokens t JOIN credentials c ON c.id = t.credential_id
+JOIN consumers k ON k.id = c.consumer_id"""
+# Both: the row holding a live refresh token (not revoked, not rotated away, not expired).
+# Under READ COMMITTED a waiting UPDATE or FOR UPDATE re-checks its WHERE on the row the
+# winner committed, so of concurrent callers exactly one matches.
+ROTATE = """UPDATE tokens SET revoked_at = $2, refresh_used_at = $2
+WHERE refresh_digest = $1 AND revoked_at IS NULL
+    AND (refresh_expires_at IS NULL OR refresh_expires_at > $2)
+RETURNING *"""
+FIND_LIVE_REFRESH = """SELECT id, access_digest FROM tokens
+WHERE refresh_digest = $1 AND revoked_at IS NULL
+    AND (refresh_expires_at IS NULL OR refresh_expires_at > $2)
+FOR UPDATE"""
+REPLACE = """UPDATE tokens SET access_digest = $2, prefix = $3, expires_at = $4, created_at = $5
+WHERE id = $1 RETURNING *"""
+LIVE_OF_CONSUMER = """SELECT t.access_digest FROM tokens t
+JOIN credentials c ON c.id = t.credential_id WHERE c.consumer_id = $1 AND t.revoked_at IS NULL"""
+LIVE_OF_CREDENTIAL = """SELECT access_digest FROM tokens
+WHERE credential_id = $1 AND revoked_at IS NULL"""
+REVOKE_CREDENTIAL = """UPDATE tokens SET revoked_at = $1
+WHERE credential_id = $2 AND revoked_at IS NULL RETURNING access_digest"""
+REVOKE_FAMILY = """UPDATE tokens SET revoked_at = $1
+WHERE family_id = $2 AND revoked_at IS NULL RETURNING access_digest"""
+REVOKE_BY_ID = """UPDATE tokens SET revoked_at = $1
+WHERE id = $2 AND revoked_at IS NULL RETURNING access_digest"""
+
+# codes --------------------------------------------------------------------------------------
+_CODE_MARKS = ", ".join(f"${i}" for i in range(1, len(_CODE_FIELDS) + 1))
+INSERT_CODE = f"INSERT INTO codes ({', '.join(_CODE_FIELDS)}) VALUES ({_CODE_MARKS})"  # noqa: S608
+TAKE_CODE = "DELETE FROM codes WHERE digest = $1 RETURNING *"
+
+# revocation log -----------------------------------------------------------------------------
+# One statement: advance the head row (its row lock is held to COMMIT, so log writers commit
+# in seq order, one at a time), append the digests under consecutive seqs, and NOTIFY each
+# payload chunk ($3 channel, $4 payloads), delivered at COMMIT and never on rollback.
+LOG_REVOCATIONS = """WITH head AS (
+    UPDATE revocation_head SET seq = seq + cardinality($1::bytea[]) RETURNING seq
+), logged AS (
+    INSERT INTO revocations (seq, access_digest, at)
+    SELECT head.seq - cardinality($1::bytea[]) + d.n, d.digest, $2
+    FROM head, unnest($1::bytea[]) WITH ORDINALITY AS d (digest, n)
+    RETURNING seq
+)
+SELECT (SELECT count(*) FROM logged), count(pg_notify($3, p)) FROM unnest($4::text[]) AS p"""
+REVOCATION_HEAD = "SELECT seq FROM revocation_head"
+REVOCATIONS_SINCE = """SELECT seq, access_digest FROM revocations
+WHERE seq > $1 ORDER BY seq LIMIT $2"""
+
+# housekeeping -------------------------------------------------------------------------------
+SWEEP_TOKENS = """DELETE FROM tokens
+WHERE (revoked_at IS NOT NULL AND revoked_at <= $1)
+   OR (expires_at IS NOT NULL AND expires_at <= $1 AND (refresh_digest IS NULL
+       OR (refresh_expires_at IS NOT NULL AND refresh_expires_at <= $1)))"""
+SWEEP_CODES = "DELETE FROM codes WHERE expires_at <= $1"
+SWEEP_REVOCATIONS = "DELETE FROM revocations WHERE at <= $1"
+
+
+# records ------------------------------------------------------------------------------------
+def to_consumer(row: Row) -> Consumer:
+    return Consumer(
+        id=row["id"],
+        username=row["username"],
+        custom_id=row["custom_id"],
+        tags=tuple(row["tags"]),
+        created_at=int(row["created_at"]),
+    )
+
+
+def credential_params(new: NewCredential, credential_id: str, created_at: int) -> list[object]:
+    """INSERT_CREDENTIAL's (and SEED_CREDENTIAL's) parameters."""
+    return [
+        credential_id,
+        new.consumer_id,
+        new.name,
+        new.client_id,
+        new.secret_hash,
+        list(new.redirect_uris),
+        str(new.client_type),
+        list(new.tags),
+        created_at,
+    ]
+
+
+def update_params(new: NewCredential, credential_id: str) -> list[object]:
+    """UPDATE_CREDENTIAL's parameters."""
+    params = credential_params(new, credential_id, 0)
+    return [*params[:3], *params[4:8]]
+
+
+def to_credential(row: Row) -> Credential:
+    return Credential(
+        id=row["id"],
+        consumer_id=row["consumer_id"],
+        name=row["name"],
+        client_id=row["client_id"],
+        secret_hash=row["secret_hash"],
+        redirect_uris=tuple(row["redirect_uris"]),
+        client_type=ClientType(row["client_type"]),
+        tags=tuple(row["tags"]),
+        created_at=int(row["created_at"]),
+    )
+
+
+def token_params(record: TokenRecord) -> tuple[object, ...]:
+    return astuple(record)
+
+
+def code_params(code: AuthCode) -> tuple[object, ...]:
+    return astuple(code)
+
+
+def to_token(row: Row) -> TokenRecord:
+    return TokenRecord(**{name: row[name] for name in _TOKEN_FIELDS})
+
+
+def to_token_view(row: Row) -> TokenView:
+    """A row of VIEWS_SELECT."""
+    return TokenView(
+        token=to_token(row),
+        client_id=row["client_id"],
+        consumer_id=row["consumer_id"],
+        username=row["username"],
+        custom_id=row["custom_id"],
+    )
+
+
+def to_code(row: Row) -> AuthCode:
+    return AuthCode(**{name: row[name] for name in _CODE_FIELDS})
+
+
+# patches ------------------------------------------------------------------------------------
+def _same(value: Any) -> object:
+    return value
+
+
+def _text(value: Any) -> object:
+    return str(value)
+
+
+def _array(value: Any) -> object:
+    return list(value)
+
+
+CONSUMER_PATCH: Mapping[str, Callable[[Any], object]] = {
+    "username": _same,
+    "custom_id": _same,
+    "tags": _array,
+}
+CREDENTIAL_PATCH: Mapping[str, Callable[[Any], object]] = {
+    "name": _same,
+    "client_id": _same,
+    "secret_hash": _same,
+    "redirect_uris": _array,
+    "client_type": _text,  # an unknown type fails the CHECK constraint: a StoreError
+    "tags": _array,
+}
+
+
+def update_query(table: str, values: Mapping[str, object], returning: str) -> str:
+    """UPDATE of the row `$1` setting `values` ($2...) (names from a patch table or the store)."""
+    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(values, start=2))
+    return f"UPDATE {table} SET {assignments} WHERE id = $1 RETURNING {returning}"  # noqa: S608
+
+
+# filters and pages --------------------------------------------------------------------------
+@dataclass
+class Where:
+    """Conditions joined by AND; `param` binds a value and returns its $n placeholder."""
+
+    params: list[object] = field(default_factory=list)
+    conditions: list[str] = field(default_factory=list)
+
+    def param(self, value: object) -> str:
+        self.params.append(value)
+        return f"${len(self.params)}"
+
+    def add(self, condition: str) -> None:
+        self.conditions.append(condition)
+
+    def sql(self) -> str:
+        return f" WHERE {' AND '.join(self.conditions)}" if self.conditions else ""
+
+
+def tags_where(where: Where, column: str, tags: TagFilter | None) -> None:
+    """All of `tags.tags` in the array `column`, or at least one if `tags.any`."""
+    if tags is None or not tags.tags:
+        return
+    wanted = where.param(sorted(set(tags.tags)))
+    where.add(f"{column} {'&&' if tags.any else '@>'} {wanted}::text[]")
+
+
+def tokens_where(which: TokenFilter, now: float, table: str, where: Where) -> Where:
+    """`which` on the tokens table (or alias) `table`. Active: not revoked and the access
+    token not expired at `now` (a live refresh token does not make an expired one active)."""
+    if which.authenticated_userid is not None:
+        where.add(f"{table}.authenticated_userid = {where.param(which.authenticated_userid)}")
+    if which.credential_id is not None:
+        where.add(f"{table}.credential_id = {where.param(which.credential_id)}")
+    if which.consumer_id is not None:
+        owner = where.param(which.consumer_id)
+        where.add(
+            f"{table}.credential_id IN (SELECT id FROM credentials WHERE consumer_id = {owner})"  # noqa: S608
+        )
+    if which.service is not None:
+        where.add(f"{table}.service = {where.param(which.service)}")
+    if which.active is not None:
+        at = where.param(float(now))
+        unexpired = f"({table}.expires_at IS NULL OR {table}.expires_at > {at})"
+        live = f"{table}.revoked_at IS NULL AND {unexpired}"
+        where.add(f"({live})" if which.active else f"NOT ({live})")
+    return where
+
+
+def revoke_query(which: TokenFilter, now: float) -> tuple[str, list[object]]:
+    """Revoke the unrevoked rows matching `which` (expired ones too, unless `which.active`:
+    an expired access token may still hold a live refresh token)."""
+    where = tokens_where(which, now, "tokens", Where([float(now)]))
+    where.add("tokens.revoked_at IS NULL")
+    sql = f"UPDATE tokens SET revoked_at = $1{where.sql()} RETURNING access_digest"  # noqa: S608
+    return sql, where.params
+
+
+def page_query(
+    select: str, where: Where, table: str, after: str | None, size: int, *, whole: bool
+) -> tuple[str, list[object]]:
+    """`select` filtered by `where`, after the cursor, in key order, one row more than the
+    page. `whole`: created_at is an integer column (a fractional cursor time is placed
+    between two seconds). Raises StoreError on a bad cursor."""
+    if after is not None:
+        created_at, row_id = decode_cursor(after)
+        op = ">"
+        if whole:
+            if float(created_at).is_integer():
+                created_at = int(created_at)
+            else:  # after (x.5, id) comes every row of second x + 1 and later: id >= ''
+                created_at, row_id, op = math.ceil(created_at), "", ">="
+        else:
+            created_at = float(created_at)
+        key = f"({table}.created_at, {table}.id)"
+        where.add(f"{key} {op} ({where.param(created_at)}, {where.param(row_id)})")
+    limit = where.param(page_size(size) + 1)
+    sql = f"{select}{where.sql()} ORDER BY {table}.created_at, {table}.id LIMIT {limit}"
+    return sql, where.params
+
+
+def page(rows: list[Row], size: int, record: Callable[[Row], T]) -> Page[T]:
+    """The page of a page_query's rows; `next` only if a further row exists."""
+    size = page_size(size)
+    kept = rows[:size]
+    cursor = None
+    if len(rows) > size:
+        cursor = encode_cursor(kept[-1]["created_at"], kept[-1]["id"])
+    return Page(items=tuple(record(row) for row in kept), next=cursor)
