@@ -1,15 +1,15 @@
 """How fast a revocation reaches every worker: ms from the admin DELETE's 204 to the first 401
 served by each worker (design §8, issue 4).
 
-Starts the sample backend and `edgeauth serve` (2 workers by default) on loopback ports it
-picks, then for each trial: issue a token, get it cached in every worker, DELETE it through
+The `revoke` scenario of `python -m benchmarks` runs this against an `edgeauth serve` (2
+workers) that the harness starts on loopback ports it picks. For each trial: issue a token, get it cached in every worker, DELETE it through
 the admin API, and probe on fresh connections (SO_REUSEPORT spreads them over the workers)
 until every worker has answered 401. Which worker answered, and when, comes from the access
 log (`worker`, `ts`), so the figure is an upper bound: the log time is taken at the end of a
 request. Arrival times are the log's time minus the request's latency; the bound is also
 limited by how often probes reach each worker (fresh TLS connections, a few ms apart), so
 `200s_after_204` (requests served with the revoked token after the 204) is the sharper
-figure. Run: `python -m benchmarks.revocation [--trials 200] [--workers 2]`.
+figure. Alone: `python -m benchmarks.revocation [--trials 200] [--workers 2]`.
 """
 
 from __future__ import annotations
@@ -19,11 +19,8 @@ import asyncio
 import datetime as dt
 import json
 import os
-import signal
-import socket
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,57 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import tomli_w
 
-from edgeauth.tls import generate_dev_certificate
-
-SECRET = "bench-secret"
-PROVISION = "bench-provision-key"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _config(directory: Path, workers: int, backend: int, proxy: int, admin: int) -> Path:
-    certs = generate_dev_certificate(directory / "certs")
-    doc: dict[str, Any] = {
-        "server": {
-            "listen": f"127.0.0.1:{proxy}",
-            "workers": workers,
-            "tls_cert_file": str(certs.cert_file),
-            "tls_key_file": str(certs.key_file),
-        },
-        "admin": {"listen": f"127.0.0.1:{admin}", "token_file": str(directory / "admin.token")},
-        "store": {"path": str(directory / "edgeauth.db")},
-        "log": {"access_log": str(directory / "access.log"), "level": "warning"},
-        "services": [
-            {
-                "name": "events",
-                "url": f"http://127.0.0.1:{backend}/api",
-                "routes": [{"name": "events", "paths": ["/events"], "strip_path": False}],
-                "oauth2": {"provision_key": PROVISION, "enable_password_grant": True},
-            }
-        ],
-        "consumers": [
-            {
-                "username": "bench",
-                "oauth2": [
-                    {
-                        "name": "bench",
-                        "client_id": "bench",
-                        "client_secret": SECRET,
-                        "redirect_uris": ["https://bench.example/cb"],
-                    }
-                ],
-            }
-        ],
-    }
-    path = directory / "config.toml"
-    path.write_text(tomli_w.dumps(doc))
-    return path
+from benchmarks.runner import CLIENT_ID, PROTECTED_PATH, PROVISION, SECRET
 
 
 def _log_entries(path: Path, start: int) -> tuple[list[dict[str, Any]], int]:
@@ -101,7 +49,7 @@ def _ts(entry: dict[str, Any]) -> float:
 
 class Bench:
     def __init__(self, proxy: int, admin: int, token: str, ssl_ctx: ssl.SSLContext, log: Path):
-        self.proxy_url = f"https://127.0.0.1:{proxy}/events"
+        self.proxy_url = f"https://127.0.0.1:{proxy}{PROTECTED_PATH}"
         self.admin_url = f"http://127.0.0.1:{admin}"
         self.admin_headers = {"Authorization": f"Bearer {token}"}
         self.ssl = ssl_ctx
@@ -110,7 +58,7 @@ class Bench:
 
     async def token(self, session: aiohttp.ClientSession) -> str:
         body = {
-            "client_id": "bench",
+            "client_id": CLIENT_ID,
             "client_secret": SECRET,
             "grant_type": "password",
             "provision_key": PROVISION,
@@ -185,12 +133,14 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(directory: Path, proxy: int, admin: int, trials: int, workers: int) -> Any:
+async def measure(
+    proxy: int, admin: int, admin_token: str, cafile: Path, log: Path, trials: int, workers: int
+) -> dict[str, Any]:
+    """`trials` revocations against a running gateway whose access log is `log`."""
     await _wait_port(proxy)
     await _wait_port(admin)
-    ssl_ctx = ssl.create_default_context(cafile=str(directory / "certs" / "dev-ca.crt"))
-    token = (directory / "admin.token").read_text().strip()
-    bench = Bench(proxy, admin, token, ssl_ctx, directory / "access.log")
+    ssl_ctx = ssl.create_default_context(cafile=str(cafile))
+    bench = Bench(proxy, admin, admin_token, ssl_ctx, log)
     delays: list[float] = []
     stale = 0
     async with aiohttp.ClientSession() as session:
@@ -206,32 +156,8 @@ async def measure(directory: Path, proxy: int, admin: int, trials: int, workers:
         "p99_ms": round(_percentile(delays, 0.99), 2),
         "max_ms": round(max(delays), 2),
         "200s_after_204": stale,
+        "delays_ms": [round(d, 3) for d in delays],
     }
-
-
-def run(trials: int, workers: int) -> Any:
-    """Start the backend and the gateway, measure, and stop them whatever happens."""
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp)
-        backend_port, proxy, admin = _free_port(), _free_port(), _free_port()
-        config = _config(directory, workers, backend_port, proxy, admin)
-        commands = [
-            ["edgeauth.sample_backend", "--port", str(backend_port)],
-            ["edgeauth", "serve", "-c", str(config)],
-        ]
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", *cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            for cmd in commands
-        ]
-        try:
-            return asyncio.run(measure(directory, proxy, admin, trials, workers))
-        finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                proc.wait(timeout=60)
 
 
 async def _wait_port(port: int) -> None:
@@ -242,16 +168,24 @@ async def _wait_port(port: int) -> None:
             await asyncio.sleep(0.1)
             continue
         writer.close()
+        await writer.wait_closed()
         return
     raise RuntimeError(f"nothing listens on {port}")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    """Start the backend and the gateway through the harness, measure, stop them all."""
+    from benchmarks.profiles import QUICK
+    from benchmarks.runner import Bench as Harness
+    from benchmarks.scenarios.revoke import measure_revocation
+
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    result = run(args.trials, args.workers)
+    with tempfile.TemporaryDirectory() as tmp, Harness(QUICK, Path(tmp)) as harness:
+        result = measure_revocation(harness, args.trials, args.workers)
+    result.pop("delays_ms", None)
     sys.stdout.write(json.dumps(result) + "\n")
 
 

@@ -95,7 +95,17 @@ def _tour(settings: Settings, base: str) -> str:
     public = _public_lines(settings, curl, base)
     if public:
         lines += ["Public routes (no token):", *public, ""]
-    lines += ["Press Ctrl-C to stop."]
+    admin = settings.admin.listen
+    token = settings.admin.token_file
+    lines += [
+        "Admin API, status and metrics (token in " + str(token) + "):",
+        f'  curl -H "Authorization: Bearer $(cat {token})" http://{admin.host}:{admin.port}/status',
+        f'  curl -H "Authorization: Bearer $(cat {token})" http://{admin.host}:{admin.port}/metrics',
+        "  edgeauth consumers list   # the admin CLI (.venv/bin/edgeauth)",
+        "Logs: JSON lines; the access log on stdout, the process log on stderr (below).",
+        "",
+        "Press Ctrl-C to stop.",
+    ]
     return "\n".join(lines)
 
 
