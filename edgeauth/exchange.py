@@ -23,6 +23,7 @@ class Exchange:
         "started",
         "status",
         "tls_version",
+        "total_ms",
         "upstream_ms",
     )
 
@@ -36,6 +37,7 @@ class Exchange:
         self.bytes_in = 0
         self.bytes_out = 0
         self.upstream_ms: float | None = None
+        self.total_ms = 0.0
         self.service: str | None = None
         self.route: str | None = None
         self.consumer: str | None = None
@@ -43,9 +45,12 @@ class Exchange:
         self.tls_version: str | None = None
         self.error: str | None = None
 
-    def entry(self, now: float, worker: int) -> dict[str, Any]:
+    def finish(self, now: float) -> None:
+        self.total_ms = (now - self.started) * 1000
+
+    def entry(self, worker: int) -> dict[str, Any]:
         """The access-log fields of design §9 (tokens and query strings never included)."""
-        total = (now - self.started) * 1000
+        total = self.total_ms
         upstream = self.upstream_ms
         entry: dict[str, Any] = {
             "level": "info",

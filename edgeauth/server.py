@@ -42,6 +42,7 @@ from edgeauth.errors import (
 )
 from edgeauth.exchange import Exchange
 from edgeauth.logs import AccessLog
+from edgeauth.metrics import Recorder
 from edgeauth.oauth import bearer
 from edgeauth.oauth import routes as oauth_routes
 from edgeauth.oauth.policy import Policy
@@ -87,12 +88,14 @@ class Gateway:
         self.router = Router(settings.services)
         self.upstreams = {s.name: Upstream(s) for s in settings.services}
         self.access_log = AccessLog(settings.log.access_log)
+        self.metrics = Recorder(settings.metrics.enabled, settings.metrics.per_consumer)
         self.store: Store | None = None
         self.validator: Validator | None = None
         self.policies: dict[str, Policy] = {}
         self.endpoints: dict[str, oauth_routes.Endpoints] = {}
         self._anonymous: dict[str, tuple[Header, ...]] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._gauges: asyncio.Task[None] | None = None
         self._follower: RevocationFollower | None = None
         self._admin: web.AppRunner | None = None
         self._inflight = 0
@@ -159,7 +162,17 @@ class Gateway:
             name: oauth_routes.Endpoints.build(policy, store, memo)
             for name, policy in self.policies.items()
         }
-        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(store))
+        loop = asyncio.get_running_loop()
+        self._sweeper = loop.create_task(self._sweep(store))
+        self._gauges = loop.create_task(self._report_gauges())
+
+    async def _report_gauges(self) -> None:
+        while True:
+            stats = self.stats()
+            self.metrics.gauges(
+                stats["connections"], stats["inflight_requests"], stats["token_cache_entries"]
+            )
+            await asyncio.sleep(1.0)
 
     async def _start_admin(self, sockets: Sequence[socket.socket]) -> None:
         """The admin API on its own listener(s), never on the proxy's (design §6)."""
@@ -225,8 +238,9 @@ class Gateway:
             await self._follower.stop()
         if self._bus is not None:
             self._bus.close()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        for task in (self._sweeper, self._gauges):
+            if task is not None:
+                task.cancel()
         if self.store is not None:
             await self.store.close()
         self.access_log.close()
@@ -285,7 +299,7 @@ class Gateway:
             endpoint = oauth_routes.endpoint_of(path.path)
             if endpoint is not None:
                 resp = await oauth_routes.handle(
-                    request, endpoint, self.endpoints[policy.service], peer
+                    request, endpoint, self.endpoints[policy.service], peer, self.metrics.issued
                 )
                 ex.status = resp.status
                 return resp
@@ -338,10 +352,16 @@ class Gateway:
                 raise MissingToken()
             assert self.validator is not None  # noqa: S101 - set by start()
             entry = await self.validator.validate(token, policy, target.route.required_scopes)
-        except (MissingToken, InvalidToken):
+        except (MissingToken, InvalidToken) as exc:
             if not s.anonymous:
+                self.metrics.validation("missing" if isinstance(exc, MissingToken) else "invalid")
                 raise
+            self.metrics.validation("anonymous")
             return await self._anonymous_identity(s.anonymous, ex), raw_query
+        except OAuthError as exc:
+            self.metrics.validation(exc.error)
+            raise
+        self.metrics.validation("valid")
         ex.consumer = entry[CONSUMER]
         ex.client_id = entry[CLIENT_ID]
         return entry[IDENTITY], raw_query
@@ -391,5 +411,7 @@ class Gateway:
         return resp
 
     def _log(self, ex: Exchange, request: web.BaseRequest) -> None:
+        ex.finish(time.perf_counter())
+        self.metrics.request(ex)
         if self.access_log.enabled:
-            self.access_log.record(ex.entry(time.perf_counter(), self._pid))
+            self.access_log.record(ex.entry(self._pid))

@@ -14,11 +14,13 @@ import asyncio
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ from edgeauth.bootstrap import prepare_store
 from edgeauth.bus import MAX_DATAGRAM, send_nowait
 from edgeauth.config import Address, Settings, load_settings
 from edgeauth.errors import ConfigError
+from edgeauth.metrics import MULTIPROC_ENV, process_dead
 from edgeauth.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
@@ -150,6 +153,9 @@ class Supervisor:
         self._draining: list[subprocess.Popen[bytes]] = []
         self._slots: list[Slot] = []
         self.notify = Notifier()
+        # every worker's metrics in one directory, summed by whichever answers /metrics
+        self._metrics_dir = tempfile.mkdtemp(prefix="edgeauth-metrics-")
+        self._worker_env = {**os.environ, MULTIPROC_ENV: self._metrics_dir}
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
@@ -163,6 +169,12 @@ class Supervisor:
             proc.send_signal(signal.SIGUSR1)
 
     def run(self) -> int:
+        try:
+            return self._run()
+        finally:
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+
+    def _run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
@@ -276,7 +288,9 @@ class Supervisor:
             "--bus-fd",
             str(worker_bus.fileno()),
         ]
-        slot.proc = subprocess.Popen(cmd, pass_fds=[*fds, write_fd, worker_bus.fileno()])  # noqa: S603
+        slot.proc = subprocess.Popen(  # noqa: S603
+            cmd, pass_fds=[*fds, write_fd, worker_bus.fileno()], env=self._worker_env
+        )
         os.close(write_fd)
         worker_bus.close()
         if slot.ready_fd is not None:
@@ -321,7 +335,10 @@ class Supervisor:
                     send_nowait(slot.bus, frame)
 
     def _reap(self, slots: list[Slot]) -> None:
-        self._draining = [proc for proc in self._draining if proc.poll() is None]
+        for old in self._draining:
+            if old.poll() is not None:
+                process_dead(old.pid)
+        self._draining = [old for old in self._draining if old.poll() is None]
         now = time.monotonic()
         for slot in slots:
             proc = slot.proc
@@ -336,6 +353,7 @@ class Supervisor:
                         }
                     },
                 )
+                process_dead(proc.pid)
                 young = now - slot.started < 1.0
                 slot.failures = slot.failures + 1 if young else 0
                 slot.not_before = now + min(10.0, 0.1 * 2**slot.failures) if young else now

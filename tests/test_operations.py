@@ -183,3 +183,37 @@ async def test_sigusr1_reopens_the_access_log(
     assert log.exists()
     assert b'"status":200' in log.read_bytes()
     assert gw.proc.poll() is None
+
+
+async def test_metrics_count_the_requests_of_every_worker(
+    tmp_path: Path,
+    dev_cert: tls.DevCertificate,
+    backend: Backend,
+    client_ssl: ssl.SSLContext,
+    serve: Callable[..., ServeProcess],
+) -> None:
+    config = write_config(
+        tmp_path,
+        dev_cert,
+        [service("tools", backend.url, ["/tools"])],
+        tables={"admin": {"listen": "127.0.0.1:0"}},
+        workers=2,
+    )
+    gw = serve(config)
+    admin = next(e for e in gw.log if e.get("msg") == "ready")["admin"][0]
+    sent = 40
+    for _ in range(sent):  # fresh connections: the kernel spreads them over both workers
+        assert await _get(f"{gw.url}/tools/echo", client_ssl) == 200
+    token = (tmp_path / "admin.token").read_text().strip()
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{admin}/metrics", headers=headers) as resp:
+            assert resp.status == 200
+            text = await resp.text()
+        async with session.get(f"{admin}/status/ready", headers=headers) as resp:
+            assert resp.status == 200
+    counted = 0.0
+    for line in text.splitlines():
+        if line.startswith("edgeauth_http_requests_total{") and 'service="tools"' in line:
+            counted += float(line.rsplit(" ", 1)[1])
+    assert counted == sent

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
 from aiohttp import web
 
-from edgeauth import __version__
+from edgeauth import __version__, tls
 from edgeauth.admin import views
 from edgeauth.admin.http import ctx, json
+from edgeauth.metrics import exposition
 
 
 async def status(request: web.Request) -> web.Response:
@@ -42,17 +44,18 @@ async def routes(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text for every worker, plus what the answering worker checks itself."""
     c = ctx(request)
-    stats = c.stats()
-    lines = [
+    if not c.settings.metrics.enabled:
+        return json({"message": "Not found"}, 404)
+    expiry = tls.expires_at(c.settings.server.tls_cert_file)
+    extra = [
         "# HELP edgeauth_datastore_reachable Whether the store answers (1) or not (0).",
         "# TYPE edgeauth_datastore_reachable gauge",
         f"edgeauth_datastore_reachable {int(await c.store.ping())}",
-        "# HELP edgeauth_token_cache_entries Validated tokens cached by this worker.",
-        "# TYPE edgeauth_token_cache_entries gauge",
-        f"edgeauth_token_cache_entries {stats.get('token_cache_entries', 0)}",
-        "# HELP edgeauth_connections Open downstream connections of this worker.",
-        "# TYPE edgeauth_connections gauge",
-        f"edgeauth_connections {stats.get('connections', 0)}",
+        "# HELP edgeauth_tls_cert_expiry_timestamp_seconds End of the listener certificate.",
+        "# TYPE edgeauth_tls_cert_expiry_timestamp_seconds gauge",
+        f"edgeauth_tls_cert_expiry_timestamp_seconds {int(expiry)}",
     ]
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain", charset="utf-8")
+    body = await asyncio.to_thread(exposition, extra)
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")

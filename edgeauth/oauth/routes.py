@@ -7,6 +7,7 @@ Every answer, success or error, is JSON with `Cache-Control: no-store` and `Prag
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,7 +120,11 @@ class Endpoints:
 
 
 async def handle(
-    request: web.BaseRequest, name: str, endpoints: Endpoints, peer: Peer
+    request: web.BaseRequest,
+    name: str,
+    endpoints: Endpoints,
+    peer: Peer,
+    on_issued: Callable[[str, str], None] | None = None,
 ) -> web.Response:
     """Answer one OAuth endpoint request; never forwarded upstream."""
     policy = endpoints.policy
@@ -137,6 +142,10 @@ async def handle(
             )
         except StoreError as exc:
             raise TemporarilyUnavailable() from exc
+        if on_issued is not None and "access_token" in body:
+            on_issued(policy.service, params.get("grant_type", ""))
+        elif on_issued is not None and name == "authorize" and "#access_token=" in str(body):
+            on_issued(policy.service, "implicit")
         return json_response(200, body)
     except Redirected as exc:
         return json_response(400, exc.body())

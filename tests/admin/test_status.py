@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import os
 import re
 
@@ -90,13 +92,18 @@ async def test_services_and_routes_reflect_the_config(admin_world: AdminWorld) -
 async def test_metrics_are_prometheus_text(admin_world: AdminWorld) -> None:
     issued = await admin_world.password_token("clientid", SECRET)
     assert (await admin_world.proxied(issued["access_token"])).status == 200
-    reply = await admin_world.admin("GET", "/metrics")
-    assert reply.status == 200
+    for _ in range(30):  # gauges are refreshed every second
+        reply = await admin_world.admin("GET", "/metrics")
+        assert reply.status == 200
+        lines = reply.text.splitlines()
+        if "edgeauth_token_cache_entries 1.0" in lines:
+            break
+        await asyncio.sleep(0.1)
     assert reply.headers["Content-Type"].startswith("text/plain")
-    lines = reply.text.splitlines()
     assert "edgeauth_datastore_reachable 1" in lines
     assert "# TYPE edgeauth_datastore_reachable gauge" in lines
-    assert "edgeauth_token_cache_entries 1" in lines
+    assert "edgeauth_token_cache_entries 1.0" in lines
+    assert any(line.startswith("edgeauth_http_requests_total{") for line in lines)
     sample = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? -?[0-9.eE+-]+$")
     for line in lines:
         assert line.startswith("# ") or sample.match(line), line
