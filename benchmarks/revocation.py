@@ -2,14 +2,15 @@
 served by each worker (design §8, issue 4).
 
 The `revoke` scenario of `python -m benchmarks` runs this against an `edgeauth serve` (2
-workers) that the harness starts on loopback ports it picks. For each trial: issue a token, get it cached in every worker, DELETE it through
-the admin API, and probe on fresh connections (SO_REUSEPORT spreads them over the workers)
-until every worker has answered 401. Which worker answered, and when, comes from the access
-log (`worker`, `ts`), so the figure is an upper bound: the log time is taken at the end of a
-request. Arrival times are the log's time minus the request's latency; the bound is also
-limited by how often probes reach each worker (fresh TLS connections, a few ms apart), so
-`200s_after_204` (requests served with the revoked token after the 204) is the sharper
-figure. Alone: `python -m benchmarks.revocation [--trials 200] [--workers 2]`.
+workers) that the harness starts on loopback ports it picks. For each trial: issue a token, get
+it cached in every worker, DELETE it through the admin API, and probe on fresh connections
+(SO_REUSEPORT spreads them over the workers) until every worker has answered 401. Which worker
+answered, and when, comes from the access log (`worker`, `ts`), so the figure is an upper
+bound: the log time is taken at the end of a request. Arrival times are the log's time minus
+the request's latency; the bound is also limited by how often probes reach each worker (fresh
+TLS connections, a few ms apart), so `200s_after_204` (requests served with the revoked token
+after the 204) is the sharper figure. Alone: `python -m benchmarks.revocation [--trials 200]
+[--workers 2]`.
 """
 
 from __future__ import annotations

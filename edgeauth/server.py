@@ -198,8 +198,13 @@ class Gateway:
     def stats(self) -> dict[str, Any]:
         """What this worker can say of itself, for /status and /metrics."""
         cache = self.validator.cache if self.validator is not None else None
+        connections = len(self._server.connections) if self._server is not None else 0
         return {
-            "connections": len(self._server.connections) if self._server is not None else 0,
+            "connections": connections,
+            "connections_by_state": {
+                "active": self._inflight,
+                "idle": max(0, connections - self._inflight),
+            },
             "inflight_requests": self._inflight,
             "token_cache_entries": len(cache) if cache is not None else 0,
         }

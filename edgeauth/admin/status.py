@@ -22,6 +22,7 @@ async def status(request: web.Request) -> web.Response:
         {
             "version": __version__,
             "worker": os.getpid(),
+            "workers": c.settings.server.workers,
             "uptime_seconds": round(time.time() - c.started, 3),
             "config_loaded_at": int(c.started),
             "database": {"reachable": reachable, "backend": c.settings.store.backend},
