@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit
 
 from edgeauth import crypto
 from edgeauth.errors import (
@@ -32,12 +32,12 @@ CODE_SECONDS = 60
 
 
 def with_params(uri: str, params: dict[str, str], *, fragment: bool = False) -> str:
-    """The registered URI with `params` merged into its query (or set as its fragment)."""
-    parts = urlsplit(uri)
+    """The registered URI with `params` appended to its query (or set as its fragment); the
+    registered query is kept byte for byte (RFC 6749 §3.1.2)."""
     if fragment:
-        return urlunsplit(parts._replace(fragment=urlencode(params)))
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-    return urlunsplit(parts._replace(query=urlencode(query)))
+        return f"{uri}#{urlencode(params)}"  # registered URIs never carry a fragment
+    query = urlsplit(uri).query
+    return f"{uri}{'&' if query else '?'}{urlencode(params)}"
 
 
 def redirect_uri_of(params: Params, client: Credential) -> tuple[str, bool]:

@@ -3,7 +3,8 @@
 Rule 1: the caller authenticates as at the token endpoint and may act only on its own tokens;
 someone else's token is answered exactly like an unknown one (200 / `{"active": false}`), so
 neither endpoint can be used to probe for valid tokens.
-Rule 2: revoking either half of a pair revokes the whole family (both halves and every token
+Rule 2: only tokens valid on the service whose endpoint is called are acted upon.
+Rule 3: revoking either half of a pair revokes the whole family (both halves and every token
 rotated from the same grant), and the revocation reaches every worker like any other.
 """
 
@@ -62,7 +63,7 @@ class TokenAdmin:
 
     async def revoke(self, params: Params, client: Credential, now: float) -> dict[str, Any]:
         found = await _own(self.store, _token_param(params), client, params.get("token_type_hint"))
-        if found is not None:
+        if found is not None and self.policy.accepts(found[0].service):
             await self.store.revoke_family(found[0].family_id, now)
         return {}
 
@@ -78,14 +79,16 @@ class TokenAdmin:
         expires_at = record.refresh_expires_at if refresh else record.expires_at
         body: dict[str, Any] = {
             "active": True,
-            "scope": record.scope,
             "client_id": client.client_id,
-            "username": view.username if view is not None else None,
             "token_type": "refresh_token" if refresh else "bearer",
             "iat": int(record.created_at),
             "sub": record.authenticated_userid or client.client_id,
             "aud": record.service or self.policy.service,
         }
+        if record.scope:
+            body["scope"] = record.scope
+        if view is not None and view.username:
+            body["username"] = view.username
         if expires_at is not None:
             body["exp"] = math.floor(expires_at)
         return body

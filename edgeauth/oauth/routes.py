@@ -176,10 +176,9 @@ def metadata(policy: Policy, issuer: str) -> dict[str, Any]:
         for kind, on in (("code", s.enable_authorization_code), ("token", s.enable_implicit_grant))
         if on
     ]
-    return {
+    document: dict[str, Any] = {
         "issuer": issuer,
         "token_endpoint": f"{issuer}/oauth2/token",
-        "authorization_endpoint": f"{issuer}/oauth2/authorize",
         "revocation_endpoint": f"{issuer}/oauth2/revoke",
         "introspection_endpoint": f"{issuer}/oauth2/introspect",
         "grant_types_supported": sorted(grants),
@@ -197,3 +196,6 @@ def metadata(policy: Policy, issuer: str) -> dict[str, Any]:
             "client_secret_post",
         ],
     }
+    if response_types:
+        document["authorization_endpoint"] = f"{issuer}/oauth2/authorize"
+    return document
