@@ -16,7 +16,7 @@ import random
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
@@ -51,6 +51,9 @@ from edgeauth.proxy import headers as hdr
 from edgeauth.proxy.routes import forward, peer_of
 from edgeauth.proxy.upstream import Upstream
 from edgeauth.revocations import RevocationFollower
+
+if TYPE_CHECKING:
+    from edgeauth.store.postgres_listen import NotifyListener
 from edgeauth.routing import Router, Target, normalize_path
 from edgeauth.store import open_store
 from edgeauth.store.base import Store
@@ -97,6 +100,7 @@ class Gateway:
         self._sweeper: asyncio.Task[None] | None = None
         self._gauges: asyncio.Task[None] | None = None
         self._follower: RevocationFollower | None = None
+        self._listener: NotifyListener | None = None
         self._admin: web.AppRunner | None = None
         self._inflight = 0
         self._pid = os.getpid()
@@ -151,6 +155,14 @@ class Gateway:
         self.validator = validator = Validator(store, cache)
         self._follower = RevocationFollower(store, validator.revoked, cache.clear)
         await self._follower.start()
+        if self.settings.store.backend == "postgres":
+            from edgeauth.store.postgres_listen import NotifyListener
+
+            self._listener = NotifyListener(
+                self.settings.store.dsn, validator.revoked, validator.distrust, validator.trust
+            )
+            validator.distrust()  # until the listener is connected
+            self._listener.start()
         if self._bus is not None:
             store.on_revoked(self._bus.publish)  # tell the other workers at once
             self._bus.attach(validator.revoked)
@@ -241,6 +253,8 @@ class Gateway:
             await self._admin.cleanup()
         if self._follower is not None:
             await self._follower.stop()
+        if self._listener is not None:
+            await self._listener.stop()
         if self._bus is not None:
             self._bus.close()
         for task in (self._sweeper, self._gauges):

@@ -62,7 +62,20 @@ class Validator:
         self.cache = cache
         self._loading: dict[bytes, asyncio.Future[Entry | None]] = {}
         self._revocations = 0
+        self.trusted = True
         store.on_revoked(self.revoked)
+
+    def distrust(self) -> None:
+        """Revocations may go unheard: drop the cache and read every token from the store."""
+        self.trusted = False
+        self._revocations += 1
+        self.cache.clear()
+
+    def trust(self) -> None:
+        """Revocations are heard again; start from an empty cache (some may have been missed)."""
+        self._revocations += 1
+        self.cache.clear()
+        self.trusted = True
 
     def revoked(self, digests: Sequence[bytes]) -> None:
         """Evict revoked tokens; a store read already in flight will not cache its answer."""
@@ -73,7 +86,7 @@ class Validator:
         """The entry for a live token valid on this service with the required scopes."""
         digest = crypto.digest(token)
         now = time.time()
-        entry = self.cache.get(digest, now)
+        entry = self.cache.get(digest, now) if self.trusted else None
         if entry is None:
             entry = await self._load(digest, now)
         if entry is None or not policy.accepts(entry[SERVICE]) or entry[EXPIRES_AT] <= now:
@@ -83,7 +96,7 @@ class Validator:
         return entry
 
     async def _load(self, digest: bytes, now: float) -> Entry | None:
-        if self.cache.is_unknown(digest, now):
+        if self.trusted and self.cache.is_unknown(digest, now):
             return None
         pending = self._loading.get(digest)
         if pending is not None:
@@ -109,9 +122,10 @@ class Validator:
         except StoreError as exc:
             raise TemporarilyUnavailable() from exc
         if view is None or not is_live(view, now):
-            self.cache.put_unknown(digest, now)
+            if self.trusted:
+                self.cache.put_unknown(digest, now)
             return None
         entry = entry_for(view)
-        if generation == self._revocations:  # else it may have been revoked meanwhile
+        if self.trusted and generation == self._revocations:  # else it may be revoked by now
             self.cache.put(digest, entry)
         return entry
