@@ -21,6 +21,7 @@ from edgeauth.store.postgres import NOTIFY_CHANNEL, parse_notification
 
 log = logging.getLogger(__name__)
 
+APPLICATION_NAME = "edgeauth-revocation-listener"  # how operators (and tests) find it
 MAX_BACKOFF_SECONDS = 2.0
 KEEPALIVE_SECONDS = 1.0
 
@@ -62,7 +63,9 @@ class NotifyListener:
         first = True
         while True:
             try:
-                connection = await asyncpg.connect(self._dsn, timeout=5)
+                connection = await asyncpg.connect(
+                    self._dsn, timeout=5, server_settings={"application_name": APPLICATION_NAME}
+                )
             except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                 if first:
                     self._on_lost()
