@@ -30,7 +30,7 @@ from edgeauth import tls
 from edgeauth.bootstrap import prepare_store
 from edgeauth.bus import MAX_DATAGRAM, send_nowait
 from edgeauth.config import Address, Settings, load_settings
-from edgeauth.errors import ConfigError
+from edgeauth.errors import ConfigError, StoreError
 from edgeauth.metrics import MULTIPROC_ENV, process_dead
 from edgeauth.sdnotify import Notifier
 
@@ -180,7 +180,11 @@ class Supervisor:
         signal.signal(signal.SIGHUP, self._on_hup)
         signal.signal(signal.SIGUSR1, self._on_usr1)
         warn_if_expiring(self.settings.server.tls_cert_file)
-        asyncio.run(prepare_store(self.settings))
+        try:
+            asyncio.run(prepare_store(self.settings))
+        except StoreError as exc:
+            log.error("the store is unavailable: %s", exc)
+            return EX_UNAVAILABLE
         try:
             slots, urls = bind_slots(self.settings)
         except OSError as exc:
@@ -226,7 +230,12 @@ class Supervisor:
         if new is None:
             return
         self.notify.reloading()
-        asyncio.run(prepare_store(new))
+        try:
+            asyncio.run(prepare_store(new))
+        except StoreError as exc:
+            log.error("reload refused: the store is unavailable: %s", exc)
+            self.notify.ready(self._status())
+            return
         old = [slot.proc for slot in slots]
         for slot in slots:
             self._spawn(slot)
