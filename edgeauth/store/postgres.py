@@ -1,11 +1,12 @@
 """The Store on PostgreSQL (design §7) through an asyncpg pool, for several nodes on one database.
 
-Invariants: every write runs in one READ COMMITTED transaction, and races are settled by row
-locks (a waiting UPDATE or FOR UPDATE re-checks its WHERE on the winner's row, so exactly one
-of concurrent callers wins, on any node); every digest a write kills is appended to the
-revocation log and NOTIFYed in that write's transaction, and announced to `on_revoked`
-listeners only after COMMIT; only StoreError subclasses leave this module. A transaction that
-loses a deadlock or serialization check is retried (up to three attempts).
+Invariants: every write is one READ COMMITTED transaction (a single statement or an explicit
+one), and races are settled by row locks (a waiting UPDATE, DELETE or FOR UPDATE re-checks its
+WHERE on the winner's row, so exactly one of concurrent callers wins, on any node); every
+digest a write kills is appended to the revocation log and NOTIFYed in that write's
+transaction, and announced to `on_revoked` listeners only after COMMIT; only StoreError
+subclasses leave this module. A transaction that loses a deadlock or serialization check is
+retried (up to three attempts in all).
 
 NOTIFY: channel `edgeauth_revocations` (NOTIFY_CHANNEL); the payload is the killed access
 digests as lowercase hex, comma-separated, at most 100 per notification (6,499 bytes, under
@@ -146,6 +147,8 @@ def _translated(*, opening: bool = False) -> Iterator[None]:
         raise Conflict(f"unique constraint failed: {_unique_column(exc)}") from exc
     except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
         raise StoreError(f"integrity rule broken: {exc}") from exc
+    except asyncpg.TransactionRollbackError as exc:  # a deadlock: _write_now retries
+        raise StoreUnavailable() from exc
     except (
         asyncpg.PostgresError,
         asyncpg.InterfaceError,
@@ -271,8 +274,15 @@ class PostgresStore:
     async def upsert_consumer(
         self, username: str, custom_id: str | None, tags: tuple[str, ...] = ()
     ) -> Consumer:
+        """Upserts of one username take turns (an advisory lock): ON CONFLICT settles only
+        the username race, and nodes seeding at once would otherwise clash on custom_id."""
         params = (str(uuid.uuid4()), username, custom_id, list(tags), int(time.time()))
-        return to_consumer((await self._change(q.UPSERT_CONSUMER, *params))[0])
+
+        async def work(db: Connection) -> tuple[Consumer, list[bytes]]:
+            await db.execute(q.LOCK_USERNAME, q.SEED_LOCK_CLASS, username)
+            return to_consumer((await db.fetch(q.UPSERT_CONSUMER, *params))[0]), []
+
+        return await self._write(work)
 
     async def get_consumer(self, id_or_username: str) -> Consumer | None:
         rows = await self._read(q.GET_CONSUMER, id_or_username)
@@ -585,7 +595,7 @@ class PostgresStore:
                 lost = isinstance(exc.__cause__, asyncpg.TransactionRollbackError)
                 if not lost or attempt >= _ATTEMPTS:
                     raise
-                log.info("postgres store: %s, retrying (attempt %d)", exc.__cause__, attempt)
+                log.warning("postgres store: %s; retrying", str(exc.__cause__).partition("\n")[0])
                 attempt += 1
                 continue
             self._announce(dead)

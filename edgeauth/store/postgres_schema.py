@@ -108,6 +108,10 @@ INSERT_CONSUMER = """INSERT INTO consumers (id, username, custom_id, tags, creat
 VALUES ($1, $2, $3, $4, $5)"""
 UPSERT_CONSUMER = f"""{INSERT_CONSUMER} ON CONFLICT (username)
 DO UPDATE SET custom_id = excluded.custom_id, tags = excluded.tags RETURNING *"""
+# Upserts of one username take turns: ON CONFLICT settles a race on its arbiter (username)
+# only, and two nodes seeding the same consumer at once would clash on custom_id instead.
+SEED_LOCK_CLASS = 0x0EA1
+LOCK_USERNAME = "SELECT pg_advisory_xact_lock($1, hashtext($2))"
 GET_CONSUMER = """SELECT * FROM consumers WHERE id = $1 OR username = $1
 ORDER BY id = $1 DESC LIMIT 1"""
 INSERT_CREDENTIAL = """INSERT INTO credentials (id, consumer_id, name, client_id, secret_hash,

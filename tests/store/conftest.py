@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import pytest
@@ -79,6 +80,18 @@ def with_query(dsn: str, **params: str) -> str:
     return urlunsplit(parts._replace(query=query))
 
 
+def _unavailable(reason: str) -> NoReturn:
+    if os.environ.get("EDGEAUTH_REQUIRE_PG") == "1":
+        pytest.fail(f"EDGEAUTH_REQUIRE_PG=1 and {reason}")
+    pytest.skip(reason, allow_module_level=True)
+
+
+def require_driver() -> None:
+    """Skips (or fails, if EDGEAUTH_REQUIRE_PG=1) the calling test module without asyncpg."""
+    if importlib.util.find_spec("asyncpg") is None:
+        _unavailable("asyncpg is not installed (the `postgres` extra)")
+
+
 async def pg_connect(dsn: str = PG_DSN) -> Any:
     """A raw asyncpg connection to the test server; skips (or fails if EDGEAUTH_REQUIRE_PG=1)
     when there is no driver or no server."""
@@ -94,9 +107,7 @@ async def pg_connect(dsn: str = PG_DSN) -> Any:
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 reason = f"no PostgreSQL server answers at {PG_DSN}: {type(exc).__name__}: {exc}"
         _pg_down.append(reason)
-    if os.environ.get("EDGEAUTH_REQUIRE_PG") == "1":
-        pytest.fail(f"EDGEAUTH_REQUIRE_PG=1 and {reason}")
-    pytest.skip(reason)
+    _unavailable(reason)
 
 
 @contextlib.asynccontextmanager

@@ -87,9 +87,3 @@ async def test_open_store_opens_sqlite(tmp_path: Path) -> None:
         assert await store.ping() is True
     finally:
         await store.close()
-
-
-async def test_open_store_postgres_is_not_available_yet(tmp_path: Path) -> None:
-    settings = StoreSettings(backend="postgres", dsn="postgresql://localhost/edgeauth")
-    with pytest.raises(StoreUnavailable, match="postgres"):
-        await open_store(settings)
