@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.toml
 
-.PHONY: run test lint fmt clean
+.PHONY: run test lint fmt clean bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,21 @@ certs/edgeauth.crt: | $(VENV)/.installed-run
 var/clientapp.secret:
 	mkdir -p -m 0700 var
 	umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(24))' > $@
+
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[bench]'
+	touch $@
+
+# Benchmarks: installs wrk and nginx from the OS packages when missing and possible (tolerating
+# failure: the harness falls back to its own load generator and skips the nginx baseline), then
+# runs the quick profile. BENCH_ARGS="--full" or "--scenario proxy" and so on.
+bench: $(VENV)/.installed-bench
+	@command -v wrk >/dev/null 2>&1 && { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  { $$SUDO apt-get update -qq && \
+	    { $$SUDO apt-get install -y -qq wrk nginx-light || $$SUDO apt-get install -y -qq wrk nginx; }; \
+	  } >/dev/null 2>&1 || echo "bench: could not install wrk/nginx; going on without them"; }
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 run: $(VENV)/.installed-run certs/edgeauth.crt var/clientapp.secret
 	$(BIN)/edgeauth demo -c $(CONFIG)

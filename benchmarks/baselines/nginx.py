@@ -1,0 +1,115 @@
+"""nginx as a TLS reverse proxy with upstream keep-alive: the physical reference.
+
+Writes a self-contained config under a temporary prefix (pid file, logs, temp paths all
+inside it) and runs nginx in the foreground as the current user (`daemon off`). It proxies
+every path to the backend unchanged; it checks no token (it is the cost of TLS + proxying
+that edgeauth is compared with, not an OAuth gateway). Bodies stream both ways: request
+buffering off, response buffers in memory only (no temp files).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+
+def binary() -> str | None:
+    for candidate in ("nginx", "/usr/sbin/nginx", "/usr/local/nginx/sbin/nginx"):
+        found = shutil.which(candidate)
+        if found:
+            return found
+    return None
+
+
+def version() -> str:
+    path = binary()
+    if path is None:
+        return ""
+    out = subprocess.run([path, "-v"], capture_output=True, text=True, check=False)
+    match = re.search(r"nginx/(\S+)", out.stderr + out.stdout)
+    return match.group(1) if match else "unknown"
+
+
+def write_config(
+    prefix: Path,
+    *,
+    port: int,
+    upstream_port: int,
+    cert_file: Path,
+    key_file: Path,
+    workers: int = 1,
+    max_connections: int = 20000,
+) -> Path:
+    """nginx.conf for a TLS listener on 127.0.0.1:port proxying to 127.0.0.1:upstream_port."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (prefix / sub).mkdir(exist_ok=True)
+    user = "user root root;\n" if os.geteuid() == 0 else ""
+    conf = f"""\
+# written by benchmarks.baselines.nginx
+{user}daemon off;
+master_process on;
+worker_processes {workers};
+worker_rlimit_nofile {max_connections * 2 + 100};
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+
+events {{
+    worker_connections {max_connections + 100};
+    multi_accept on;
+}}
+
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    keepalive_timeout 300s;
+    keepalive_requests 100000000;
+    client_max_body_size 0;
+
+    upstream backend {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 128;
+        keepalive_requests 100000000;
+    }}
+
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert_file};
+        ssl_certificate_key {key_file};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:10m;
+        ssl_session_tickets on;
+
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_request_buffering off;
+            proxy_buffering on;
+            proxy_buffers 16 64k;
+            proxy_buffer_size 64k;
+            proxy_max_temp_file_size 0;
+            proxy_read_timeout 300s;
+            proxy_send_timeout 300s;
+        }}
+    }}
+}}
+"""
+    path = prefix / "nginx.conf"
+    path.write_text(conf)
+    return path
+
+
+def command(prefix: Path, conf: Path) -> list[str]:
+    path = binary()
+    if path is None:
+        raise FileNotFoundError("nginx is not installed")
+    return [path, "-p", f"{prefix}/", "-c", str(conf), "-e", str(prefix / "error.log")]

@@ -1,0 +1,397 @@
+"""Output: the table on stdout, and `benchmarks/results/<timestamp>/` with results.json (raw),
+report.md (machine, versions, config, commands, results, ratios) and PNG plots made with
+matplotlib (the `bench` extra; without it the report says the plots were skipped)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from benchmarks import loadgen
+from benchmarks.baselines import nginx as nginx_baseline
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip()
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in _read("/proc/cpuinfo").splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown",
+    )
+    mem_kib = next(
+        (
+            int(line.split()[1])
+            for line in _read("/proc/meminfo").splitlines()
+            if "MemTotal" in line
+        ),
+        0,
+    )
+    os_name = next(
+        (
+            line.split("=", 1)[1].strip('"')
+            for line in _read("/etc/os-release").splitlines()
+            if line.startswith("PRETTY_NAME=")
+        ),
+        platform.system(),
+    )
+    commit = _git("rev-parse", "--short", "HEAD")
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "os": os_name,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "edgeauth": _version("edgeauth"),
+        "git_commit": f"{commit}{' (with uncommitted changes)' if dirty else ''}",
+        "aiohttp": _version("aiohttp"),
+        "uvloop": _version("uvloop"),
+        "wrk": loadgen.wrk_version() or "not installed",
+        "nginx": nginx_baseline.version() or "not installed",
+        "matplotlib": _version("matplotlib"),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+# -- the table --------------------------------------------------------------------------------
+
+
+def _num(value: Any, digits: int = 0) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, (int, float)):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+COLUMNS = (
+    "scenario",
+    "target",
+    "measured",
+    "req/s",
+    "MB/s",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "p99.9 ms",
+    "errors",
+    "CPU %",
+    "peak RSS MiB",
+)
+
+
+def rows(record: dict[str, Any], *, cores: bool = False) -> list[list[str]]:
+    """Table rows; `cores` adds each core's busy % during the run (generator saturated?)."""
+    found: list[list[str]] = []
+    for scenario in record["scenarios"]:
+        if scenario["status"] != "ok":
+            found.append(
+                [scenario["name"], "-", f"{scenario['status'].upper()}: {scenario['reason']}"[:90]]
+                + ["" for _ in COLUMNS[3:]]
+                + ([""] if cores else [])
+            )
+            continue
+        for m in scenario["measurements"]:
+            lat = m["latency"] or {}
+            found.append(
+                [
+                    scenario["name"],
+                    m["target"],
+                    m["label"],
+                    _num(m["rps"]) if m["mb_per_s"] is None and m["rps"] else "-",
+                    _num(m["mb_per_s"]),
+                    _num(lat.get("p50"), 2),
+                    _num(lat.get("p90"), 2),
+                    _num(lat.get("p99"), 2),
+                    _num(lat.get("p999"), 2),
+                    _num(m["errors"]),
+                    _num(m["cpu_percent"]),
+                    _num(m["rss_peak_mib"], 1),
+                ]
+                + ([_cores(m["core_busy"])] if cores else [])
+            )
+    return found
+
+
+def _cores(busy: dict[str, float]) -> str:
+    return " ".join(f"{cpu}:{value:.0f}" for cpu, value in sorted(busy.items())) or "-"
+
+
+def table(record: dict[str, Any]) -> str:
+    body = rows(record)
+    widths = [
+        max(len(c), *(len(r[i]) for r in body)) if body else len(c) for i, c in enumerate(COLUMNS)
+    ]
+    numeric = set(range(3, len(COLUMNS)))
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            cell.rjust(widths[i]) if i in numeric else cell.ljust(widths[i])
+            for i, cell in enumerate(cells)
+        ).rstrip()
+
+    out = [line(list(COLUMNS)), line(["-" * w for w in widths])]
+    out += [line(r) for r in body]
+    out.append("")
+    out.append("Ratios and targets:")
+    out += [f"  {text}" for text in check_lines(record)]
+    return "\n".join(out) + "\n"
+
+
+def _mark(ok: bool | None) -> str:
+    return {True: "PASS", False: "MISS", None: "n/a "}[ok]
+
+
+def check_lines(record: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    for scenario in record["scenarios"]:
+        for key in ("edgeauth/direct", "edgeauth/nginx", "edgeauth/naive", "scaling_factor"):
+            if key in scenario["summary"] and scenario["summary"][key] is not None:
+                lines.append(f"       {scenario['name']}: {key} = {scenario['summary'][key]}")
+        for check in scenario["checks"]:
+            value = "-" if check["value"] is None else f"{check['value']:g}"
+            note = f"  ({check['note']})" if check["note"] else ""
+            lines.append(
+                f"  {_mark(check['ok'])} {check['name']}: {value} (goal {check['goal']}){note}"
+            )
+        if scenario["status"] != "ok":
+            lines.append(
+                f"  n/a  {scenario['name']}: {scenario['status']}: {scenario['reason'][:200]}"
+            )
+    return lines
+
+
+# -- Markdown ---------------------------------------------------------------------------------
+
+
+def _md_table(header: list[str], body: list[list[str]]) -> str:
+    def esc(cell: str) -> str:
+        return cell.replace("|", "\\|").replace("\n", " ")
+
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    out += ["| " + " | ".join(esc(c) for c in r) + " |" for r in body]
+    return "\n".join(out)
+
+
+def _summary_lines(summary: dict[str, Any], indent: str = "") -> list[str]:
+    lines: list[str] = []
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            lines.append(f"{indent}- {key}:")
+            lines += _summary_lines(value, indent + "  ")
+        else:
+            lines.append(f"{indent}- {key}: {value}")
+    return lines
+
+
+def markdown(record: dict[str, Any], plots: dict[str, list[str]]) -> str:
+    m = record["machine"]
+    out = [
+        f"# edgeauth benchmark, {record['started']}",
+        "",
+        f"Profile **{record['profile']['name']}**, run time {record['seconds']:.0f} s, "
+        f"load generator **{record['tool']}**. Command: `{record['command_line']}`",
+        "",
+        f"Layout: {record['layout']}.",
+        "",
+        "## Machine",
+        "",
+        _md_table(["what", "value"], [[k, str(v)] for k, v in m.items()]),
+        "",
+    ]
+    if m["load_average_at_start"][0] > 0.5:
+        out += [
+            f"Load average at start was {m['load_average_at_start']}: other processes were "
+            "using the CPUs, so absolute figures are lower than on an idle machine; compare "
+            "the ratios, which were measured in the same run.",
+            "",
+        ]
+    out += [
+        "## Results",
+        "",
+        _md_table([*COLUMNS, "cores busy %"], rows(record, cores=True)),
+        "",
+        "CPU % is of one core, for the server under test's whole process tree (supervisor and "
+        "workers for edgeauth, master and workers for nginx); peak RSS is the sum over that "
+        "tree, sampled every 20 ms. Latencies are from the load generator: wrk and `builtin` "
+        "are closed-loop (queueing at that concurrency), `builtin-open-loop` counts from each "
+        "request's due time (no coordinated omission). `direct` is plain HTTP to the backend. "
+        "`cores busy %` is each CPU's busy share during the run: a generator core near 100 % "
+        "means the client, not the server, set the pace.",
+        "",
+        "## Ratios and targets",
+        "",
+        "```",
+        *check_lines(record),
+        "```",
+        "",
+        "## Scenarios",
+        "",
+    ]
+    for scenario in record["scenarios"]:
+        out += [f"### {scenario['name']}", "", scenario["description"] + ".", ""]
+        status = scenario["status"]
+        if status != "ok":
+            out += [f"**{status}**: {scenario['reason']}", ""]
+        out += [f"Layout: {scenario['layout']}. Time: {scenario['seconds']:.0f} s.", ""]
+        if scenario["summary"]:
+            out += [*_summary_lines(scenario["summary"]), ""]
+        for note in scenario["notes"]:
+            if "Traceback" in note:
+                out += ["```", note.strip(), "```", ""]
+            else:
+                out += [f"> {note}", ""]
+        for png in plots.get(scenario["name"], []):
+            out += [f"![{png}]({png})", ""]
+        commands = sorted({m["command"] for m in scenario["measurements"] if m["command"]})
+        if commands:
+            out += ["Load commands:", "", "```", *commands, "```", ""]
+    if plots.get("_skipped"):
+        out += [f"Plots: {plots['_skipped'][0]}", ""]
+    out += ["## Configuration", ""]
+    for name, text in record["configs"].items():
+        out += [f"`{name}`:", "", "```", text.rstrip(), "```", ""]
+    out += [
+        "## Processes started",
+        "",
+        "```",
+        *(f"{name}: {cmd}" for name, cmd in record["commands"]),
+        "```",
+        "",
+    ]
+    return "\n".join(out)
+
+
+# -- plots ------------------------------------------------------------------------------------
+
+
+def make_plots(record: dict[str, Any], directory: Path) -> dict[str, list[str]]:
+    """PNG files per scenario: latency percentiles and throughput by target."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return {"_skipped": ["matplotlib is not installed (pip install -e '.[bench]')"]}
+    made: dict[str, list[str]] = {}
+    for scenario in record["scenarios"]:
+        ms = [m for m in scenario["measurements"] if m["latency"]]
+        name = scenario["name"]
+        if ms:
+            fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(ms) + 3), 4.2))
+            keys = (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9"))
+            width = 0.8 / len(keys)
+            for i, (key, shown) in enumerate(keys):
+                values = [max(m["latency"][key], 1e-3) for m in ms]
+                ax.bar([x + i * width for x in range(len(ms))], values, width, label=shown)
+            ax.set_xticks([x + 0.4 - width / 2 for x in range(len(ms))])
+            ax.set_xticklabels([_short(m) for m in ms], rotation=20, ha="right", fontsize=7)
+            ax.set_yscale("log")
+            ax.set_ylabel("latency (ms, log scale)")
+            ax.set_title(f"{name}: latency percentiles")
+            ax.legend(fontsize=7)
+            fig.tight_layout()
+            png = f"{name}-latency.png"
+            fig.savefig(directory / png, dpi=110)
+            plt.close(fig)
+            made.setdefault(name, []).append(png)
+        tp = [
+            m
+            for m in scenario["measurements"]
+            if (m["mb_per_s"] or m["rps"]) and m["tool"] != "builtin-open-loop"
+        ]
+        if tp and name not in ("revoke", "idle"):
+            fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(tp) + 3), 4.2))
+            values = [m["mb_per_s"] if m["mb_per_s"] is not None else m["rps"] for m in tp]
+            colors = [
+                "tab:orange" if m["target"].startswith("edgeauth") else "tab:gray" for m in tp
+            ]
+            ax.bar(range(len(tp)), values, color=colors)
+            for x, v in enumerate(values):
+                ax.text(x, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=7)
+            ax.set_xticks(range(len(tp)))
+            ax.set_xticklabels([_short(m) for m in tp], rotation=20, ha="right", fontsize=7)
+            unit = "MB/s" if any(m["mb_per_s"] is not None for m in tp) else "requests/s"
+            ax.set_ylabel(unit)
+            ax.set_title(f"{name}: throughput, edgeauth (orange) vs baselines")
+            fig.tight_layout()
+            png = f"{name}-throughput.png"
+            fig.savefig(directory / png, dpi=110)
+            plt.close(fig)
+            made.setdefault(name, []).append(png)
+        if name == "idle" and scenario["measurements"]:
+            ms = scenario["measurements"]
+            fig, ax = plt.subplots(figsize=(6, 4))
+            values = [m["extra"].get("kib_per_connection") or 0 for m in ms]
+            ax.bar([m["target"] for m in ms], values, color="tab:blue")
+            ax.set_ylabel("RSS per idle TLS connection (KiB)")
+            ax.set_title("idle: memory per connection")
+            fig.tight_layout()
+            fig.savefig(directory / "idle-rss.png", dpi=110)
+            plt.close(fig)
+            made.setdefault(name, []).append("idle-rss.png")
+    return made
+
+
+def _short(m: dict[str, Any]) -> str:
+    label = str(m["label"])
+    return f"{m['target']}\n{label[:28]}"
+
+
+def write(record: dict[str, Any], directory: Path) -> Path:
+    """results.json, the PNGs and report.md in `directory`; returns the report's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "results.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    plots: dict[str, list[str]] = {}
+    try:
+        plots = make_plots(record, directory)
+    except Exception as exc:
+        plots = {"_skipped": [f"plotting failed: {exc}"]}
+    report = directory / "report.md"
+    report.write_text(markdown(record, plots))
+    return report
+
+
+def emit(text: str) -> None:
+    sys.stdout.write(text)
+    with contextlib.suppress(OSError):
+        sys.stdout.flush()

@@ -1,0 +1,182 @@
+"""Smoke test of the benchmark harness: every scenario runs for about a second with tiny sizes
+through the harness's own API, and must produce a complete result record. Nothing here times
+anything or judges a figure; nginx and wrk are used when installed and skipped otherwise."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import loadgen, report
+from benchmarks.__main__ import main as bench_main
+from benchmarks.__main__ import run
+from benchmarks.baselines import nginx
+from benchmarks.profiles import SMOKE
+from benchmarks.scenarios import SCENARIOS
+
+RECORD_KEYS = {
+    "started",
+    "seconds",
+    "command_line",
+    "profile",
+    "tool",
+    "layout",
+    "machine",
+    "scenarios",
+    "configs",
+    "commands",
+}
+SCENARIO_KEYS = {
+    "name",
+    "description",
+    "status",
+    "reason",
+    "seconds",
+    "layout",
+    "measurements",
+    "summary",
+    "checks",
+    "notes",
+}
+MEASUREMENT_KEYS = {
+    "target",
+    "label",
+    "tool",
+    "duration_s",
+    "requests",
+    "errors",
+    "statuses",
+    "rps",
+    "latency",
+    "mb_per_s",
+    "cpu_seconds",
+    "cpu_percent",
+    "rss_peak_mib",
+    "layout",
+    "command",
+}
+SUMMARY_KEYS: dict[str, set[str]] = {
+    "proxy": {"req_per_s", "edgeauth/direct", "edgeauth/nginx", "edgeauth/naive"},
+    "public": {"public_req_per_s", "protected_req_per_s", "validation_cost_percent"},
+    "issue": {"client_credentials_per_s", "password_per_s"},
+    "invalid": {
+        "valid_req_per_s",
+        "invalid_repeated_401_per_s",
+        "invalid_unique_401_per_s",
+        "store_reads_repeated_pool",
+        "store_reads_never_repeated",
+    },
+    "stream": {"download", "upload"},
+    "revoke": {"p50_ms", "p99_ms", "max_ms", "samples"},
+    "idle": {"kib_per_connection"},
+    "workers": {"workers_1_req_per_s", "workers_2_req_per_s", "scaling_factor"},
+    "overload": {"cap 1024"},
+}
+# the targets each scenario measures, beyond nginx (only when installed)
+TARGETS: dict[str, set[str]] = {
+    "proxy": {"direct", "naive", "edgeauth"},
+    "stream": {"direct", "naive", "edgeauth"},
+    "idle": {"naive", "edgeauth"},
+    "invalid": {"edgeauth", "instrumented"},
+    "workers": {"edgeauth-1w", "edgeauth-2w"},
+}
+NGINX = {"proxy", "stream", "idle"}
+
+pytestmark = pytest.mark.timeout(300)  # the module's one harness run is about a minute
+
+
+@pytest.fixture(scope="module")
+def record() -> dict[str, Any]:
+    """Every scenario once, smoke-sized, in one harness (wrk when installed)."""
+    return run(list(SCENARIOS), SMOKE, say=lambda text: None)
+
+
+def test_the_run_record_is_complete(record: dict[str, Any]) -> None:
+    assert set(record) >= RECORD_KEYS
+    assert [s["name"] for s in record["scenarios"]] == list(SCENARIOS)
+    assert record["tool"] == ("wrk" if loadgen.have_wrk() else "builtin")
+    assert record["configs"]
+    json.dumps(record)  # serialisable as it is
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_each_scenario_produces_a_result(record: dict[str, Any], name: str) -> None:
+    scenario = next(s for s in record["scenarios"] if s["name"] == name)
+    assert set(scenario) >= SCENARIO_KEYS
+    assert scenario["status"] == "ok", (scenario["reason"], scenario["notes"])
+    assert scenario["measurements"]
+    for m in scenario["measurements"]:
+        assert set(m) >= MEASUREMENT_KEYS
+        assert m["requests"] > 0, m
+    assert set(scenario["summary"]) >= SUMMARY_KEYS[name]
+    targets = {m["target"] for m in scenario["measurements"]}
+    expected = set(TARGETS.get(name, {"edgeauth"}))
+    if name in NGINX and nginx.binary() is not None:
+        expected.add("nginx")
+    assert targets >= expected
+    for check in scenario["checks"]:
+        assert set(check) == {"name", "value", "goal", "ok", "note"}
+
+
+def test_the_invalid_flood_counts_store_reads(record: dict[str, Any]) -> None:
+    scenario = next(s for s in record["scenarios"] if s["name"] == "invalid")
+    for key in ("store_reads_repeated_pool", "store_reads_never_repeated"):
+        proof = scenario["summary"][key]
+        assert proof["store_reads"] >= proof["distinct_tokens_read"] > 0
+        assert isinstance(proof["ok"], bool)
+
+
+def test_the_report_is_written(record: dict[str, Any], tmp_path: Path) -> None:
+    path = report.write(record, tmp_path)
+    text = path.read_text()
+    for name in SCENARIOS:
+        assert f"### {name}" in text
+    assert "## Machine" in text
+    assert "## Configuration" in text
+    assert json.loads((tmp_path / "results.json").read_text())["scenarios"]
+    table = report.table(record)
+    assert "req/s" in table
+    assert "Ratios and targets" in table
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib is not installed" in text
+    else:
+        assert list(tmp_path.glob("*.png"))
+
+
+@pytest.mark.skipif(not loadgen.have_wrk(), reason="wrk is not installed: the run above used it")
+def test_the_builtin_closed_loop_generator() -> None:
+    found = run(["public"], SMOKE, tool="builtin", say=lambda text: None)
+    scenario = found["scenarios"][0]
+    assert scenario["status"] == "ok", scenario["reason"]
+    assert {m["tool"] for m in scenario["measurements"]} == {"builtin"}
+
+
+def test_the_wrk_script_counts_statuses_and_reports_json(tmp_path: Path) -> None:
+    spec = loadgen.LoadSpec(
+        url="https://127.0.0.1:1/api/events",
+        duration=1,
+        connections=1,
+        tokens=["a", "b"],
+        count_statuses=True,
+    )
+    script = loadgen.wrk_script(spec, tmp_path / "tokens.txt")
+    assert "function response(" in script
+    assert "function request()" in script
+    assert "BENCH_JSON" in script
+    single = loadgen.wrk_script(
+        loadgen.LoadSpec(url="x", duration=1, connections=1, tokens=["t"]), None
+    )
+    assert "Bearer t" in single
+    assert "function request()" not in single  # wrk's static (fastest) request path
+
+
+def test_the_command_line_lists_the_scenarios(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name in SCENARIOS:
+        assert name in out
