@@ -10,7 +10,8 @@ bound: the log time is taken at the end of a request. Arrival times are the log'
 the request's latency; the bound is also limited by how often probes reach each worker (fresh
 TLS connections, a few ms apart), so `200s_after_204` (requests served with the revoked token
 after the 204) is the sharper figure. Alone: `python -m benchmarks.revocation [--trials 200]
-[--workers 2]`.
+[--workers 2]`; with `--nodes`, two nodes on one PostgreSQL schema: the DELETE goes to node
+A's admin API and the probes to node B.
 """
 
 from __future__ import annotations
@@ -178,14 +179,23 @@ def main() -> None:
     """Start the backend and the gateway through the harness, measure, stop them all."""
     from benchmarks.profiles import QUICK
     from benchmarks.runner import Bench as Harness
-    from benchmarks.scenarios.revoke import measure_revocation
+    from benchmarks.scenarios.revoke import PG_DSN, measure_nodes, measure_revocation, pg_schema
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--nodes",
+        action="store_true",
+        help="node A → node B on PostgreSQL ($EDGEAUTH_BENCH_PG_DSN)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, Harness(QUICK, Path(tmp)) as harness:
-        result = measure_revocation(harness, args.trials, args.workers)
+        if args.nodes:
+            with pg_schema(PG_DSN) as dsn:
+                result = measure_nodes(harness, args.trials, dsn)
+        else:
+            result = measure_revocation(harness, args.trials, args.workers)
     result.pop("delays_ms", None)
     sys.stdout.write(json.dumps(result) + "\n")
 

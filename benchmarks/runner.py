@@ -148,6 +148,7 @@ def gateway_doc(
     access_log: str,
     server: dict[str, Any] | None = None,
     cache: dict[str, Any] | None = None,
+    store: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The benchmark configuration: a protected route /api and a public route /public to the
     same backend, one consumer and application, access log as asked."""
@@ -166,7 +167,7 @@ def gateway_doc(
             "listen": f"127.0.0.1:{admin_port}",
             "token_file": str(directory / "admin.token"),
         },
-        "store": {"path": str(directory / "edgeauth.db")},
+        "store": store or {"path": str(directory / "edgeauth.db")},
         "cache": {**(cache or {})},
         "log": {"access_log": access_log, "level": "warning"},
         "services": [
@@ -334,6 +335,7 @@ class Bench:
         cache: dict[str, Any] | None = None,
         name: str = "edgeauth",
         command: Sequence[str] | None = None,
+        store: dict[str, Any] | None = None,
     ) -> Iterator[Gateway]:
         """A fresh `edgeauth serve` (own directory, store and ports), stopped on leaving."""
         self._gateways += 1
@@ -352,6 +354,7 @@ class Bench:
             access_log=access_log,
             server=server,
             cache=cache,
+            store=store,
         )
         config = directory / "config.toml"
         config.write_text(tomli_w.dumps(doc))
