@@ -82,18 +82,13 @@ def measure_nodes(bench: Bench, trials: int, dsn: str) -> dict[str, Any]:
         )
 
 
-def _nodes(bench: Bench, result: ScenarioResult, trials: int) -> None:
-    try:
-        with pg_schema(PG_DSN) as dsn:
-            found = measure_nodes(bench, trials, dsn)
-    except Exception as exc:  # no driver, no server, no rights: report it, go on
-        result.notes.append(f"2-node PostgreSQL measurement skipped: {exc!r}")
-        return
+def _record(result: ScenarioResult, found: dict[str, Any], label: str, command: str) -> None:
+    """One revocation measurement as a result row (its delays moved out of `found`)."""
     delays: list[float] = found.pop("delays_ms")
     result.measurements.append(
         Measurement(
             target="edgeauth",
-            label=f"{trials} revocations, node A → node B (PostgreSQL)",
+            label=label,
             tool="benchmarks.revocation",
             duration_s=0.0,
             requests=len(delays),
@@ -102,9 +97,24 @@ def _nodes(bench: Bench, result: ScenarioResult, trials: int) -> None:
             rps=0.0,
             latency=Latency.of(delays),
             layout=UNPINNED.describe(),
-            command="benchmarks.revocation.measure, admin on node A, probes on node B",
+            command=command,
             extra={"delays_ms": delays},
         )
+    )
+
+
+def _nodes(bench: Bench, result: ScenarioResult, trials: int) -> None:
+    try:
+        with pg_schema(PG_DSN) as dsn:
+            found = measure_nodes(bench, trials, dsn)
+    except Exception as exc:  # no driver, no server, no rights: report it, go on
+        result.notes.append(f"2-node PostgreSQL measurement skipped: {exc!r}")
+        return
+    _record(
+        result,
+        found,
+        f"{trials} revocations, node A → node B (PostgreSQL)",
+        "benchmarks.revocation.measure, admin on node A, probes on node B",
     )
     result.summary |= {f"nodes_{k}": v for k, v in found.items()}
     p99 = float(found["p99_ms"])
@@ -115,22 +125,11 @@ def run(bench: Bench, result: ScenarioResult) -> None:
     result.layout = UNPINNED.describe()
     trials = bench.profile.revoke_trials
     found = measure_revocation(bench, trials, 2)
-    delays: list[float] = found.pop("delays_ms")
-    result.measurements.append(
-        Measurement(
-            target="edgeauth",
-            label=f"{trials} revocations, 2 workers",
-            tool="benchmarks.revocation",
-            duration_s=0.0,
-            requests=len(delays),
-            errors=int(found["200s_after_204"]),
-            statuses={},
-            rps=0.0,
-            latency=Latency.of(delays),
-            layout=UNPINNED.describe(),
-            command="benchmarks.revocation.measure (probes on fresh TLS connections)",
-            extra={"delays_ms": delays},
-        )
+    _record(
+        result,
+        found,
+        f"{trials} revocations, 2 workers",
+        "benchmarks.revocation.measure (probes on fresh TLS connections)",
     )
     result.summary |= found
     result.notes.append(
