@@ -113,3 +113,18 @@ async def test_metrics_are_prometheus_text(admin_world: AdminWorld) -> None:
     default = await admin_world.admin("GET", "/default/metrics")
     assert default.status == 200
     assert "edgeauth_datastore_reachable 1" in default.text.splitlines()
+
+
+async def test_ready_is_503_and_metrics_say_unreachable_while_the_store_is_down(
+    admin_world: AdminWorld,
+) -> None:
+    store = admin_world.gw.gateway.store
+    assert store is not None
+    await store.close()
+    ready = await admin_world.admin("GET", "/status/ready")
+    assert ready.status == 503
+    assert ready.body == {"ready": False}
+    status = await admin_world.admin("GET", "/status")
+    assert status.body["database"]["reachable"] is False
+    metrics = await admin_world.admin("GET", "/metrics")
+    assert "edgeauth_datastore_reachable 0" in metrics.text.splitlines()
