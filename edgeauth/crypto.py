@@ -23,6 +23,11 @@ SALT_BYTES = 16
 PREFIX_CHARS = 6
 
 
+def _bytes(text: str) -> bytes:
+    """UTF-8 that never fails: JSON may carry lone surrogates, which must not become a 500."""
+    return text.encode("utf-8", "surrogatepass")
+
+
 def mint() -> str:
     """A fresh 256-bit token, code or secret."""
     return secrets.token_urlsafe(32)
@@ -51,7 +56,7 @@ def hash_secret(
 ) -> str:
     """Kong-compatible PHC string for a client secret."""
     salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
-    derived = hashlib.pbkdf2_hmac("sha512", secret.encode(), salt, iterations, PBKDF2_LENGTH)
+    derived = hashlib.pbkdf2_hmac("sha512", _bytes(secret), salt, iterations, PBKDF2_LENGTH)
     return f"$pbkdf2-sha512$i={iterations},l={PBKDF2_LENGTH}${_b64(salt)}${_b64(derived)}"
 
 
@@ -77,13 +82,13 @@ def verify_secret(secret: str, encoded: str) -> bool:
     if parsed is None:
         return False
     iterations, length, salt, expected = parsed
-    derived = hashlib.pbkdf2_hmac("sha512", secret.encode(), salt, iterations, length)
+    derived = hashlib.pbkdf2_hmac("sha512", _bytes(secret), salt, iterations, length)
     return hmac.compare_digest(derived, expected)
 
 
 def same(a: str, b: str) -> bool:
     """Constant-time equality of two secrets (provision keys, admin tokens)."""
-    return hmac.compare_digest(a.encode(), b.encode())
+    return hmac.compare_digest(_bytes(a), _bytes(b))
 
 
 class SecretMemo:

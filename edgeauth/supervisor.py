@@ -132,6 +132,13 @@ def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def _close(bus: socket.socket | None, ready_fd: int | None) -> None:
+    if bus is not None:
+        bus.close()
+    if ready_fd is not None:
+        os.close(ready_fd)
+
+
 def warn_if_expiring(cert_file: Path) -> None:
     """Log a warning when the listener's certificate expires within CERT_WARNING_DAYS."""
     left = tls.expires_at(cert_file) - time.time()
@@ -182,8 +189,8 @@ class Supervisor:
         warn_if_expiring(self.settings.server.tls_cert_file)
         try:
             asyncio.run(prepare_store(self.settings))
-        except StoreError as exc:
-            log.error("the store is unavailable: %s", exc)
+        except (StoreError, OSError) as exc:
+            log.error("cannot prepare the store or generated secrets: %s", exc)
             return EX_UNAVAILABLE
         try:
             slots, urls = bind_slots(self.settings)
@@ -232,20 +239,39 @@ class Supervisor:
         self.notify.reloading()
         try:
             asyncio.run(prepare_store(new))
-        except StoreError as exc:
-            log.error("reload refused: the store is unavailable: %s", exc)
+        except (StoreError, OSError) as exc:
+            log.error("reload refused: cannot prepare the new configuration: %s", exc)
             self.notify.ready(self._status())
             return
-        old = [slot.proc for slot in slots]
+        old = [(slot.proc, slot.bus, slot.ready_fd) for slot in slots]
         for slot in slots:
+            slot.bus = slot.ready_fd = None  # kept in `old` until the new workers are ready
             self._spawn(slot)
-        self._await_ready(slots)
-        for proc in old:
+        if self._await_ready(slots) is not None:
+            self._roll_back(slots, old)
+            return
+        for proc, bus, ready_fd in old:
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 self._draining.append(proc)
+            _close(bus, ready_fd)
         self.settings = new
         log.info("configuration reloaded", extra={"fields": {"workers": len(slots)}})
+        self.notify.ready(self._status())
+
+    def _roll_back(
+        self,
+        slots: list[Slot],
+        old: list[tuple[subprocess.Popen[bytes] | None, socket.socket | None, int | None]],
+    ) -> None:
+        """New workers failed to start: stop them and keep the old ones serving."""
+        log.error("reload refused: the new workers did not start; the running config stays")
+        for slot, (proc, bus, ready_fd) in zip(slots, old, strict=True):
+            if slot.proc is not None and slot.proc.poll() is None:
+                slot.proc.kill()
+                slot.proc.wait()
+            _close(slot.bus, slot.ready_fd)
+            slot.proc, slot.bus, slot.ready_fd = proc, bus, ready_fd
         self.notify.ready(self._status())
 
     def _load_for_reload(self) -> Settings | None:

@@ -60,7 +60,7 @@ class Validator:
     def __init__(self, store: Store, cache: TokenCache) -> None:
         self.store = store
         self.cache = cache
-        self._loading: dict[bytes, asyncio.Future[Entry | None]] = {}
+        self._loading: dict[bytes, asyncio.Task[Entry | None]] = {}
         self._revocations = 0
         self.trusted = True
         store.on_revoked(self.revoked)
@@ -96,24 +96,22 @@ class Validator:
         return entry
 
     async def _load(self, digest: bytes, now: float) -> Entry | None:
+        """One store read per digest however many requests wait for it. The read runs as
+        its own task, so a caller that goes away (its client hung up) never cancels it for
+        the others."""
         if self.trusted and self.cache.is_unknown(digest, now):
             return None
         pending = self._loading.get(digest)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Entry | None] = asyncio.get_running_loop().create_future()
-        self._loading[digest] = future
-        try:
-            entry = await self._read(digest, now)
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved here, so an unawaited failure is not reported
-            raise
-        else:
-            future.set_result(entry)
-            return entry
-        finally:
-            del self._loading[digest]
+        if pending is None:
+            pending = asyncio.get_running_loop().create_task(self._read(digest, now))
+            self._loading[digest] = pending
+            pending.add_done_callback(lambda task: self._loaded(digest, task))
+        return await asyncio.shield(pending)
+
+    def _loaded(self, digest: bytes, task: asyncio.Task[Entry | None]) -> None:
+        self._loading.pop(digest, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: nobody may be left waiting to see it
 
     async def _read(self, digest: bytes, now: float) -> Entry | None:
         generation = self._revocations

@@ -84,20 +84,31 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except StoreError as exc:  # the store refused the caller's input (e.g. a bad cursor)
         return json({"message": exc.message}, 400)
     except EdgeAuthError as exc:
-        log.warning("admin %s %s failed: %s", request.method, request.path, exc)
+        log.warning("admin %s %s failed: %s", request.method, _route_of(request), exc)
         return json({"message": exc.message}, exc.status)
     except Exception:
-        log.exception("admin %s %s failed", request.method, request.path)
+        log.exception("admin %s %s failed", request.method, _route_of(request))
         return json({"message": "An unexpected error occurred"}, 500)
+
+
+def _route_of(request: web.Request) -> str:
+    """The route pattern, never the path: a path may hold a token (`/oauth2_tokens/{t}`)."""
+    info = request.match_info.route.resource
+    return info.canonical if info is not None else "?"
 
 
 async def body_of(request: web.Request) -> dict[str, Any]:
     """JSON or form body, at most 64 KiB; malformed JSON is a 400 with a message."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise PayloadTooLarge()
-    raw = await request.content.read(MAX_BODY + 1)
-    if len(raw) > MAX_BODY or not request.content.at_eof():
-        raise PayloadTooLarge()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise PayloadTooLarge()
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     if not raw.strip():
         return {}
     if request.content_type == "application/x-www-form-urlencoded":

@@ -18,6 +18,7 @@ from edgeauth.errors import SchemaViolation
 Body = Mapping[str, Any]
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 CLIENT_TYPES = ("confidential", "public")
+MAX_SECONDS = 10 * 366 * 86400  # ten years: a bound keeps time arithmetic finite
 TAG = re.compile(r"[!-~]+")  # printable ASCII without space
 _RESERVED_IN_TAGS = (",", "/")
 
@@ -90,14 +91,14 @@ class Fields:
             return None
         return str(value)
 
-    def number(self, name: str, *, minimum: int = 0) -> int | None:
+    def number(self, name: str, *, minimum: int = 0, maximum: int = MAX_SECONDS) -> int | None:
         value = self.body.get(name)
         if value is None:
             return None
         if isinstance(value, str) and value.isascii() and value.isdigit():
             value = int(value)
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            self.problems[name] = f"expected an integer >= {minimum}"
+        if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+            self.problems[name] = f"expected an integer from {minimum} to {maximum}"
             return None
         return value
 

@@ -32,7 +32,7 @@ def _basic(header: str) -> tuple[str, tuple[str, ...]] | None:
         return None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError) as exc:
+    except (binascii.Error, ValueError) as exc:  # non-ASCII input is a plain ValueError
         raise InvalidClient(basic=True) from exc
     raw_id, sep, raw_secret = decoded.partition(":")
     if not sep or not raw_id:
