@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
-import time
 from pathlib import Path
 from typing import Any
 
@@ -731,10 +730,10 @@ async def test_access_log_names_consumer_and_client_but_never_the_token(
         client, f"{gw.url}/events/echo", _bearer("bad-" + token), 401, INVALID, INVALID_CHALLENGE
     )
 
-    deadline = time.monotonic() + 5
     entries = gw.access_log()
-    while len([e for e in entries if e["path"] == "/events/echo"]) < 3:
-        assert time.monotonic() < deadline, entries
+    for _ in range(100):  # the access log is written in batches
+        if len([e for e in entries if e["path"] == "/events/echo"]) >= 3:
+            break
         await asyncio.sleep(0.05)
         entries = gw.access_log()
     proxied = [e for e in entries if e["path"] == "/events/echo"]

@@ -483,10 +483,9 @@ async def test_a_statement_stuck_on_a_lock_times_out_as_unavailable(pg: PgSchema
         token = await saved(store, mint(app.credential.id, time.time()))
         async with raw(pg) as conn, conn.transaction():
             await conn.execute("SELECT 1 FROM tokens WHERE id = $1 FOR UPDATE", token.record.id)
-            started = time.monotonic()
+            # the statement_timeout (200 ms) ends the wait, far inside pytest's own timeout
             with pytest.raises(StoreUnavailable):
                 await store.revoke_token(token.record.id, time.time())
-            assert time.monotonic() - started < 3
         assert await store.ping()
         assert await store.revoke_token(token.record.id, time.time())
 
