@@ -14,15 +14,15 @@ import logging
 import time
 from collections.abc import Iterable
 
-from aiohttp import ClientResponse, web
+from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
 
 from edgeauth.config import ServerSettings
 from edgeauth.errors import BodyTooLarge, UpstreamTimeout
 from edgeauth.exchange import Exchange
 from edgeauth.protocol import GatewayProtocol
 from edgeauth.proxy import headers as hdr
+from edgeauth.proxy.connection import UpstreamConnection
 from edgeauth.proxy.upstream import BodyStream, Upstream, translate
 from edgeauth.routing import Target
 
@@ -66,11 +66,10 @@ async def send_continue(request: web.BaseRequest) -> None:
         await request.writer.write(_CONTINUE)
 
 
-def upstream_url(target: Target, path: str, raw_query: str) -> URL:
-    url = target.origin + target.upstream_path(path)
-    if raw_query:
-        url += "?" + raw_query
-    return URL(url, encoded=True)
+def upstream_target(target: Target, path: str, raw_query: str) -> str:
+    """The request-target to send upstream: the service's path and the query as received."""
+    upstream_path = target.upstream_path(path)
+    return f"{upstream_path}?{raw_query}" if raw_query else upstream_path
 
 
 async def forward(
@@ -107,47 +106,46 @@ async def forward(
     sent = time.perf_counter()
     try:
         up = await upstream.send(
-            request.method, upstream_url(target, path, raw_query), out_headers, body
+            request.method, upstream_target(target, path, raw_query), out_headers, body
         )
     finally:
         if body is not None:
             ex.bytes_in = body.size
     ex.upstream_ms = (time.perf_counter() - sent) * 1000
     try:
-        return await _relay(request, up, body, ex, server)
+        resp = await _relay(request, up, body, ex, server)
     except BaseException:
         up.close()
         raise
+    upstream.release(up)
+    return resp
 
 
 async def _relay(
     request: web.BaseRequest,
-    up: ClientResponse,
+    up: UpstreamConnection,
     body: BodyStream | None,
     ex: Exchange,
     server: ServerSettings,
 ) -> web.StreamResponse:
     if body is not None and body.too_large:
         raise BodyTooLarge()
-    resp = web.StreamResponse(
-        status=up.status,
-        reason=up.reason,
-        headers=CIMultiDict(
-            hdr.downstream_response_headers(
-                up.headers.items(),
-                request_id_header=server.request_id_header,
-                request_id=ex.request_id,
-            )
-        ),
+    headers = CIMultiDict(
+        hdr.downstream_response_headers(
+            up.headers(), request_id_header=server.request_id_header, request_id=ex.request_id
+        )
     )
     ex.status = up.status
+    whole = up.whole_body()
+    if whole is not None:
+        # Already complete (the common small answer): head and body leave in one TLS write.
+        ex.bytes_out = len(whole)
+        return web.Response(status=up.status, reason=up.reason, headers=headers, body=whole)
+    resp = web.StreamResponse(status=up.status, reason=up.reason, headers=headers)
     await resp.prepare(request)
-    chunks = up.content.iter_any()
     while True:
         try:
-            chunk = await chunks.__anext__()
-        except StopAsyncIteration:
-            break
+            chunk = await up.read()
         except Exception as exc:
             err = translate(exc, body)
             ex.error = "upstream_timeout" if isinstance(err, UpstreamTimeout) else "upstream_error"
@@ -155,10 +153,11 @@ async def _relay(
             up.close()
             _abort(request)
             return resp
+        if not chunk:
+            break
         ex.bytes_out += len(chunk)
         await resp.write(chunk)  # ConnectionResetError here: the client left; propagate
     await resp.write_eof()
-    up.release()
     return resp
 
 

@@ -1,12 +1,12 @@
-"""Pooled keep-alive connections to one service, and the translation of client errors.
+"""The pool of keep-alive connections to one service, and the translation of its failures.
 
-Rule 1: one ClientSession per service, sized by `max_connections`, with no automatic
-decompression and no headers of its own, so that the upstream leg is a pass-through.
+Rule 1: at most `max_connections` connections per service; beyond that a request waits for
+one to come back. Idle connections are reused newest first and dropped after
+KEEPALIVE_SECONDS, below the idle timeouts of common backends (Apache's 5 s), so that a
+connection the service has just closed is rarely picked.
 Rule 2: a request is retried only when it failed to connect, before any byte of it was sent
-(design §2 `retries`). aiohttp's own replay of idempotent requests is switched off, and pooled
-connections idle out after KEEPALIVE_SECONDS, below the idle timeouts of common backends
-(Apache's 5 s), so that a connection the upstream has just closed is rarely picked.
-Rule 3: no aiohttp exception escapes this module: they become UpstreamUnreachable (502) or
+(design §2 `retries`); a request the service may have received is never replayed.
+Rule 3: no transport exception escapes this module: they become UpstreamUnreachable (502) or
 UpstreamTimeout (504).
 """
 
@@ -15,19 +15,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from collections import deque
 from collections.abc import AsyncIterator
-
-import aiohttp
-from aiohttp import ClientResponse, ClientSession, TCPConnector
-from yarl import URL
+from urllib.parse import urlsplit
 
 from edgeauth.config import ServiceSettings
 from edgeauth.errors import BodyTooLarge, UpstreamTimeout, UpstreamUnreachable
+from edgeauth.proxy.connection import UpstreamConnection
 
 log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 4.0
-_TIMEOUTS = (aiohttp.ServerTimeoutError, asyncio.TimeoutError)
+_EMPTY_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class BodyStream:
@@ -61,15 +60,30 @@ class BodyStream:
         return bool(self._limit) and self.size > self._limit
 
 
-def _ssl_for(service: ServiceSettings) -> ssl.SSLContext | bool:
+def _ssl_for(service: ServiceSettings) -> ssl.SSLContext | None:
     if not service.url.startswith("https:"):
-        return True
-    if not service.tls_verify:
-        return False
+        return None
     ctx = ssl.create_default_context()
-    if service.ca_file is not None:
+    if not service.tls_verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    elif service.ca_file is not None:
         ctx.load_verify_locations(service.ca_file)
     return ctx
+
+
+def request_head(
+    method: str, target: str, host: str, headers: list[tuple[str, str]], framing: str
+) -> bytes:
+    """The request line and header block, as sent; refuses a value that would split a line."""
+    lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+    lines.append(framing)
+    text = "".join(lines)
+    expected = len(headers) + 2 + framing.count("\n")
+    if text.count("\n") != expected or text.count("\r") != expected:
+        raise UpstreamUnreachable()  # a CR or LF inside a value: never sent (aiohttp refused too)
+    return text.encode("utf-8", "surrogateescape")
 
 
 class Upstream:
@@ -77,82 +91,160 @@ class Upstream:
 
     def __init__(self, service: ServiceSettings) -> None:
         self.service = service
+        parts = urlsplit(service.url)
+        https = parts.scheme == "https"
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or (443 if https else 80)
+        default_port = parts.port is None or parts.port == (443 if https else 80)
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self.host_header = host if default_port else f"{host}:{self._port}"
+        self._ssl = _ssl_for(service)
+        self._limit = service.max_connections
         self._retries = service.retries
-        self._session: ClientSession | None = None
+        self._idle: list[UpstreamConnection] = []
+        self._open = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._expiry: asyncio.TimerHandle | None = None
 
     def open(self) -> None:
-        """Create the session; must run inside the worker's event loop."""
-        service = self.service
-        connector = TCPConnector(
-            limit=service.max_connections,
-            limit_per_host=service.max_connections,
-            ssl=_ssl_for(service),
-            keepalive_timeout=KEEPALIVE_SECONDS,
-            enable_cleanup_closed=False,
-        )
-        self._session = ClientSession(
-            connector=connector,
-            auto_decompress=False,
-            skip_auto_headers=("Accept-Encoding", "User-Agent", "Content-Type"),
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=service.connect_timeout_seconds,
-                sock_read=service.read_timeout_seconds,
-            ),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            raise_for_status=False,
-        )
-        # No public switch in aiohttp 3.14: without this a GET the upstream already received
-        # is sent again when the connection drops before the answer.
-        self._session._retry_connection = False
+        """Bind the pool to the worker's event loop; must run inside it."""
+        self._loop = asyncio.get_running_loop()
+        self._expiry = self._loop.call_later(KEEPALIVE_SECONDS, self._expire_idle)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._expiry is not None:
+            self._expiry.cancel()
+        while self._idle:
+            self._idle.pop().close()
 
     async def send(
         self,
         method: str,
-        url: URL,
+        target: str,
         headers: list[tuple[str, str]],
         body: BodyStream | None,
-    ) -> ClientResponse:
-        """Send one request, retrying only where no byte of it can have reached upstream."""
-        if self._session is None:
-            raise RuntimeError("Upstream.open() was not called")
+    ) -> UpstreamConnection:
+        """Send one request; the connection returned holds the response head and its body."""
+        framing = self._framing(method, headers, body)
+        head = request_head(method, target, self.host_header, headers, framing)
+        conn = await self._acquire()
+        try:
+            conn.start(head, body, chunked=framing.startswith("T"), head_only=method == "HEAD")
+            await conn.response()
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        except Exception as exc:
+            conn.close()
+            raise translate(exc, body) from exc
+        return conn
+
+    def release(self, conn: UpstreamConnection) -> None:
+        """Give a connection back after its response: pooled if whole and reusable."""
+        if not conn.reusable:
+            conn.close()
+            return
+        conn.finish()
+        self._idle.append(conn)
+        self._wake_one()
+
+    @staticmethod
+    def _framing(method: str, headers: list[tuple[str, str]], body: BodyStream | None) -> str:
+        if any(name.lower() == "content-length" for name, _ in headers):
+            return "\r\n"
+        if body is not None:
+            return "Transfer-Encoding: chunked\r\n\r\n"
+        if method in _EMPTY_BODY_METHODS:
+            return "Content-Length: 0\r\n\r\n"
+        return "\r\n"
+
+    async def _acquire(self) -> UpstreamConnection:
+        """An idle connection, or a new one once the pool has room (connect retries here)."""
+        assert self._loop is not None  # noqa: S101 - open() was called
+        while True:
+            now = self._loop.time()
+            while self._idle:
+                conn = self._idle.pop()
+                transport = conn.transport
+                if (
+                    transport is not None
+                    and not transport.is_closing()
+                    and now - conn.idle_since < KEEPALIVE_SECONDS
+                ):
+                    return conn
+                conn.close()
+            if self._open < self._limit:
+                break
+            waiter = self._loop.create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                elif waiter.done() and not waiter.cancelled():
+                    self._wake_one()  # pass the wake-up on
+                raise
+        self._open += 1
+        try:
+            return await self._connect()
+        except BaseException:
+            self._open -= 1
+            self._wake_one()
+            raise
+
+    async def _connect(self) -> UpstreamConnection:
+        loop = self._loop
+        assert loop is not None  # noqa: S101 - open() was called
         attempt = 0
+        service = self.service
         while True:
             try:
-                return await self._session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    data=body,
-                    allow_redirects=False,
-                    compress=None,
-                    chunked=None,
-                )
-            except Exception as exc:
-                retry = attempt < self._retries and _retryable(exc, body)
-                if not retry:
-                    raise translate(exc, body) from exc
+                async with asyncio.timeout(service.connect_timeout_seconds):
+                    _, conn = await loop.create_connection(
+                        lambda: UpstreamConnection(loop, service.read_timeout_seconds, self._lost),
+                        self._host,
+                        self._port,
+                        ssl=self._ssl,
+                        server_hostname=self._host if self._ssl is not None else None,
+                    )
+                return conn
+            except (OSError, TimeoutError) as exc:
+                if attempt >= self._retries:
+                    raise translate(exc, None) from exc
                 attempt += 1
-                log.debug("retrying %s %s after %r", method, url.path, exc)
+                log.debug("retrying connect to %s after %r", service.name, exc)
 
+    def _lost(self) -> None:
+        """A connection of this pool ended (any reason): its slot is free."""
+        self._open -= 1
+        self._idle = [c for c in self._idle if c.transport is not None]
+        self._wake_one()
 
-def _retryable(exc: BaseException, body: BodyStream | None) -> bool:
-    """Only a failed connect is retried: nothing of the request can have left the gateway."""
-    if body is not None and body.started:
-        return False
-    return isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _expire_idle(self) -> None:
+        """Close connections idle for longer than KEEPALIVE_SECONDS, now and then."""
+        assert self._loop is not None  # noqa: S101 - open() was called
+        now = self._loop.time()
+        for conn in [c for c in self._idle if now - c.idle_since >= KEEPALIVE_SECONDS]:
+            self._idle.remove(conn)
+            conn.close()
+        self._expiry = self._loop.call_later(KEEPALIVE_SECONDS, self._expire_idle)
 
 
 def translate(exc: BaseException, body: BodyStream | None) -> Exception:
-    """Map a client-leg failure to the gateway error that answers it."""
+    """Map an upstream-leg failure to the gateway error that answers it."""
     if body is not None and body.too_large:
         return BodyTooLarge()
-    if isinstance(exc, BodyTooLarge):
+    if isinstance(exc, BodyTooLarge | UpstreamUnreachable | UpstreamTimeout):
         return exc
-    if isinstance(exc, _TIMEOUTS):
+    if isinstance(exc, TimeoutError):
         return UpstreamTimeout()
     return UpstreamUnreachable()

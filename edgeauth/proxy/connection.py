@@ -1,0 +1,322 @@
+"""One keep-alive HTTP/1.1 connection to a service: the lean upstream leg.
+
+The aiohttp client cost three times the server leg per proxied request (perf-notes), so the
+upstream leg is a plain asyncio.Protocol with llhttp (httptools) as its parser.
+
+Rule 1: a request head is built as bytes once and written in one call; an upload streams in
+the chunks it arrives in, with backpressure from the service's socket.
+Rule 2: the response body is handed over in the chunks llhttp yields; reading from the service
+pauses while more than HIGH_WATER bytes wait for the client, so memory stays flat.
+Rule 3: a connection is reusable only after a complete response whose framing allows it, with
+its upload finished; anything else closes it, so a half-read answer never reaches the pool.
+Rule 4: the read timeout counts from the last byte received: a slow but moving body is fine,
+a silent service is a TimeoutError. Time spent paused for a slow client never counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import cast
+
+import httptools
+
+HIGH_WATER = 256 * 1024
+_NO_BODY_STATUSES = frozenset({204, 304})
+_CHUNK_END = b"0\r\n\r\n"
+
+
+class UpstreamClosed(ConnectionError):
+    """The service closed or reset the connection before the response was complete."""
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """A pooled connection; between `start()` and `release()`/`close()` it is one response."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, read_timeout: float, on_lost: Callable[[], None]
+    ) -> None:
+        self._loop = loop
+        self._read_timeout = read_timeout
+        self._on_lost = on_lost
+        self.transport: asyncio.Transport | None = None
+        self.idle_since = 0.0
+        self._parser: httptools.HttpResponseParser | None = None
+        self._error: BaseException | None = None
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+        self._uploader: asyncio.Task[None] | None = None
+        self._head: asyncio.Future[None] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_read = 0.0
+        self._read_paused = False
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._head_only = False
+        self._chunked = False
+        self._until_eof = False
+        self._keep_alive = False
+        self._done = False
+        self.status = 0
+        self.reason = ""
+        self._reason = b""
+        self._raw_headers: list[tuple[bytes, bytes]] = []
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self.transport = None
+        if self._parser is not None and not self._done:
+            if self._until_eof and self._head is not None and self._head.done():
+                self._done = True  # a body framed by the connection's end is now whole
+            else:
+                self._fail(UpstreamClosed(str(exc) if exc else "connection closed"))
+        self._wake_drain()
+        self._wake()
+        self._stop_timer()
+        self._on_lost()
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None or self._done:
+            self.close()  # nothing was asked: a confused service is not reused
+            return
+        self._last_read = self._loop.time()
+        try:
+            parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamClosed(f"bad response: {exc}"))
+            self.close()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake_drain()
+
+    # -- llhttp callbacks -----------------------------------------------------------------
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._raw_headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        assert self._parser is not None  # noqa: S101 - only called while parsing
+        status = self._parser.get_status_code()
+        if status < 200:
+            self._reason = b""  # an interim answer (100 Continue): wait for the real one
+            self._raw_headers = []
+            return
+        self.status = status
+        self.reason = self._reason.decode("latin-1")
+        self._keep_alive = self._parser.should_keep_alive()  # llhttp forgets it once complete
+        no_body = self._head_only or status in _NO_BODY_STATUSES
+        self._until_eof = not no_body and not any(
+            name.lower() in (b"content-length", b"transfer-encoding")
+            for name, _ in self._raw_headers
+        )
+        if no_body:
+            self._done = True  # llhttp would wait for a HEAD's declared body: it never comes
+        if self._head is not None and not self._head.done():
+            self._head.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > HIGH_WATER and not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self.status == 0:
+            return  # the end of an interim answer
+        self._done = True
+        self._wake()
+
+    # -- one exchange ---------------------------------------------------------------------
+
+    def start(
+        self, head: bytes, body: AsyncIterator[bytes] | None, *, chunked: bool, head_only: bool
+    ) -> None:
+        """Send a request head, and its body in the background (chunk-framed if `chunked`)."""
+        transport = self.transport
+        if transport is None:
+            raise UpstreamClosed("connection closed")
+        self._reset(head_only)
+        self._chunked = chunked
+        self._parser = httptools.HttpResponseParser(self)
+        self._head = self._loop.create_future()
+        self._last_read = self._loop.time()
+        self._timer = self._loop.call_at(self._last_read + self._read_timeout, self._check_timeout)
+        transport.write(head)
+        if body is not None:
+            self._uploader = self._loop.create_task(self._upload(body))
+
+    async def response(self) -> None:
+        """Wait for the response head (status, reason, headers)."""
+        assert self._head is not None  # noqa: S101 - start() was called
+        try:
+            await self._head
+        except asyncio.CancelledError:
+            self.close()
+            raise
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [
+            (name.decode("latin-1"), value.decode("utf-8", "surrogateescape"))
+            for name, value in self._raw_headers
+        ]
+
+    async def read(self) -> bytes:
+        """The next body chunk as received, b"" at the end; raises if the body was cut."""
+        while not self._chunks:
+            if self._done:
+                return b""
+            if self._error is not None:
+                raise self._error
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        if self._read_paused and self._buffered <= HIGH_WATER // 4:
+            self._read_paused = False
+            self._last_read = self._loop.time()
+            if self.transport is not None:
+                self.transport.resume_reading()
+        return chunk
+
+    def whole_body(self) -> bytes | None:
+        """The body if it has fully arrived and has bytes to send; None means stream it."""
+        if not self._done or self._head_only or self.status in _NO_BODY_STATUSES:
+            return None
+        if self._error is not None or not self._chunks:
+            return None
+        chunks = self._chunks
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        return body
+
+    @property
+    def reusable(self) -> bool:
+        """Whether the exchange ended so that the next request can use this connection."""
+        return (
+            self.transport is not None
+            and not self.transport.is_closing()
+            and self._done
+            and not self._chunks
+            and self._keep_alive
+            and (self._uploader is None or self._uploader.done())
+            and self._error is None
+        )
+
+    def finish(self) -> None:
+        """End the exchange: the connection is idle from now on (the caller pools it)."""
+        self._parser = None
+        self._stop_timer()
+        self.idle_since = self._loop.time()
+
+    def close(self) -> None:
+        self._stop_timer()
+        if self._uploader is not None and not self._uploader.done():
+            self._uploader.cancel()
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _reset(self, head_only: bool) -> None:
+        self._error = None
+        self._uploader = None
+        self._chunks.clear()
+        self._buffered = 0
+        self._read_paused = False
+        self._head_only = head_only
+        self._until_eof = False
+        self._keep_alive = False
+        self._done = False
+        self.status = 0
+        self.reason = ""
+        self._reason = b""
+        self._raw_headers = []
+
+    async def _upload(self, body: AsyncIterator[bytes]) -> None:
+        """Stream the request body; any failure (too large, client gone) ends the connection."""
+        try:
+            async for chunk in body:
+                if chunk:
+                    self._write(chunk)
+                    if self._write_paused:
+                        await self._drained()
+            self._write(b"")
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # reported through the response
+            self._fail(exc)
+            self.close()
+
+    def _write(self, chunk: bytes) -> None:
+        """Write one body chunk in the request's framing; b"" ends a chunked body."""
+        if self.transport is None:
+            raise UpstreamClosed("connection closed during the upload")
+        if self._chunked:
+            self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunk else _CHUNK_END)
+        elif chunk:
+            self.transport.write(chunk)
+
+    async def _drained(self) -> None:
+        if self.transport is None:
+            raise UpstreamClosed("connection closed during the upload")
+        self._drain = self._loop.create_future()
+        try:
+            await self._drain
+        finally:
+            self._drain = None
+
+    def _wake_drain(self) -> None:
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._error is None and not self._done:
+            self._error = exc
+        if self._head is not None and not self._head.done():
+            self._head.set_exception(exc)
+            self._head.exception()  # retrieved here: the caller may have gone already
+        self._wake()
+
+    def _check_timeout(self) -> None:
+        self._timer = None
+        if self._parser is None or self._done:
+            return
+        now = self._loop.time()
+        due = self._last_read + self._read_timeout
+        if self._read_paused or now < due:
+            self._timer = self._loop.call_at(max(due, now + 0.001), self._check_timeout)
+            return
+        self._fail(TimeoutError("upstream read timeout"))
+        self.close()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
