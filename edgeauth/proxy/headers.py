@@ -10,8 +10,9 @@ Rule 3: `X-Forwarded-*` from the client are believed only when the peer is a tru
 from __future__ import annotations
 
 import ipaddress
+import itertools
+import os
 import re
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -128,11 +129,25 @@ def _real_ip(chain: str, trusted: tuple[IPNetwork, ...]) -> str:
     return hops[0]
 
 
+# Fresh ids are 32 hex digits: 80 random bits drawn once per process, then a counter. Unique
+# per worker without a uuid4 (a urandom call and an object) on every request.
+_ID_PREFIX = os.urandom(10).hex()
+_ID_COUNTER = itertools.count(1)
+
+
+def _reseed() -> None:
+    global _ID_PREFIX  # a forked child must not repeat its parent's ids
+    _ID_PREFIX = os.urandom(10).hex()
+
+
+os.register_at_fork(after_in_child=_reseed)
+
+
 def request_id(client_value: str | None, peer_trusted: bool) -> str:
     """A trusted proxy's well-formed request id is kept; anything else gets a fresh one."""
     if peer_trusted and client_value and _REQUEST_ID.fullmatch(client_value):
         return client_value
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
 
 
 def upstream_request_headers(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+import sys
 
 from edgeauth.proxy import headers as hdr
 
@@ -120,3 +122,21 @@ def test_downstream_response_headers() -> None:
     assert ("X-Request-ID", "r") in out
     assert names.count("x-request-id") == 1
     assert [v for n, v in out if n == "Set-Cookie"] == ["a=1", "b=2"]
+
+
+def test_fresh_request_ids_are_distinct_hex_and_differ_across_processes() -> None:
+    ids = [hdr.request_id(None, False) for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    other = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from edgeauth.proxy import headers; print(headers.request_id(None, False))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert len(other) == 32
+    assert other[:20] != ids[0][:20]  # each process draws its own random part
