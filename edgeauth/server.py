@@ -42,7 +42,7 @@ from edgeauth.errors import (
 )
 from edgeauth.exchange import Exchange
 from edgeauth.logs import AccessLog
-from edgeauth.metrics import Recorder
+from edgeauth.metrics import FLUSH_SECONDS, Recorder
 from edgeauth.oauth import bearer
 from edgeauth.oauth import routes as oauth_routes
 from edgeauth.oauth.policy import Policy
@@ -180,11 +180,12 @@ class Gateway:
 
     async def _report_gauges(self) -> None:
         while True:
+            self.metrics.flush()
             stats = self.stats()
             self.metrics.gauges(
                 stats["connections"], stats["inflight_requests"], stats["token_cache_entries"]
             )
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(FLUSH_SECONDS)
 
     async def _start_admin(self, sockets: Sequence[socket.socket]) -> None:
         """The admin API on its own listener(s), never on the proxy's (design §6)."""
@@ -260,6 +261,7 @@ class Gateway:
         for task in (self._sweeper, self._gauges):
             if task is not None:
                 task.cancel()
+        self.metrics.flush()
         if self.store is not None:
             await self.store.close()
         self.access_log.close()

@@ -206,14 +206,29 @@ async def test_metrics_count_the_requests_of_every_worker(
         assert await _get(f"{gw.url}/tools/echo", client_ssl) == 200
     token = (tmp_path / "admin.token").read_text().strip()
     headers = {"Authorization": f"Bearer {token}"}
+    counted = observed = 0.0
+    text = ""
     async with aiohttp.ClientSession() as session:
-        async with session.get(f"{admin}/metrics", headers=headers) as resp:
-            assert resp.status == 200
-            text = await resp.text()
+        for _ in range(50):  # each worker moves its tallies into the shared files every 250 ms
+            async with session.get(f"{admin}/metrics", headers=headers) as resp:
+                assert resp.status == 200
+                text = await resp.text()
+            counted = _sample_sum(text, "edgeauth_http_requests_total{", 'service="tools"')
+            observed = _sample_sum(text, "edgeauth_request_latency_ms_count{", 'service="tools"')
+            if counted >= sent and observed >= sent:
+                break
+            await asyncio.sleep(0.1)
         async with session.get(f"{admin}/status/ready", headers=headers) as resp:
             assert resp.status == 200
-    counted = 0.0
-    for line in text.splitlines():
-        if line.startswith("edgeauth_http_requests_total{") and 'service="tools"' in line:
-            counted += float(line.rsplit(" ", 1)[1])
     assert counted == sent
+    assert observed == sent  # the histogram's count, from the bulk bucket adds
+    buckets = _sample_sum(text, "edgeauth_request_latency_ms_bucket{", 'le="+Inf"', "tools")
+    assert buckets == sent
+
+
+def _sample_sum(text: str, prefix: str, *needles: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(prefix) and all(needle in line for needle in needles)
+    )
