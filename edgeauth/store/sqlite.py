@@ -35,6 +35,7 @@ from edgeauth.store.base import (
     TagFilter,
     TokenFilter,
 )
+from edgeauth.store.batch import GroupCommit
 from edgeauth.store.sqlite_rows import (
     CONSUMER_PATCH,
     CREDENTIAL_PATCH,
@@ -115,6 +116,7 @@ class SQLiteStore:
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self._listeners: list[RevocationListener] = []
+        self._tokens = GroupCommit(self._insert_tokens, self._insert_token)
 
     # lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -146,6 +148,7 @@ class SQLiteStore:
         await _exec(db, "PRAGMA synchronous = FULL")
 
     async def close(self) -> None:
+        await self._tokens.close()
         db, self._db = self._db, None
         if db is not None:
             async with self._lock:  # let the statement in flight finish
@@ -295,7 +298,19 @@ class SQLiteStore:
 
     # tokens --------------------------------------------------------------------------
     async def save_token(self, record: TokenRecord) -> None:
-        await self._change(TOKENS_INSERT, asdict(record))
+        await self._tokens.add(asdict(record))
+
+    async def _insert_tokens(self, rows: list[dict[str, object]]) -> None:
+        """One transaction for a whole group of issued tokens (see store/batch.py)."""
+
+        async def work(db: aiosqlite.Connection) -> tuple[None, list[bytes]]:
+            async with db.executemany(TOKENS_INSERT, rows):
+                return None, []
+
+        await self._write(work)
+
+    async def _insert_token(self, row: dict[str, object]) -> None:
+        await self._change(TOKENS_INSERT, row)
 
     async def find_token(self, access_digest: bytes) -> TokenView | None:
         rows = await self._read(f"{VIEWS_SELECT} WHERE t.access_digest = ?", (access_digest,))

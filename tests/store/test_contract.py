@@ -153,6 +153,27 @@ async def saved(store: Store, minted: Minted) -> Minted:
     return minted
 
 
+# issuance under load -----------------------------------------------------------------------
+async def test_tokens_saved_at_once_all_land_and_a_duplicate_fails_alone(
+    store: Store, app: App
+) -> None:
+    now = time.time()
+    minted = [mint(app.credential.id, now) for _ in range(40)]
+    clash = replace(mint(app.credential.id, now).record, id=minted[3].record.id)
+    results = await asyncio.gather(
+        *(store.save_token(m.record) for m in minted),
+        store.save_token(clash),
+        return_exceptions=True,
+    )
+    assert results[:40] == [None] * 40
+    assert isinstance(results[40], Conflict)
+    for m in minted:
+        found = await store.find_token(m.record.access_digest)
+        assert found is not None
+        assert found.token.id == m.record.id
+    assert await store.find_token(clash.access_digest) is None
+
+
 # consumers and credentials ----------------------------------------------------------------
 
 
