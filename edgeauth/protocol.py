@@ -63,21 +63,29 @@ class GatewayProtocol(RequestHandler):
         self._awaiting_head = True
         self._head_bytes = 0
         self._head_timer: asyncio.TimerHandle | None = None
-        self.closed: asyncio.Future[None] = self._loop.create_future()
+        self.on_closed: Callable[[], None] | None = None
         self.tls_version: str | None = None
+        self.peer_address = ""
+        self.local_port = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.tls_version = ssl_object.version()
+        # Read once per connection, not per request.
+        peername = transport.get_extra_info("peername")
+        sockname = transport.get_extra_info("sockname")
+        self.peer_address = peername[0] if peername else ""
+        self.local_port = sockname[1] if sockname else 0
         self._arm_head_timer()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_head_timer()
         super().connection_lost(exc)
-        if not self.closed.done():
-            self.closed.set_result(None)
+        on_closed, self.on_closed = self.on_closed, None
+        if on_closed is not None:
+            on_closed()
 
     def data_received(self, data: bytes) -> None:
         if not self._awaiting_head:
@@ -221,13 +229,15 @@ class Listener:
             task.add_done_callback(self._connections.discard)
 
     async def _serve(self, conn: socket.socket) -> None:
-        """Own one connection's slot from accept to close, handshake included."""
+        """Hold one connection's slot through its handshake; its protocol releases the slot
+        when the connection ends. The task ends after the handshake: an idle connection
+        costs no task or coroutine frame."""
         loop = asyncio.get_running_loop()
         made: list[GatewayProtocol] = []
 
         def factory() -> GatewayProtocol:
-            # With TLS the loop hands back its SSL wrapper, not ours: keep ours here.
             protocol = self._factory()
+            protocol.on_closed = self._slots.release
             made.append(protocol)
             return protocol
 
@@ -239,9 +249,13 @@ class Listener:
                 ssl=self._ssl,
                 ssl_handshake_timeout=self._handshake_timeout if self._ssl else None,
             )
-            await made[0].closed
-        except (TimeoutError, OSError, ssl.SSLError, ConnectionError) as exc:
+        except BaseException as exc:
+            if not made or (made[0].on_closed is not None and made[0].transport is None):
+                # never served: the slot is still ours to give back
+                if made:
+                    made[0].on_closed = None
+                conn.close()
+                self._slots.release()
+            if not isinstance(exc, TimeoutError | OSError | ssl.SSLError | ConnectionError):
+                raise
             log.debug("connection failed before serving: %r", exc)
-            conn.close()
-        finally:
-            self._slots.release()

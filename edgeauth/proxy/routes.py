@@ -33,16 +33,14 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 def peer_of(request: web.BaseRequest, server: ServerSettings) -> hdr.Peer:
     """The downstream connection as the gateway sees it."""
-    transport = request.transport
+    protocol = request.protocol
     address = ""
     port = 0
-    if transport is not None:
-        peername = transport.get_extra_info("peername")
-        sockname = transport.get_extra_info("sockname")
-        address = peername[0] if peername else ""
-        port = sockname[1] if sockname else 0
-    protocol = request.protocol
-    tls = isinstance(protocol, GatewayProtocol) and protocol.tls_version is not None
+    tls = False
+    if isinstance(protocol, GatewayProtocol):
+        address = protocol.peer_address
+        port = protocol.local_port
+        tls = protocol.tls_version is not None
     return hdr.Peer(
         address=address,
         scheme="https" if tls else "http",
