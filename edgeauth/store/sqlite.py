@@ -52,6 +52,7 @@ from edgeauth.store.sqlite_rows import (
     to_credential,
     to_token,
     to_token_view,
+    token_params,
     tokens_where,
     update_query,
 )
@@ -298,7 +299,7 @@ class SQLiteStore:
 
     # tokens --------------------------------------------------------------------------
     async def save_token(self, record: TokenRecord) -> None:
-        await self._tokens.add(asdict(record))
+        await self._tokens.add(token_params(record))
 
     async def _insert_tokens(self, rows: list[dict[str, object]]) -> None:
         """One transaction for a whole group of issued tokens (see store/batch.py)."""
@@ -366,7 +367,7 @@ class SQLiteStore:
             rows = await _fetch(db, ROTATE, {"digest": refresh_digest, "now": now})
             if not rows:
                 return None, []
-            await _exec(db, TOKENS_INSERT, asdict(new))
+            await _exec(db, TOKENS_INSERT, token_params(new))
             old = to_token(rows[0])
             return old, [old.access_digest]
 
