@@ -1,10 +1,14 @@
-"""One downstream HTTP/1.1 connection: aiohttp's RequestHandler with the edge's limits.
+"""One downstream HTTP/1.1 connection, parsed by llhttp (httptools), and the accept loop.
 
 Rule 1: a request head must arrive whole within `header_timeout_seconds` of its first byte
 (or of the connection's start), however slowly it trickles in: slowloris is cut off with 408.
 Rule 2: the head is bounded (request line, header count, total header bytes): 414 / 431.
 Rule 3: protocol errors answer with a fixed JSON body that never echoes the input.
-This module leans on RequestHandler internals (`_request_count`), hence the aiohttp pin.
+Rule 4: one request is handled at a time per connection, in its own task (cancelled if the
+client leaves); pipelined requests wait their turn, and reading pauses while they do or while
+a request body waits for its reader beyond BODY_HIGH_WATER bytes.
+Rule 5: a connection closes after a response whose request body was not read to its end,
+lingering (reading and dropping) for LINGER_SECONDS so that the client gets the answer.
 """
 
 from __future__ import annotations
@@ -14,15 +18,19 @@ import contextlib
 import logging
 import socket
 import ssl
-from collections.abc import Callable
-from typing import Any
+from collections import deque
+from collections.abc import Awaitable, Callable
 
-import orjson
-from aiohttp import web
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
-from aiohttp.web_protocol import RequestHandler
+import httptools
+from multidict import CIMultiDict
+
+from edgeauth.messages import Body, Request, Response, StreamResponse
 
 log = logging.getLogger(__name__)
+
+BODY_HIGH_WATER = 256 * 1024
+LINGER_SECONDS = 2.0
+Handler = Callable[[Request], Awaitable[Response | StreamResponse]]
 
 
 def _fixed(status: bytes, message: bytes) -> bytes:
@@ -37,39 +45,112 @@ def _fixed(status: bytes, message: bytes) -> bytes:
     )
 
 
+BAD_REQUEST = _fixed(b"400 Bad Request", b"Bad request")
 HEAD_TIMEOUT = _fixed(b"408 Request Timeout", b"Request header timeout")
+URI_TOO_LONG = _fixed(b"414 URI Too Long", b"Request-URI too long")
 HEAD_TOO_LARGE = _fixed(b"431 Request Header Fields Too Large", b"Request header fields too large")
+SERVER_ERROR = _fixed(b"500 Internal Server Error", b"An unexpected error occurred")
 
 
 class Limits:
     """The per-connection limits of `[server]`, shared by every connection of a worker."""
 
-    __slots__ = ("header_timeout", "max_head_bytes", "max_header_bytes", "max_line_bytes")
+    __slots__ = (
+        "header_timeout",
+        "keepalive_timeout",
+        "max_head_bytes",
+        "max_header_bytes",
+        "max_header_count",
+        "max_line_bytes",
+    )
 
-    def __init__(self, header_timeout: float, max_line_bytes: int, max_header_bytes: int) -> None:
+    def __init__(
+        self,
+        header_timeout: float,
+        max_line_bytes: int,
+        max_header_bytes: int,
+        max_header_count: int = 100,
+        keepalive_timeout: float = 75.0,
+    ) -> None:
         self.header_timeout = header_timeout
         self.max_line_bytes = max_line_bytes
         self.max_header_bytes = max_header_bytes
+        self.max_header_count = max_header_count
+        self.keepalive_timeout = keepalive_timeout
         # request line + CRLF + headers + final CRLF
         self.max_head_bytes = max_line_bytes + max_header_bytes + 4
 
 
-class GatewayProtocol(RequestHandler):
-    """RequestHandler that enforces the head deadline and size, and reports its own end."""
+class _Refused(Exception):
+    """A request head broke a limit: answer with the fixed bytes and close."""
 
-    def __init__(self, manager: web.Server, *, limits: Limits, **kwargs: Any) -> None:
-        super().__init__(manager, **kwargs)
-        self._limits = limits
-        self._awaiting_head = True
-        self._head_bytes = 0
-        self._head_timer: asyncio.TimerHandle | None = None
+    def __init__(self, answer: bytes) -> None:
+        super().__init__()
+        self.answer = answer
+
+
+class Connections:
+    """The live connections of one listener group, for stats and a graceful stop."""
+
+    def __init__(self, handler: Handler, limits: Limits) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.connections: set[GatewayProtocol] = set()
+
+    def __call__(self) -> GatewayProtocol:
+        return GatewayProtocol(self)
+
+    def pre_shutdown(self) -> None:
+        """Idle connections close now; busy ones close after their current response."""
+        for conn in list(self.connections):
+            conn.shutdown()
+
+    async def shutdown(self, drain_seconds: float) -> None:
+        """Wait up to `drain_seconds` for in-flight requests, then close whatever is left."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_seconds):
+                while tasks := [c.task for c in self.connections if c.task is not None]:
+                    await asyncio.wait(tasks)
+        for conn in list(self.connections):
+            conn.abort()
+
+
+class GatewayProtocol(asyncio.Protocol):
+    """One client connection: parses heads and bodies, runs the handler, writes answers."""
+
+    def __init__(self, owner: Connections) -> None:
+        self._owner = owner
+        self._limits = owner.limits
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
         self.on_closed: Callable[[], None] | None = None
         self.tls_version: str | None = None
         self.peer_address = ""
         self.local_port = 0
+        # the head being parsed
+        self._url = b""
+        self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._awaiting_head = True
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._parsing: Request | None = None
+        # the requests to answer, oldest first, and the one being answered
+        self._queue: deque[Request] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._current: Request | None = None
+        self._close_after = False
+        self.closing = False
+        self._lingering = False
+        self._read_paused = False
+        self._write_paused = False
+        self._drain: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
+        self.transport = transport  # type: ignore[assignment]
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.tls_version = ssl_object.version()
@@ -78,98 +159,279 @@ class GatewayProtocol(RequestHandler):
         sockname = transport.get_extra_info("sockname")
         self.peer_address = peername[0] if peername else ""
         self.local_port = sockname[1] if sockname else 0
-        self._arm_head_timer()
+        self._owner.connections.add(self)
+        self._head_timer = self._loop.call_later(self._limits.header_timeout, self._head_expired)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._cancel_head_timer()
-        super().connection_lost(exc)
+        self.transport = None
+        self._owner.connections.discard(self)
+        for timer in (self._head_timer, self._idle_timer):
+            if timer is not None:
+                timer.cancel()
+        gone = ConnectionResetError("the client closed the connection")
+        for request in (self._parsing, self._current, *self._queue):
+            if request is not None:
+                request.content.fail(gone)
+        self._queue.clear()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_exception(gone)
+            self._drain.exception()
         on_closed, self.on_closed = self.on_closed, None
         if on_closed is not None:
             on_closed()
 
     def data_received(self, data: bytes) -> None:
-        if not self._awaiting_head:
-            super().data_received(data)
+        if self._lingering:
+            return  # an unread body after the answer: dropped until we close
+        if self._awaiting_head:
+            if self._idle_timer is not None:
+                self._idle_timer.cancel()
+                self._idle_timer = None
+            if self._head_timer is None:
+                self._head_timer = self._loop.call_later(
+                    self._limits.header_timeout, self._head_expired
+                )
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except _Refused as exc:
+            self._refuse(exc.answer)
+        except httptools.HttpParserUpgrade:
+            self._upgrade_tail()
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            self._refuse(cause.answer if isinstance(cause, _Refused) else BAD_REQUEST)
             return
-        if self._head_timer is None:
-            self._arm_head_timer()
-        before = self._request_count
-        super().data_received(data)
-        if self._request_count != before:
-            self._awaiting_head = False
-            self._cancel_head_timer()
-            return
-        self._head_bytes += len(data)
-        if self._head_bytes > self._limits.max_head_bytes:
+        if self._awaiting_head and self._head_bytes > self._limits.max_head_bytes:
             self._refuse(HEAD_TOO_LARGE)
 
-    async def finish_response(
-        self, request: web.BaseRequest, resp: web.StreamResponse, start_time: float | None
-    ) -> tuple[web.StreamResponse, bool]:
-        result = await super().finish_response(request, resp, start_time)
-        # A pipelined request already parsed, or an unread body still to be drained, is not
-        # the start of a new head: only a clean end of exchange re-arms the head rules.
-        self._awaiting_head = not self._messages and request.content.is_eof()
-        self._head_bytes = 0
-        return result
+    def eof_received(self) -> bool | None:
+        if self._parsing is not None:
+            self._parsing.content.fail(ConnectionResetError("the body ended early"))
+        if self._task is None:
+            return False  # nothing in flight: close
+        self._close_after = True
+        return True  # keep the transport open to answer the request in flight
 
-    def _arm_head_timer(self) -> None:
-        self._head_timer = self._loop.call_later(self._limits.header_timeout, self._head_expired)
+    def pause_writing(self) -> None:
+        self._write_paused = True
 
-    def _cancel_head_timer(self) -> None:
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    # -- llhttp callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._raw_headers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._limits.max_line_bytes:
+            raise _Refused(URI_TOO_LONG)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._raw_headers.append((name, value))
+        if len(self._raw_headers) > self._limits.max_header_count:
+            raise _Refused(HEAD_TOO_LARGE)
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        self._awaiting_head = False
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        head_bytes = 0
+        headers: CIMultiDict[str] = CIMultiDict()
+        length: int | None = None
+        chunked = expect = False
+        for raw_name, raw_value in self._raw_headers:
+            head_bytes += len(raw_name) + len(raw_value) + 4
+            name = raw_name.decode("latin-1")
+            value = raw_value.decode("utf-8", "surrogateescape")
+            headers.add(name, value)
+            lname = name.lower()
+            if lname == "content-length":
+                length = int(raw_value)  # llhttp has checked it is one number
+            elif lname == "transfer-encoding":
+                chunked = True
+            elif lname == "expect":
+                expect = value.lower() == "100-continue"
+        if head_bytes > self._limits.max_header_bytes:
+            raise _Refused(HEAD_TOO_LARGE)
+        version = parser.get_http_version()
+        request = Request(
+            self,
+            parser.get_method().decode("ascii"),
+            self._url.decode("utf-8", "surrogateescape"),
+            (1, 1) if version == "1.1" else (1, 0),
+            headers,
+            head_bytes,
+            parser.should_keep_alive(),
+            Body(self, expect and version == "1.1"),
+            length,
+            chunked or bool(length),
+        )
+        self._raw_headers = []
+        self._parsing = request
+        self._queue.append(request)
+        if self._task is None:
+            self._next()
+        elif not self._read_paused and self.transport is not None:
+            self._read_paused = True  # pipelined: read no further until its turn
+            self.transport.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        request = self._parsing
+        if request is None:
+            return
+        buffered = request.content.feed(body)
+        if buffered > BODY_HIGH_WATER and not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
+
+    def on_message_complete(self) -> None:
+        if self._parsing is not None:
+            self._parsing.content.finish()
+            self._parsing = None
+
+    # -- used by messages.py ----------------------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    async def drain(self) -> None:
+        if self.transport is None:
+            raise ConnectionResetError("the client closed the connection")
+        if self._write_paused:
+            self._drain = self._loop.create_future()
+            try:
+                await self._drain
+            finally:
+                self._drain = None
+
+    def body_consumed(self) -> None:
+        """A reader took the buffered body: read on unless a pipelined request waits."""
+        if self._read_paused and not self._queue_waiting() and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+
+    def close_after_response(self) -> None:
+        self._close_after = True
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The task answering the current request, if any."""
+        return self._task
+
+    def shutdown(self) -> None:
+        self.closing = True
+        if self._task is None:
+            self.abort()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- running requests ---------------------------------------------------------------
+
+    def _queue_waiting(self) -> bool:
+        return len(self._queue) > (0 if self._task is None else 1)
+
+    def _next(self) -> None:
+        request = self._queue[0]
+        self._current = request
+        self._task = self._loop.create_task(self._run(request))
+
+    async def _run(self, request: Request) -> None:
+        try:
+            response = await self._owner.handler(request)
+        except asyncio.CancelledError:
+            return  # the client left; connection_lost has cleaned up
+        except Exception:
+            log.exception("unhandled error in the request handler")
+            self._refuse(SERVER_ERROR)
+            return
+        self._finish(request, response)
+
+    def _finish(self, request: Request, response: Response | StreamResponse) -> None:
+        if self.transport is None:
+            return
+        unread = not request.content.is_eof()
+        close = (
+            self._close_after
+            or self.closing
+            or not request.keep_alive
+            or unread
+            or (isinstance(response, Response) and response.close)
+        )
+        if isinstance(response, Response):
+            try:
+                data = response.encode(request.method == "HEAD", close, request.version)
+            except ValueError:
+                log.exception("response header with CR or LF (request %s)", request.raw_path)
+                data, close = SERVER_ERROR, True
+            self.transport.write(data)
+        elif not response.prepared:
+            self.transport.write(SERVER_ERROR)
+            close = True
+        self._queue.popleft()
+        self._task = None
+        self._current = None
+        if close:
+            self._close(linger=unread)
+            return
+        if self._queue:
+            self._next()
+            if self._read_paused and not self._queue_waiting() and self.transport is not None:
+                self._read_paused = False
+                self.transport.resume_reading()
+            return
+        self._awaiting_head = True
+        self._head_bytes = 0
+        if self._read_paused and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
+        self._idle_timer = self._loop.call_later(self._limits.keepalive_timeout, self.abort)
+
+    def _close(self, *, linger: bool) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        if linger and not transport.is_closing():
+            self._lingering = True
+            if self._read_paused:
+                self._read_paused = False
+                transport.resume_reading()
+            self._loop.call_later(LINGER_SECONDS, transport.close)
+            return
+        transport.close()
+
+    def _upgrade_tail(self) -> None:
+        """llhttp stops at an Upgrade request: answer it as a plain request, then close."""
+        self._close_after = True
+        if self._parsing is not None:
+            self._parsing.content.finish()
+            self._parsing = None
 
     def _head_expired(self) -> None:
         """A partial head gets a 408; a connection that never said anything is just closed."""
         self._head_timer = None
-        if self._awaiting_head:
+        if self._awaiting_head and self._task is None:
             self._refuse(HEAD_TIMEOUT if self._head_bytes else b"")
 
-    def _refuse(self, response: bytes) -> None:
+    def _refuse(self, answer: bytes) -> None:
         transport = self.transport
+        self._lingering = True
         if transport is not None and not transport.is_closing():
-            if response:
-                transport.write(response)
+            if answer and self._task is None:
+                transport.write(answer)
             transport.close()
-        self.force_close()
-
-    def handle_error(
-        self,
-        request: web.BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        """Protocol errors as fixed JSON bodies: 414/431 for oversized heads, 400 otherwise."""
-        if request.writer.output_size > 0:
-            raise ConnectionError("response already started")
-        status, text = _classify(status, exc, self._limits)
-        if status == 500:
-            log.error("unhandled error", exc_info=exc)
-        resp = web.Response(
-            status=status,
-            body=orjson.dumps({"message": text}),
-            content_type="application/json",
-        )
-        resp.force_close()
-        return resp
-
-
-def _classify(status: int, exc: BaseException | None, limits: Limits) -> tuple[int, str]:
-    if isinstance(exc, LineTooLong):
-        limit = exc.args[1] if len(exc.args) > 1 else None
-        if limit == limits.max_line_bytes:
-            return 414, "Request-URI too long"
-        return 431, "Request header fields too large"
-    if isinstance(exc, BadHttpMessage) and "Too many headers" in str(exc):
-        return 431, "Request header fields too large"
-    if status == 500:
-        return 500, "An unexpected error occurred"
-    if status == 504:
-        return 504, "The upstream server is timing out"
-    return 400, "Bad request"
 
 
 class Listener:

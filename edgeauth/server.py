@@ -42,11 +42,12 @@ from edgeauth.errors import (
 )
 from edgeauth.exchange import Exchange
 from edgeauth.logs import AccessLog
+from edgeauth.messages import AnyResponse, Request, Response
 from edgeauth.metrics import FLUSH_SECONDS, Recorder
 from edgeauth.oauth import bearer
 from edgeauth.oauth import routes as oauth_routes
 from edgeauth.oauth.policy import Policy
-from edgeauth.protocol import GatewayProtocol, Limits, Listener
+from edgeauth.protocol import Connections, Limits, Listener
 from edgeauth.proxy import headers as hdr
 from edgeauth.proxy.routes import forward, peer_of
 from edgeauth.proxy.upstream import Upstream
@@ -64,22 +65,6 @@ log = logging.getLogger(__name__)
 SERVER_HEADER = "edgeauth"
 SWEEP_SECONDS = 600.0
 WELL_KNOWN = "/.well-known/oauth-authorization-server"
-
-
-def _head_bytes(request: web.BaseRequest) -> int:
-    """Bytes of all header lines as sent (name, ": ", value, CRLF)."""
-    return sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
-
-
-class _Server(web.Server):
-    """aiohttp's low-level server, building our protocol for each connection."""
-
-    def __init__(self, handler: Any, limits: Limits, **kwargs: Any) -> None:
-        super().__init__(handler, handler_cancellation=True, **kwargs)
-        self._limits = limits
-
-    def __call__(self) -> GatewayProtocol:
-        return GatewayProtocol(self, loop=self._loop, limits=self._limits, **self._kwargs)
 
 
 class Gateway:
@@ -105,7 +90,7 @@ class Gateway:
         self._inflight = 0
         self._pid = os.getpid()
         self._listeners: list[Listener] = []
-        self._server: _Server | None = None
+        self._server: Connections | None = None
 
     async def start(
         self,
@@ -121,19 +106,13 @@ class Gateway:
             upstream.open()
         self.access_log.open()
         limits = Limits(
-            server.header_timeout_seconds, server.max_request_line_bytes, server.max_header_bytes
+            server.header_timeout_seconds,
+            server.max_request_line_bytes,
+            server.max_header_bytes,
+            server.max_header_count,
+            server.keepalive_timeout_seconds,
         )
-        self._server = _Server(
-            self.handle,
-            limits,
-            keepalive_timeout=server.keepalive_timeout_seconds,
-            access_log=None,
-            max_line_size=server.max_request_line_bytes,
-            max_field_size=server.max_header_bytes,
-            max_headers=server.max_header_count,
-            auto_decompress=False,
-            lingering_time=2.0,
-        )
+        self._server = Connections(self.handle, limits)
         context = tls.server_context(
             server.tls_cert_file, server.tls_key_file, server.tls_min_version
         )
@@ -266,20 +245,18 @@ class Gateway:
             await self.store.close()
         self.access_log.close()
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: Request) -> AnyResponse:
         """Entry point of every request on the proxy listener."""
         ex = Exchange(request.method, time.perf_counter())
         server = self.settings.server
         peer = peer_of(request, server)
         ex.client_ip = peer.address
         ex.request_id = hdr.request_id(request.headers.get(server.request_id_header), peer.trusted)
-        protocol = request.protocol
-        if isinstance(protocol, GatewayProtocol):
-            ex.tls_version = protocol.tls_version
+        ex.tls_version = request.protocol.tls_version
         try:
             if self._inflight >= server.max_inflight_requests:
                 raise Overloaded()
-            if _head_bytes(request) > server.max_header_bytes:
+            if request.head_bytes > server.max_header_bytes:
                 raise HeadersTooLarge()
             self._inflight += 1
             try:
@@ -297,9 +274,7 @@ class Gateway:
         finally:
             self._log(ex, request)
 
-    async def _dispatch(
-        self, request: web.BaseRequest, ex: Exchange, peer: hdr.Peer
-    ) -> web.StreamResponse:
+    async def _dispatch(self, request: Request, ex: Exchange, peer: hdr.Peer) -> AnyResponse:
         server = self.settings.server
         raw_path = request.raw_path.partition("?")[0]
         ex.path = raw_path
@@ -340,7 +315,7 @@ class Gateway:
             raw_query=raw_query,
         )
 
-    def _metadata(self, request: web.BaseRequest, peer: hdr.Peer, prefix: str) -> web.Response:
+    def _metadata(self, request: Request, peer: hdr.Peer, prefix: str) -> Response:
         """RFC 8414 metadata of the protected route at `prefix` (design §4.4)."""
         target = self.router.match(peer.host, "POST", normalize_path(prefix or "/"))
         policy = self.policies.get(target.service.name) if target is not None else None
@@ -351,7 +326,7 @@ class Gateway:
 
     async def _authenticate(
         self,
-        request: web.BaseRequest,
+        request: Request,
         policy: Policy,
         target: Target,
         raw_query: str,
@@ -410,9 +385,7 @@ class Gateway:
         ex.consumer = anonymous
         return identity
 
-    def _error(
-        self, exc: EdgeAuthError, ex: Exchange, request: web.BaseRequest | None = None
-    ) -> web.Response:
+    def _error(self, exc: EdgeAuthError, ex: Exchange, request: Request | None = None) -> Response:
         ex.status = exc.status
         headers = {self.settings.server.request_id_header: ex.request_id, "Server": SERVER_HEADER}
         if isinstance(exc, OAuthError):
@@ -422,16 +395,14 @@ class Gateway:
         else:
             headers.update(exc.headers())
             body = orjson.dumps({"message": exc.message})
-        resp = web.Response(
-            status=exc.status, body=body, content_type="application/json", headers=headers
-        )
+        resp = Response(exc.status, body=body, content_type="application/json", headers=headers)
         if request is not None and not request.content.is_eof():
             # The body was not read: close rather than drain an upload we refused.
             resp.force_close()
         ex.bytes_out = len(body)
         return resp
 
-    def _log(self, ex: Exchange, request: web.BaseRequest) -> None:
+    def _log(self, ex: Exchange, request: Request) -> None:
         ex.finish(time.perf_counter())
         self.metrics.request(ex)
         if self.access_log.enabled:

@@ -1,2 +1,2 @@
 """OAuth 2.0: request parsing, client authentication, grants and bearer rules (pure), and
-the thin aiohttp handlers in routes.py."""
+the thin handlers in routes.py."""

@@ -1,4 +1,4 @@
-"""Thin aiohttp handlers for the OAuth endpoints under a protected route (design §4).
+"""Thin handlers for the OAuth endpoints under a protected route (design §4).
 
 Order of checks (design §4.6): method → HTTPS rule → body size and parse → the endpoint.
 Every answer, success or error, is JSON with `Cache-Control: no-store` and `Pragma: no-cache`.
@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from edgeauth.crypto import SecretMemo
 from edgeauth.errors import (
@@ -24,6 +23,7 @@ from edgeauth.errors import (
     TemporarilyUnavailable,
     oauth_body,
 )
+from edgeauth.messages import Request, Response
 from edgeauth.oauth.authorize import AuthorizeEndpoint, Redirected
 from edgeauth.oauth.client_auth import credentials_from
 from edgeauth.oauth.introspect import TokenAdmin
@@ -46,16 +46,16 @@ def endpoint_of(path: str) -> str | None:
 
 def json_response(
     status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        status=status,
+) -> Response:
+    return Response(
+        status,
         body=orjson.dumps(body),
         content_type="application/json",
         headers={**NO_STORE, **(headers or {})},
     )
 
 
-def check_https(request: web.BaseRequest, peer: Peer, policy: Policy) -> None:
+def check_https(request: Request, peer: Peer, policy: Policy) -> None:
     """Plain HTTP only behind a trusted proxy that says, once, that it terminated TLS."""
     if peer.scheme == "https":
         return
@@ -70,7 +70,7 @@ def check_https(request: web.BaseRequest, peer: Peer, policy: Policy) -> None:
     raise AccessDenied()
 
 
-async def read_capped(request: web.BaseRequest, cap: int = MAX_BODY_BYTES) -> bytes:
+async def read_capped(request: Request, cap: int = MAX_BODY_BYTES) -> bytes:
     """The whole body, refusing anything over `cap` bytes without buffering it."""
     length = request.content_length
     if length is not None and length > cap:
@@ -120,12 +120,12 @@ class Endpoints:
 
 
 async def handle(
-    request: web.BaseRequest,
+    request: Request,
     name: str,
     endpoints: Endpoints,
     peer: Peer,
     on_issued: Callable[[str, str], None] | None = None,
-) -> web.Response:
+) -> Response:
     """Answer one OAuth endpoint request; never forwarded upstream."""
     policy = endpoints.policy
     state: str | None = None

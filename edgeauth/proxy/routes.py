@@ -14,13 +14,10 @@ import logging
 import time
 from collections.abc import Iterable
 
-from aiohttp import web
-from multidict import CIMultiDict
-
 from edgeauth.config import ServerSettings
 from edgeauth.errors import BodyTooLarge, UpstreamTimeout
 from edgeauth.exchange import Exchange
-from edgeauth.protocol import GatewayProtocol
+from edgeauth.messages import AnyResponse, Request, Response, StreamResponse
 from edgeauth.proxy import headers as hdr
 from edgeauth.proxy.connection import UpstreamConnection
 from edgeauth.proxy.upstream import BodyStream, Upstream, translate
@@ -28,19 +25,13 @@ from edgeauth.routing import Target
 
 log = logging.getLogger(__name__)
 
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
-
-def peer_of(request: web.BaseRequest, server: ServerSettings) -> hdr.Peer:
+def peer_of(request: Request, server: ServerSettings) -> hdr.Peer:
     """The downstream connection as the gateway sees it."""
     protocol = request.protocol
-    address = ""
-    port = 0
-    tls = False
-    if isinstance(protocol, GatewayProtocol):
-        address = protocol.peer_address
-        port = protocol.local_port
-        tls = protocol.tls_version is not None
+    address = protocol.peer_address
+    port = protocol.local_port
+    tls = protocol.tls_version is not None
     return hdr.Peer(
         address=address,
         scheme="https" if tls else "http",
@@ -50,18 +41,12 @@ def peer_of(request: web.BaseRequest, server: ServerSettings) -> hdr.Peer:
     )
 
 
-def check_declared_length(request: web.BaseRequest, target: Target) -> None:
+def check_declared_length(request: Request, target: Target) -> None:
     """Refuse a body whose declared length is over the limit before reading any of it."""
     limit = target.service.max_request_body_bytes
     length = request.content_length
     if limit and length is not None and length > limit:
         raise BodyTooLarge()
-
-
-async def send_continue(request: web.BaseRequest) -> None:
-    """Answer `Expect: 100-continue` now that the request is allowed (RFC 9110 §10.1.1)."""
-    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(_CONTINUE)
 
 
 def upstream_target(target: Target, path: str, raw_query: str) -> str:
@@ -71,7 +56,7 @@ def upstream_target(target: Target, path: str, raw_query: str) -> str:
 
 
 async def forward(
-    request: web.BaseRequest,
+    request: Request,
     target: Target,
     path: str,
     ex: Exchange,
@@ -82,7 +67,7 @@ async def forward(
     identity: Iterable[tuple[str, str]] = (),
     hidden: frozenset[str] = frozenset(),
     raw_query: str = "",
-) -> web.StreamResponse:
+) -> AnyResponse:
     """Proxy the request to the target's service and stream the response back."""
     check_declared_length(request, target)
     strip = target.route.strip_path and target.prefix != "/"
@@ -100,7 +85,7 @@ async def forward(
     body = None
     if request.body_exists:
         body = BodyStream(request.content.iter_any(), target.service.max_request_body_bytes)
-    await send_continue(request)
+    await request.send_continue()
     sent = time.perf_counter()
     try:
         up = await upstream.send(
@@ -120,26 +105,24 @@ async def forward(
 
 
 async def _relay(
-    request: web.BaseRequest,
+    request: Request,
     up: UpstreamConnection,
     body: BodyStream | None,
     ex: Exchange,
     server: ServerSettings,
-) -> web.StreamResponse:
+) -> AnyResponse:
     if body is not None and body.too_large:
         raise BodyTooLarge()
-    headers = CIMultiDict(
-        hdr.downstream_response_headers(
-            up.headers(), request_id_header=server.request_id_header, request_id=ex.request_id
-        )
+    headers = hdr.downstream_response_headers(
+        up.headers(), request_id_header=server.request_id_header, request_id=ex.request_id
     )
     ex.status = up.status
     whole = up.whole_body()
     if whole is not None:
         # Already complete (the common small answer): head and body leave in one TLS write.
         ex.bytes_out = len(whole)
-        return web.Response(status=up.status, reason=up.reason, headers=headers, body=whole)
-    resp = web.StreamResponse(status=up.status, reason=up.reason, headers=headers)
+        return Response(up.status, reason=up.reason, headers=headers, body=whole)
+    resp = StreamResponse(status=up.status, reason=up.reason, headers=headers)
     await resp.prepare(request)
     while True:
         try:
@@ -159,8 +142,8 @@ async def _relay(
     return resp
 
 
-def _abort(request: web.BaseRequest) -> None:
+def _abort(request: Request) -> None:
     """Cut the downstream connection so a truncated body cannot pass for a complete one."""
-    transport = request.transport
+    transport = request.protocol.transport
     if transport is not None:
         transport.abort()

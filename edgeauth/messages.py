@@ -1,0 +1,296 @@
+"""Downstream HTTP/1.1 messages: the request a handler reads and the responses it returns.
+
+The proxy listener's connections are edgeauth's own protocol (protocol.py), so these are
+small slotted objects rather than aiohttp's request and response machinery, which cost more
+per proxied request than the rest of the gateway put together (see the README's Benchmarks).
+Rule 1: a handler returns a Response (whole body, written in one go) or a StreamResponse it
+has already prepared, written and ended.
+Rule 2: a header block is encoded once, and a value that would split a line is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from email.utils import formatdate
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+from multidict import CIMultiDict
+
+if TYPE_CHECKING:
+    from edgeauth.protocol import GatewayProtocol
+
+HeaderList = list[tuple[str, str]]
+NO_BODY_STATUSES = frozenset({204, 304})
+_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def reason_of(status: int) -> str:
+    return _REASONS.get(status, "Unknown")
+
+
+def encode_head(first_line: str, headers: Iterable[tuple[str, str]], tail: str = "\r\n") -> bytes:
+    """A start line and header block as bytes; `tail` ends it (extra header lines + CRLF).
+    Raises ValueError if a name or value holds CR or LF (a header could be smuggled)."""
+    parts = [first_line, "\r\n"]
+    count = 1
+    for name, value in headers:
+        parts.append(f"{name}: {value}\r\n")
+        count += 1
+    parts.append(tail)
+    text = "".join(parts)
+    expected = count + tail.count("\n")
+    if text.count("\n") != expected or text.count("\r") != expected:
+        raise ValueError("CR or LF inside a header")
+    return text.encode("utf-8", "surrogateescape")
+
+
+class _Clock:
+    """The Date header value, formatted once per second."""
+
+    __slots__ = ("_second", "_value")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._value = ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self._second:
+            self._second = second
+            self._value = formatdate(second, usegmt=True)
+        return self._value
+
+
+DATE = _Clock()
+
+
+class Body:
+    """A request body as it arrives; read by one consumer, in the chunks received."""
+
+    __slots__ = ("_chunks", "_eof", "_error", "_protocol", "_size", "_waiter", "expect_continue")
+
+    def __init__(self, protocol: GatewayProtocol | None, expect_continue: bool) -> None:
+        self._protocol = protocol
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._eof = protocol is None
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self.expect_continue = expect_continue
+
+    # fed by the protocol
+    def feed(self, data: bytes) -> int:
+        self._chunks.append(data)
+        self._size += len(data)
+        self._wake()
+        return self._size
+
+    def finish(self) -> None:
+        self._eof = True
+        self._wake()
+
+    def fail(self, exc: BaseException) -> None:
+        if not self._eof:
+            self._error = exc
+        self._wake()
+
+    # read by the handler
+    def is_eof(self) -> bool:
+        return self._eof and not self._chunks
+
+    def iter_any(self) -> AsyncIterator[bytes]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[bytes]:
+        while chunk := await self.read_any():
+            yield chunk
+
+    async def read_any(self) -> bytes:
+        """Every byte buffered so far, waiting for some if none; b"" at the end."""
+        if self.expect_continue:
+            self.expect_continue = False
+            if self._protocol is not None:
+                self._protocol.write(_CONTINUE)  # reading the body means it is wanted
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                return b""
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._size = 0
+        if self._protocol is not None:
+            self._protocol.body_consumed()
+        return data
+
+    @property
+    def buffered(self) -> int:
+        return self._size
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+class Request:
+    """One parsed request head, its body stream and the connection it came on."""
+
+    __slots__ = (
+        "body_exists",
+        "content",
+        "content_length",
+        "head_bytes",
+        "headers",
+        "keep_alive",
+        "method",
+        "protocol",
+        "raw_path",
+        "version",
+    )
+
+    def __init__(
+        self,
+        protocol: GatewayProtocol,
+        method: str,
+        raw_path: str,
+        version: tuple[int, int],
+        headers: CIMultiDict[str],
+        head_bytes: int,
+        keep_alive: bool,
+        content: Body,
+        content_length: int | None,
+        body_exists: bool,
+    ) -> None:
+        self.protocol = protocol
+        self.method = method
+        self.raw_path = raw_path
+        self.version = version
+        self.headers = headers
+        self.head_bytes = head_bytes
+        self.keep_alive = keep_alive
+        self.content = content
+        self.content_length = content_length
+        self.body_exists = body_exists
+
+    async def send_continue(self) -> None:
+        """Answer `Expect: 100-continue` now that the request is allowed (RFC 9110 §10.1.1)."""
+        if self.content.expect_continue:
+            self.content.expect_continue = False
+            self.protocol.write(_CONTINUE)
+
+
+class Response:
+    """A whole response; written with its head in one call by the protocol."""
+
+    __slots__ = ("body", "close", "headers", "reason", "status")
+
+    def __init__(
+        self,
+        status: int = 200,
+        *,
+        body: bytes = b"",
+        headers: Mapping[str, str] | HeaderList | None = None,
+        content_type: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self.status = status
+        self.reason = reason or reason_of(status)
+        self.body = body
+        items: HeaderList = []
+        if content_type is not None:
+            items.append(("Content-Type", content_type))
+        if headers is not None:
+            items.extend(headers.items() if isinstance(headers, Mapping) else headers)
+        self.headers = items
+        self.close = False
+
+    def force_close(self) -> None:
+        self.close = True
+
+    def encode(self, head_only: bool, close: bool, version: tuple[int, int]) -> bytes:
+        """Head and body as sent: Content-Length from the body, Date unless given."""
+        headers = [(n, v) for n, v in self.headers if n.lower() != "content-length"]
+        tail = _framing_tail(headers, close, version)
+        if self.status not in NO_BODY_STATUSES:
+            tail = f"Content-Length: {len(self.body)}\r\n" + tail
+        head = encode_head(f"HTTP/1.1 {self.status} {self.reason}", headers, tail)
+        if head_only or self.status in NO_BODY_STATUSES or not self.body:
+            return head
+        return head + self.body
+
+
+def _framing_tail(headers: HeaderList, close: bool, version: tuple[int, int]) -> str:
+    tail = ""
+    if not any(n.lower() == "date" for n, _ in headers):
+        tail = f"Date: {DATE.now()}\r\n"
+    if close:
+        tail += "Connection: close\r\n"
+    elif version < (1, 1):
+        tail += "Connection: keep-alive\r\n"
+    return tail + "\r\n"
+
+
+class StreamResponse:
+    """A response whose body the handler writes as it comes (chunked unless a length is
+    given). `prepare()` sends the head; `write_eof()` ends it."""
+
+    __slots__ = ("_chunked", "_head_only", "_protocol", "headers", "prepared", "reason", "status")
+
+    def __init__(
+        self, *, status: int = 200, reason: str | None = None, headers: HeaderList | None = None
+    ) -> None:
+        self.status = status
+        self.reason = reason or reason_of(status)
+        self.headers: HeaderList = headers if headers is not None else []
+        self.prepared = False
+        self._chunked = False
+        self._head_only = False
+        self._protocol: GatewayProtocol | None = None
+
+    async def prepare(self, request: Request) -> None:
+        protocol = request.protocol
+        self._protocol = protocol
+        self.prepared = True
+        no_body = self.status in NO_BODY_STATUSES or self.status < 200
+        self._head_only = request.method == "HEAD" or no_body
+        has_length = any(n.lower() == "content-length" for n, _ in self.headers)
+        close = not request.keep_alive or protocol.closing
+        if not no_body and not has_length and not self._head_only:
+            if request.version >= (1, 1):
+                self._chunked = True
+            else:
+                close = True  # an HTTP/1.0 body without a length ends with the connection
+        if close:
+            protocol.close_after_response()
+        tail = _framing_tail(self.headers, close, request.version)
+        if self._chunked:
+            tail = "Transfer-Encoding: chunked\r\n" + tail
+        protocol.write(encode_head(f"HTTP/1.1 {self.status} {self.reason}", self.headers, tail))
+
+    async def write(self, chunk: bytes) -> None:
+        protocol = self._protocol
+        if protocol is None or self._head_only or not chunk:
+            return
+        if self._chunked:
+            protocol.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        else:
+            protocol.write(chunk)
+        await protocol.drain()
+
+    async def write_eof(self) -> None:
+        if self._protocol is not None and self._chunked:
+            self._protocol.write(b"0\r\n\r\n")
+            self._chunked = False
+
+
+AnyResponse = Response | StreamResponse
