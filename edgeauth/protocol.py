@@ -355,6 +355,7 @@ class GatewayProtocol(asyncio.Protocol):
             return  # the client left; connection_lost has cleaned up
         except Exception:
             log.exception("unhandled error in the request handler")
+            self._task = None  # so that _refuse writes the 500
             self._refuse(SERVER_ERROR)
             return
         self._finish(request, response)

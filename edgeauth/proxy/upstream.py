@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from edgeauth.config import ServiceSettings
 from edgeauth.errors import BodyTooLarge, UpstreamTimeout, UpstreamUnreachable
+from edgeauth.messages import encode_head
 from edgeauth.proxy.connection import UpstreamConnection
 
 log = logging.getLogger(__name__)
@@ -76,14 +77,10 @@ def request_head(
     method: str, target: str, host: str, headers: list[tuple[str, str]], framing: str
 ) -> bytes:
     """The request line and header block, as sent; refuses a value that would split a line."""
-    lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
-    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
-    lines.append(framing)
-    text = "".join(lines)
-    expected = len(headers) + 2 + framing.count("\n")
-    if text.count("\n") != expected or text.count("\r") != expected:
-        raise UpstreamUnreachable()  # a CR or LF inside a value: never sent (aiohttp refused too)
-    return text.encode("utf-8", "surrogateescape")
+    try:
+        return encode_head(f"{method} {target} HTTP/1.1", [("Host", host), *headers], framing)
+    except ValueError:
+        raise UpstreamUnreachable() from None  # never sent (aiohttp's client refused it too)
 
 
 class Upstream:
