@@ -29,6 +29,7 @@ from edgeauth.messages import Body, Request, Response, StreamResponse
 log = logging.getLogger(__name__)
 
 BODY_HIGH_WATER = 256 * 1024
+WRITE_HIGH_WATER = 1024 * 1024
 LINGER_SECONDS = 2.0
 Handler = Callable[[Request], Awaitable[Response | StreamResponse]]
 
@@ -160,6 +161,7 @@ class GatewayProtocol(asyncio.Protocol):
         self.peer_address = peername[0] if peername else ""
         self.local_port = sockname[1] if sockname else 0
         self._owner.connections.add(self)
+        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self._head_timer = self._loop.call_later(self._limits.header_timeout, self._head_expired)
 
     def connection_lost(self, exc: BaseException | None) -> None:

@@ -22,7 +22,7 @@ from typing import cast
 
 import httptools
 
-HIGH_WATER = 256 * 1024
+HIGH_WATER = 1024 * 1024
 _NO_BODY_STATUSES = frozenset({204, 304})
 _CHUNK_END = b"0\r\n\r\n"
 
@@ -34,6 +34,20 @@ class UpstreamClosed(ConnectionError):
 class UpstreamConnection(asyncio.Protocol):
     """A pooled connection; between `start()` and `release()`/`close()` it is one response."""
 
+    # the state of one exchange, set by _reset()
+    _error: BaseException | None
+    _uploader: asyncio.Task[None] | None
+    _buffered: int
+    _read_paused: bool
+    _head_only: bool
+    _until_eof: bool
+    _keep_alive: bool
+    _done: bool
+    status: int
+    reason: str
+    _reason: bytes
+    _raw_headers: list[tuple[bytes, bytes]]
+
     def __init__(
         self, loop: asyncio.AbstractEventLoop, read_timeout: float, on_lost: Callable[[], None]
     ) -> None:
@@ -43,26 +57,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
         self._parser: httptools.HttpResponseParser | None = None
-        self._error: BaseException | None = None
         self._write_paused = False
         self._drain: asyncio.Future[None] | None = None
-        self._uploader: asyncio.Task[None] | None = None
         self._head: asyncio.Future[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._last_read = 0.0
-        self._read_paused = False
         self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        self._head_only = False
         self._chunked = False
-        self._until_eof = False
-        self._keep_alive = False
-        self._done = False
-        self.status = 0
-        self.reason = ""
-        self._reason = b""
-        self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._reset(head_only=False)
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -247,6 +250,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- internals ------------------------------------------------------------------------
 
     def _reset(self, head_only: bool) -> None:
+        """The per-exchange state, fresh for each request."""
         self._error = None
         self._uploader = None
         self._chunks.clear()
