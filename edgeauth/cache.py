@@ -10,6 +10,7 @@ Rule 3: an entry never outlives its token: expiry is checked on every hit.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable
 from typing import Final
 
@@ -58,7 +59,8 @@ class TokenCache:
         self._unknown.pop(digest, None)
 
     def is_unknown(self, digest: bytes, now: float) -> bool:
-        """Whether this digest was found dead or missing less than `negative_ttl` ago."""
+        """Whether this digest was found dead or missing less than its negative lifetime ago
+        (`negative_ttl`, plus up to a quarter of it)."""
         until = self._unknown.get(digest)
         if until is None:
             return False
@@ -73,7 +75,9 @@ class TokenCache:
         unknown = self._unknown
         if digest not in unknown and len(unknown) >= self._max_negative:
             del unknown[next(iter(unknown))]
-        unknown[digest] = now + self._negative_ttl
+        # Between one and 1.25 TTLs: a flood's entries, made together, must not all expire
+        # together and send one burst of reads to the store.
+        unknown[digest] = now + self._negative_ttl * (1.0 + 0.25 * random.random())  # noqa: S311
 
     def evict(self, digests: Iterable[bytes]) -> None:
         """Forget revoked tokens at once (they will be read, and refused, from the store)."""

@@ -20,6 +20,7 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 import httptools
 from multidict import CIMultiDict
@@ -151,7 +152,7 @@ class GatewayProtocol(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = stream = cast(asyncio.Transport, transport)  # uvloop's: no subclass
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.tls_version = ssl_object.version()
@@ -161,7 +162,7 @@ class GatewayProtocol(asyncio.Protocol):
         self.peer_address = peername[0] if peername else ""
         self.local_port = sockname[1] if sockname else 0
         self._owner.connections.add(self)
-        self.transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
+        stream.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self._head_timer = self._loop.call_later(self._limits.header_timeout, self._head_expired)
 
     def connection_lost(self, exc: BaseException | None) -> None:

@@ -272,10 +272,18 @@ def test_negative_cache_remembers_unknown_digests_for_its_ttl() -> None:
     assert cache.is_unknown(_d("x"), NOW) is False
     cache.put_unknown(_d("x"), NOW)
     assert cache.is_unknown(_d("x"), NOW) is True
-    assert cache.is_unknown(_d("x"), NOW + 1.999) is True
-    assert cache.is_unknown(_d("x"), NOW + 2) is False  # expired, and forgotten
+    assert cache.is_unknown(_d("x"), NOW + 1.999) is True  # never less than the TTL
+    assert cache.is_unknown(_d("x"), NOW + 2.5) is False  # expired by 1.25 TTL, and forgotten
     assert cache.is_unknown(_d("x"), NOW) is False
     assert len(cache) == 0  # the negative map is not counted as cached tokens
+
+
+def test_negative_entries_made_together_expire_spread_over_a_quarter_ttl() -> None:
+    cache = TokenCache(10, 2.0, max_negative=1000)
+    for i in range(1000):
+        cache.put_unknown(_d(str(i)), NOW)
+    alive = [sum(cache.is_unknown(_d(str(i)), NOW + t) for i in range(1000)) for t in (2.2, 2.4)]
+    assert 0 < alive[1] < alive[0] < 1000
 
 
 def test_negative_ttl_zero_remembers_nothing() -> None:
