@@ -114,7 +114,7 @@ class Connections:
                 while tasks := [c.task for c in self.connections if c.task is not None]:
                     await asyncio.wait(tasks)
         for conn in list(self.connections):
-            conn.abort()
+            conn.kill()
 
 
 class GatewayProtocol(asyncio.Protocol):
@@ -134,7 +134,9 @@ class GatewayProtocol(asyncio.Protocol):
         self._url = b""
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
-        self._awaiting_head = True
+        self._awaiting_head = True  # idle between requests: the next byte starts a head
+        self._in_head = False  # a head has begun and is not complete yet
+        self._stall_timer: asyncio.TimerHandle | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._parsing: Request | None = None
@@ -168,7 +170,7 @@ class GatewayProtocol(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.transport = None
         self._owner.connections.discard(self)
-        for timer in (self._head_timer, self._idle_timer):
+        for timer in (self._head_timer, self._idle_timer, self._stall_timer):
             if timer is not None:
                 timer.cancel()
         gone = ConnectionResetError("the client closed the connection")
@@ -188,7 +190,10 @@ class GatewayProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering:
             return  # an unread body after the answer: dropped until we close
-        if self._awaiting_head:
+        # Bytes after the last complete message can only be a head: the idle connection's
+        # next request, or one pipelined behind the request being answered.
+        counting = self._awaiting_head or (self._task is not None and self._parsing is None)
+        if counting:
             if self._idle_timer is not None:
                 self._idle_timer.cancel()
                 self._idle_timer = None
@@ -207,7 +212,7 @@ class GatewayProtocol(asyncio.Protocol):
             cause = exc.__context__
             self._refuse(cause.answer if isinstance(cause, _Refused) else BAD_REQUEST)
             return
-        if self._awaiting_head and self._head_bytes > self._limits.max_head_bytes:
+        if counting and self._in_head and self._head_bytes > self._limits.max_head_bytes:
             self._refuse(HEAD_TOO_LARGE)
 
     def eof_received(self) -> bool | None:
@@ -219,16 +224,26 @@ class GatewayProtocol(asyncio.Protocol):
         return True  # keep the transport open to answer the request in flight
 
     def pause_writing(self) -> None:
+        """The client is not reading: no new request starts until it does, and a client
+        that reads nothing for `keepalive_timeout` is cut off."""
         self._write_paused = True
+        if self._stall_timer is None:
+            self._stall_timer = self._loop.call_later(self._limits.keepalive_timeout, self.kill)
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
+        if self._task is None and self._queue:
+            self._start_next()
 
     # -- llhttp callbacks -----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._in_head = True
         self._url = b""
         self._raw_headers = []
 
@@ -245,6 +260,8 @@ class GatewayProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self._parser
         self._awaiting_head = False
+        self._in_head = False
+        self._head_bytes = 0
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
@@ -282,7 +299,7 @@ class GatewayProtocol(asyncio.Protocol):
         self._raw_headers = []
         self._parsing = request
         self._queue.append(request)
-        if self._task is None:
+        if self._task is None and not self._write_paused:
             self._next()
         elif not self._read_paused and self.transport is not None:
             self._read_paused = True  # pipelined: read no further until its turn
@@ -338,8 +355,18 @@ class GatewayProtocol(asyncio.Protocol):
             self.abort()
 
     def abort(self) -> None:
+        """Close: politely if everything written has left, at once if the client stalls."""
+        transport = self.transport
+        if transport is None:
+            return
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()
+
+    def kill(self) -> None:
         if self.transport is not None:
-            self.transport.close()
+            self.transport.abort()
 
     # -- running requests ---------------------------------------------------------------
 
@@ -391,17 +418,21 @@ class GatewayProtocol(asyncio.Protocol):
             self._close(linger=unread)
             return
         if self._queue:
-            self._next()
-            if self._read_paused and not self._queue_waiting() and self.transport is not None:
-                self._read_paused = False
-                self.transport.resume_reading()
+            if not self._write_paused:
+                self._start_next()
             return
         self._awaiting_head = True
-        self._head_bytes = 0
         if self._read_paused and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
         self._idle_timer = self._loop.call_later(self._limits.keepalive_timeout, self.abort)
+
+    def _start_next(self) -> None:
+        """Answer the next pipelined request; read on once none is left waiting."""
+        self._next()
+        if self._read_paused and not self._queue_waiting() and self.transport is not None:
+            self._read_paused = False
+            self.transport.resume_reading()
 
     def _close(self, *, linger: bool) -> None:
         transport = self.transport
@@ -424,10 +455,13 @@ class GatewayProtocol(asyncio.Protocol):
             self._parsing = None
 
     def _head_expired(self) -> None:
-        """A partial head gets a 408; a connection that never said anything is just closed."""
+        """A partial head gets a 408 (or, pipelined behind an answer in progress, the
+        connection is cut); a connection that never said anything is just closed."""
         self._head_timer = None
-        if self._awaiting_head and self._task is None:
-            self._refuse(HEAD_TIMEOUT if self._head_bytes else b"")
+        if self._in_head:
+            self._refuse(HEAD_TIMEOUT)
+        elif self._awaiting_head and self._task is None:
+            self._refuse(b"")
 
     def _refuse(self, answer: bytes) -> None:
         transport = self.transport

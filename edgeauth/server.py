@@ -47,7 +47,7 @@ from edgeauth.metrics import FLUSH_SECONDS, Recorder
 from edgeauth.oauth import bearer
 from edgeauth.oauth import routes as oauth_routes
 from edgeauth.oauth.policy import Policy
-from edgeauth.protocol import Connections, Limits, Listener
+from edgeauth.protocol import Connections, GatewayProtocol, Limits, Listener
 from edgeauth.proxy import headers as hdr
 from edgeauth.proxy.routes import forward, peer_of
 from edgeauth.proxy.upstream import Upstream
@@ -187,10 +187,14 @@ class Gateway:
         for sock in sockets:
             await web.SockSite(runner, sock, ssl_context=ssl_context).start()
 
+    def connections(self) -> list[GatewayProtocol]:
+        """The open client connections of this worker's proxy listeners."""
+        return list(self._server.connections) if self._server is not None else []
+
     def stats(self) -> dict[str, Any]:
         """What this worker can say of itself, for /status and /metrics."""
         cache = self.validator.cache if self.validator is not None else None
-        connections = len(self._server.connections) if self._server is not None else 0
+        connections = len(self.connections())
         return {
             "connections": connections,
             "connections_by_state": {

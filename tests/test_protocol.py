@@ -5,6 +5,7 @@ token endpoint, refused heads, and a handler that never reads its body."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 
 import orjson
@@ -175,4 +176,40 @@ async def test_a_malformed_head_is_400_json_and_the_worker_keeps_serving(
     writer.write(ECHO)
     status, _, _ = await _response(reader)
     assert status == 200
+    writer.close()
+
+
+async def test_a_client_that_pipelines_without_reading_is_not_served_beyond_its_buffer(
+    backend: Backend, gateway: GatewayFactory, client_ssl: ssl.SSLContext
+) -> None:
+    gw = await gateway([service("tools", backend.url, ["/tools"])])
+    reader, writer = await _open(gw.port, client_ssl)
+    count = 2000
+    request = b"GET /tools/bytes/20000 HTTP/1.1\r\nHost: t\r\n\r\n"
+    writer.write(request * count)
+    await writer.drain()
+    await asyncio.sleep(1.0)  # the client reads nothing meanwhile
+    (conn,) = gw.gateway.connections()
+    assert conn.transport is not None
+    held = conn.transport.get_write_buffer_size()
+    assert held < 4 * 1024 * 1024  # answers stop once the client's buffer is full
+    for _ in range(count):  # and every answer arrives, in order, once it reads
+        status, _, body = await _response(reader)
+        assert status == 200
+        assert len(body) == 20000
+    writer.close()
+
+
+async def test_a_pipelined_head_that_keeps_growing_is_cut_off_while_the_first_is_answered(
+    backend: Backend, gateway: GatewayFactory, client_ssl: ssl.SSLContext
+) -> None:
+    gw = await gateway([service("tools", backend.url, ["/tools"])])
+    reader, writer = await _open(gw.port, client_ssl)
+    writer.write(b"GET /tools/slow/3000 HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nX: ")
+    with contextlib.suppress(ConnectionError):
+        for _ in range(64):  # 4 MiB of one header value, far over the head limit
+            writer.write(b"a" * 65536)
+            await writer.drain()
+    ended = await asyncio.wait_for(reader.read(), 10)
+    assert b"HTTP/1.1 200" not in ended  # cut off at once, not after the slow answer
     writer.close()

@@ -49,11 +49,15 @@ class UpstreamConnection(asyncio.Protocol):
     _raw_headers: list[tuple[bytes, bytes]]
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, read_timeout: float, on_lost: Callable[[], None]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        read_timeout: float,
+        on_lost: Callable[[UpstreamConnection], None],
     ) -> None:
         self._loop = loop
         self._read_timeout = read_timeout
         self._on_lost = on_lost
+        self.holds_slot = False  # set by the pool once it counts this connection
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
         self._parser: httptools.HttpResponseParser | None = None
@@ -75,14 +79,15 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.transport = None
         if self._parser is not None and not self._done:
-            if self._until_eof and self._head is not None and self._head.done():
+            clean = exc is None and self._error is None
+            if clean and self._until_eof and self._head is not None and self._head.done():
                 self._done = True  # a body framed by the connection's end is now whole
             else:
                 self._fail(UpstreamClosed(str(exc) if exc else "connection closed"))
         self._wake_drain()
         self._wake()
         self._stop_timer()
-        self._on_lost()
+        self._on_lost(self)
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
@@ -92,8 +97,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._last_read = self._loop.time()
         try:
             parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(UpstreamClosed(f"bad response: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self._fail(UpstreamClosed(f"bad response: {exc!r}"))  # 101 included: not relayed
             self.close()
 
     def eof_received(self) -> bool:
@@ -186,10 +191,10 @@ class UpstreamConnection(asyncio.Protocol):
         """Every body byte received so far (at most about 2 x HIGH_WATER), b"" at the end;
         raises if the body was cut. Taking all that waits makes fewer, larger TLS writes."""
         while not self._chunks:
-            if self._done:
-                return b""
             if self._error is not None:
                 raise self._error
+            if self._done:
+                return b""
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter
@@ -320,8 +325,11 @@ class UpstreamConnection(asyncio.Protocol):
             return
         now = self._loop.time()
         due = self._last_read + self._read_timeout
-        if self._read_paused or now < due:
-            self._timer = self._loop.call_at(max(due, now + 0.001), self._check_timeout)
+        if self._read_paused:  # waiting for our client, not for the service
+            self._timer = self._loop.call_at(now + self._read_timeout, self._check_timeout)
+            return
+        if now < due:
+            self._timer = self._loop.call_at(due, self._check_timeout)
             return
         self._fail(TimeoutError("upstream read timeout"))
         self.close()

@@ -185,11 +185,13 @@ class Upstream:
                 raise
         self._open += 1
         try:
-            return await self._connect()
+            conn = await self._connect()
         except BaseException:
             self._open -= 1
             self._wake_one()
             raise
+        conn.holds_slot = True  # from now on its end (connection_lost) frees the slot
+        return conn
 
     async def _connect(self) -> UpstreamConnection:
         loop = self._loop
@@ -213,10 +215,15 @@ class Upstream:
                 attempt += 1
                 log.debug("retrying connect to %s after %r", service.name, exc)
 
-    def _lost(self) -> None:
-        """A connection of this pool ended (any reason): its slot is free."""
+    def _lost(self, conn: UpstreamConnection) -> None:
+        """A connection of this pool ended (any reason): its slot is free. One that ended
+        before `_acquire` counted it was never counted (its slot went back there)."""
+        if not conn.holds_slot:
+            return
+        conn.holds_slot = False
         self._open -= 1
-        self._idle = [c for c in self._idle if c.transport is not None]
+        if conn in self._idle:
+            self._idle.remove(conn)
         self._wake_one()
 
     def _wake_one(self) -> None:

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -149,8 +151,9 @@ async def test_an_interim_100_from_upstream_is_skipped_and_the_final_answer_rela
         b"this is not http\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
         b"HTTP/1.1 2000 Nope\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n",
     ],
-    ids=["garbage", "two-lengths", "bad-status"],
+    ids=["garbage", "two-lengths", "bad-status", "upgrade"],
 )
 async def test_a_malformed_upstream_answer_is_502_json(
     gateway: GatewayFactory, client: aiohttp.ClientSession, answer: bytes
@@ -197,3 +200,27 @@ def test_a_header_value_that_would_split_a_line_is_never_sent() -> None:
     for value in ("a\r\nX-Injected: 1", "a\nb", "a\rb"):
         with pytest.raises(UpstreamUnreachable):
             request_head("GET", "/x", "up", [("X-Consumer-Username", value)], "\r\n")
+
+
+async def test_a_close_delimited_body_cut_by_a_reset_is_an_error_downstream(
+    gateway: GatewayFactory, client: aiohttp.ClientSession
+) -> None:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + b"partial " * 1000)
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST: the body did not end, it was cut
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        gw = await gateway([service("up", f"http://127.0.0.1:{port}", ["/"])])
+        async with client.get(f"{gw.url}/x") as resp:
+            assert resp.status == 200
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await resp.read()
+    finally:
+        server.close()
