@@ -9,11 +9,18 @@ import contextlib
 import ssl
 
 import orjson
+import pytest
 
-from tests.conftest import Backend, GatewayFactory, service
+from tests.conftest import Backend, GatewayFactory, RunningGateway, service
 from tests.oauth.conftest import events_service
 
 ECHO = b"GET /tools/echo HTTP/1.1\r\nHost: t\r\n\r\n"
+
+
+@pytest.fixture
+async def tools(backend: Backend, gateway: GatewayFactory) -> RunningGateway:
+    """A gateway with the sample backend's public `tools` service under /tools."""
+    return await gateway([service("tools", backend.url, ["/tools"])])
 
 
 async def _open(
@@ -48,9 +55,9 @@ async def _response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], 
 
 
 async def test_pipelined_requests_are_answered_in_order_on_one_connection(
-    backend: Backend, gateway: GatewayFactory, client_ssl: ssl.SSLContext
+    tools: RunningGateway, client_ssl: ssl.SSLContext
 ) -> None:
-    gw = await gateway([service("tools", backend.url, ["/tools"])])
+    gw = tools
     reader, writer = await _open(gw.port, client_ssl)
     paths = [f"/tools/echo/{i}" for i in range(5)]
     post = b"POST /tools/echo/body HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello"
@@ -65,9 +72,9 @@ async def test_pipelined_requests_are_answered_in_order_on_one_connection(
 
 
 async def test_http_1_0_gets_its_answer_and_the_connection_closes(
-    backend: Backend, gateway: GatewayFactory, client_ssl: ssl.SSLContext
+    tools: RunningGateway, client_ssl: ssl.SSLContext
 ) -> None:
-    gw = await gateway([service("tools", backend.url, ["/tools"])])
+    gw = tools
     reader, writer = await _open(gw.port, client_ssl)
     writer.write(b"GET /tools/echo HTTP/1.0\r\n\r\n")
     status, headers, body = await _response(reader)
@@ -86,9 +93,9 @@ async def test_http_1_0_gets_its_answer_and_the_connection_closes(
 
 
 async def test_chunked_upload_is_decoded_and_forwarded_whole(
-    backend: Backend, gateway: GatewayFactory, client_ssl: ssl.SSLContext
+    tools: RunningGateway, client_ssl: ssl.SSLContext
 ) -> None:
-    gw = await gateway([service("tools", backend.url, ["/tools"])])
+    gw = tools
     reader, writer = await _open(gw.port, client_ssl)
     writer.write(
         b"POST /tools/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -104,9 +111,9 @@ async def test_chunked_upload_is_decoded_and_forwarded_whole(
 
 
 async def test_an_upgrade_request_is_answered_as_a_plain_request_then_closed(
-    backend: Backend, gateway: GatewayFactory, client_ssl: ssl.SSLContext
+    tools: RunningGateway, client_ssl: ssl.SSLContext
 ) -> None:
-    gw = await gateway([service("tools", backend.url, ["/tools"])])
+    gw = tools
     reader, writer = await _open(gw.port, client_ssl)
     writer.write(
         b"GET /tools/echo HTTP/1.1\r\nHost: t\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
@@ -156,9 +163,9 @@ async def test_the_token_endpoint_answers_expect_continue_before_reading_the_bod
 
 
 async def test_a_malformed_head_is_400_json_and_the_worker_keeps_serving(
-    backend: Backend, gateway: GatewayFactory, client_ssl: ssl.SSLContext
+    tools: RunningGateway, client_ssl: ssl.SSLContext
 ) -> None:
-    gw = await gateway([service("tools", backend.url, ["/tools"])])
+    gw = tools
     for bad in (
         b"GET /tools/echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",
         b"GET /tools/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
@@ -180,9 +187,9 @@ async def test_a_malformed_head_is_400_json_and_the_worker_keeps_serving(
 
 
 async def test_a_client_that_pipelines_without_reading_is_not_served_beyond_its_buffer(
-    backend: Backend, gateway: GatewayFactory, client_ssl: ssl.SSLContext
+    tools: RunningGateway, client_ssl: ssl.SSLContext
 ) -> None:
-    gw = await gateway([service("tools", backend.url, ["/tools"])])
+    gw = tools
     reader, writer = await _open(gw.port, client_ssl)
     count = 2000
     request = b"GET /tools/bytes/20000 HTTP/1.1\r\nHost: t\r\n\r\n"
@@ -201,9 +208,9 @@ async def test_a_client_that_pipelines_without_reading_is_not_served_beyond_its_
 
 
 async def test_a_pipelined_head_that_keeps_growing_is_cut_off_while_the_first_is_answered(
-    backend: Backend, gateway: GatewayFactory, client_ssl: ssl.SSLContext
+    tools: RunningGateway, client_ssl: ssl.SSLContext
 ) -> None:
-    gw = await gateway([service("tools", backend.url, ["/tools"])])
+    gw = tools
     reader, writer = await _open(gw.port, client_ssl)
     writer.write(b"GET /tools/slow/3000 HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nX: ")
     with contextlib.suppress(ConnectionError):
