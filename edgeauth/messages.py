@@ -133,10 +133,6 @@ class Body:
             self._protocol.body_consumed()
         return data
 
-    @property
-    def buffered(self) -> int:
-        return self._size
-
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)

@@ -422,6 +422,9 @@ class GatewayProtocol(asyncio.Protocol):
                 self._start_next()
             return
         self._awaiting_head = True
+        if self._head_timer is not None and not self._in_head:
+            self._head_timer.cancel()  # armed by stray bytes during the answer: idle now
+            self._head_timer = None
         if self._read_paused and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
