@@ -139,6 +139,7 @@ class GatewayProtocol(asyncio.Protocol):
         self._stall_timer: asyncio.TimerHandle | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
         self._parsing: Request | None = None
         # the requests to answer, oldest first, and the one being answered
         self._queue: deque[Request] = deque()
@@ -194,13 +195,6 @@ class GatewayProtocol(asyncio.Protocol):
         # next request, or one pipelined behind the request being answered.
         counting = self._awaiting_head or (self._task is not None and self._parsing is None)
         if counting:
-            if self._idle_timer is not None:
-                self._idle_timer.cancel()
-                self._idle_timer = None
-            if self._head_timer is None:
-                self._head_timer = self._loop.call_later(
-                    self._limits.header_timeout, self._head_expired
-                )
             self._head_bytes += len(data)
         try:
             self._parser.feed_data(data)
@@ -212,8 +206,15 @@ class GatewayProtocol(asyncio.Protocol):
             cause = exc.__context__
             self._refuse(cause.answer if isinstance(cause, _Refused) else BAD_REQUEST)
             return
-        if counting and self._in_head and self._head_bytes > self._limits.max_head_bytes:
-            self._refuse(HEAD_TOO_LARGE)
+        if counting and self._in_head:
+            # Only a head left incomplete by this read needs its deadline (armed now, at
+            # its first bytes' arrival); one that arrived whole costs no timer.
+            if self._head_bytes > self._limits.max_head_bytes:
+                self._refuse(HEAD_TOO_LARGE)
+            elif self._head_timer is None:
+                self._head_timer = self._loop.call_later(
+                    self._limits.header_timeout, self._head_expired
+                )
 
     def eof_received(self) -> bool | None:
         if self._parsing is not None:
@@ -428,7 +429,11 @@ class GatewayProtocol(asyncio.Protocol):
         if self._read_paused and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
-        self._idle_timer = self._loop.call_later(self._limits.keepalive_timeout, self.abort)
+        self._idle_since = self._loop.time()
+        if self._idle_timer is None:  # one timer per idle period, not one per request
+            self._idle_timer = self._loop.call_later(
+                self._limits.keepalive_timeout, self._idle_expired
+            )
 
     def _start_next(self) -> None:
         """Answer the next pipelined request; read on once none is left waiting."""
@@ -456,6 +461,18 @@ class GatewayProtocol(asyncio.Protocol):
         if self._parsing is not None:
             self._parsing.content.finish()
             self._parsing = None
+
+    def _idle_expired(self) -> None:
+        """Close after `keepalive_timeout` without a request; busy means not idle (the end
+        of the answer arms the timer again)."""
+        self._idle_timer = None
+        if not self._awaiting_head or self._in_head or self._task is not None:
+            return
+        left = self._idle_since + self._limits.keepalive_timeout - self._loop.time()
+        if left > 0:
+            self._idle_timer = self._loop.call_later(left, self._idle_expired)
+        else:
+            self.abort()
 
     def _head_expired(self) -> None:
         """A partial head gets a 408 (or, pipelined behind an answer in progress, the

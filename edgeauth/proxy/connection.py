@@ -167,7 +167,10 @@ class UpstreamConnection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._head = self._loop.create_future()
         self._last_read = self._loop.time()
-        self._timer = self._loop.call_at(self._last_read + self._read_timeout, self._check_timeout)
+        if self._timer is None:  # else the running one re-arms itself from _last_read
+            self._timer = self._loop.call_at(
+                self._last_read + self._read_timeout, self._check_timeout
+            )
         transport.write(head)
         if body is not None:
             self._uploader = self._loop.create_task(self._upload(body))
@@ -240,9 +243,9 @@ class UpstreamConnection(asyncio.Protocol):
         )
 
     def finish(self) -> None:
-        """End the exchange: the connection is idle from now on (the caller pools it)."""
+        """End the exchange: the connection is idle from now on (the caller pools it). The
+        read timer is left to lapse: the next exchange reuses it rather than make another."""
         self._parser = None
-        self._stop_timer()
         self.idle_since = self._loop.time()
 
     def close(self) -> None:
