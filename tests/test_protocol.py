@@ -217,6 +217,9 @@ async def test_a_pipelined_head_that_keeps_growing_is_cut_off_while_the_first_is
         for _ in range(64):  # 4 MiB of one header value, far over the head limit
             writer.write(b"a" * 65536)
             await writer.drain()
-    ended = await asyncio.wait_for(reader.read(), 10)
+    try:
+        ended = await asyncio.wait_for(reader.read(), 10)
+    except ConnectionError:  # closed with our bytes unread: the kernel may send a reset
+        ended = b""
     assert b"HTTP/1.1 200" not in ended  # cut off at once, not after the slow answer
     writer.close()
