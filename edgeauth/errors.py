@@ -49,11 +49,6 @@ class NoRoute(ProxyError):
     message = "no Route matched with those values"
 
 
-class HeadersTooLarge(ProxyError):
-    status = 431
-    message = "Request header fields too large"
-
-
 class BodyTooLarge(ProxyError):
     status = 413
     message = "Request size limit exceeded"

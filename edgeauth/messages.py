@@ -99,6 +99,13 @@ class Body:
         self._wake()
 
     # read by the handler
+    def send_continue(self) -> None:
+        """The interim `100 Continue`, once, if the client asked for it."""
+        if self.expect_continue:
+            self.expect_continue = False
+            if self._protocol is not None:
+                self._protocol.write(_CONTINUE)
+
     def is_eof(self) -> bool:
         return self._eof and not self._chunks
 
@@ -111,10 +118,7 @@ class Body:
 
     async def read_any(self) -> bytes:
         """Every byte buffered so far, waiting for some if none; b"" at the end."""
-        if self.expect_continue:
-            self.expect_continue = False
-            if self._protocol is not None:
-                self._protocol.write(_CONTINUE)  # reading the body means it is wanted
+        self.send_continue()  # reading the body means it is wanted
         while not self._chunks:
             if self._error is not None:
                 raise self._error
@@ -145,7 +149,6 @@ class Request:
         "body_exists",
         "content",
         "content_length",
-        "head_bytes",
         "headers",
         "keep_alive",
         "method",
@@ -161,7 +164,6 @@ class Request:
         raw_path: str,
         version: tuple[int, int],
         headers: CIMultiDict[str],
-        head_bytes: int,
         keep_alive: bool,
         content: Body,
         content_length: int | None,
@@ -172,17 +174,14 @@ class Request:
         self.raw_path = raw_path
         self.version = version
         self.headers = headers
-        self.head_bytes = head_bytes
         self.keep_alive = keep_alive
         self.content = content
         self.content_length = content_length
         self.body_exists = body_exists
 
-    async def send_continue(self) -> None:
+    def send_continue(self) -> None:
         """Answer `Expect: 100-continue` now that the request is allowed (RFC 9110 §10.1.1)."""
-        if self.content.expect_continue:
-            self.content.expect_continue = False
-            self.protocol.write(_CONTINUE)
+        self.content.send_continue()
 
 
 class Response:

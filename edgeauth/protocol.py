@@ -144,7 +144,6 @@ class GatewayProtocol(asyncio.Protocol):
         # the requests to answer, oldest first, and the one being answered
         self._queue: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._current: Request | None = None
         self._close_after = False
         self.closing = False
         self._lingering = False
@@ -175,7 +174,7 @@ class GatewayProtocol(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         gone = ConnectionResetError("the client closed the connection")
-        for request in (self._parsing, self._current, *self._queue):
+        for request in (self._parsing, *self._queue):
             if request is not None:
                 request.content.fail(gone)
         self._queue.clear()
@@ -291,7 +290,6 @@ class GatewayProtocol(asyncio.Protocol):
             self._url.decode("utf-8", "surrogateescape"),
             (1, 1) if version == "1.1" else (1, 0),
             headers,
-            head_bytes,
             parser.should_keep_alive(),
             Body(self, expect and version == "1.1"),
             length,
@@ -376,7 +374,6 @@ class GatewayProtocol(asyncio.Protocol):
 
     def _next(self) -> None:
         request = self._queue[0]
-        self._current = request
         self._task = self._loop.create_task(self._run(request))
 
     async def _run(self, request: Request) -> None:
@@ -414,7 +411,6 @@ class GatewayProtocol(asyncio.Protocol):
             close = True
         self._queue.popleft()
         self._task = None
-        self._current = None
         if close:
             self._close(linger=unread)
             return

@@ -30,7 +30,6 @@ from edgeauth.cache import CLIENT_ID, CONSUMER, IDENTITY, Header, TokenCache
 from edgeauth.config import Settings
 from edgeauth.errors import (
     EdgeAuthError,
-    HeadersTooLarge,
     InvalidToken,
     MissingToken,
     NoRoute,
@@ -260,8 +259,6 @@ class Gateway:
         try:
             if self._inflight >= server.max_inflight_requests:
                 raise Overloaded()
-            if request.head_bytes > server.max_header_bytes:
-                raise HeadersTooLarge()
             self._inflight += 1
             try:
                 return await self._dispatch(request, ex, peer)

@@ -22,8 +22,9 @@ from typing import cast
 
 import httptools
 
+from edgeauth.messages import NO_BODY_STATUSES
+
 HIGH_WATER = 1024 * 1024
-_NO_BODY_STATUSES = frozenset({204, 304})
 _CHUNK_END = b"0\r\n\r\n"
 
 
@@ -129,7 +130,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.status = status
         self.reason = self._reason.decode("latin-1")
         self._keep_alive = self._parser.should_keep_alive()  # llhttp forgets it once complete
-        no_body = self._head_only or status in _NO_BODY_STATUSES
+        no_body = self._head_only or status in NO_BODY_STATUSES
         self._until_eof = not no_body and not any(
             name.lower() in (b"content-length", b"transfer-encoding")
             for name, _ in self._raw_headers
@@ -203,13 +204,7 @@ class UpstreamConnection(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
-        chunks = self._chunks
-        if len(chunks) == 1:
-            chunk = chunks.popleft()
-        else:
-            chunk = b"".join(chunks)
-            chunks.clear()
-        self._buffered = 0
+        chunk = self._take()
         if self._read_paused:
             self._read_paused = False
             self._last_read = self._loop.time()
@@ -219,15 +214,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     def whole_body(self) -> bytes | None:
         """The body if it has fully arrived and has bytes to send; None means stream it."""
-        if not self._done or self._head_only or self.status in _NO_BODY_STATUSES:
+        if not self._done or self._head_only or self.status in NO_BODY_STATUSES:
             return None
         if self._error is not None or not self._chunks:
             return None
-        chunks = self._chunks
-        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        chunks.clear()
-        self._buffered = 0
-        return body
+        return self._take()
 
     @property
     def reusable(self) -> bool:
@@ -256,6 +247,14 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.abort()
 
     # -- internals ------------------------------------------------------------------------
+
+    def _take(self) -> bytes:
+        """Everything buffered, as one bytes object (no copy when it is one chunk)."""
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        return data
 
     def _reset(self, head_only: bool) -> None:
         """The per-exchange state, fresh for each request."""

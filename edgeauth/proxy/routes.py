@@ -85,7 +85,7 @@ async def forward(
     body = None
     if request.body_exists:
         body = BodyStream(request.content.iter_any(), target.service.max_request_body_bytes)
-    await request.send_continue()
+    request.send_continue()
     sent = time.perf_counter()
     try:
         up = await upstream.send(
