@@ -26,6 +26,7 @@ import pytest
 
 from edgeauth.store.base import Store
 from edgeauth.store.sqlite import SQLiteStore
+from tests.store.records import Announcements, App, new_credential
 
 
 @dataclass(frozen=True)
@@ -187,3 +188,17 @@ async def store(database: Database) -> AsyncIterator[Store]:
     await store.open()
     yield store
     await store.close()
+
+
+@pytest.fixture
+async def app(store: Store) -> App:
+    consumer = await store.create_consumer("alice", "alice-1", ("gold",))
+    credential = await store.create_credential(new_credential(consumer.id))
+    return App(consumer, credential)
+
+
+@pytest.fixture
+def heard(store: Store) -> Announcements:
+    listener = Announcements()
+    store.on_revoked(listener)
+    return listener

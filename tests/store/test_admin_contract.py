@@ -32,30 +32,10 @@ from edgeauth.store.base import (
 )
 from edgeauth.store.sqlite import MIGRATIONS, SQLiteStore
 from tests.store.conftest import Database
-from tests.store.test_contract import Announcements, Minted, digest, mint, new_credential, saved
+from tests.store.records import Announcements, App, Minted, digest, mint, new_credential, saved
 
 T = TypeVar("T")
 OTHER_SECRET = "$pbkdf2-sha512$i=1000,l=32$b3RoZXI$b3RoZXI"
-
-
-@dataclass(frozen=True)
-class App:
-    consumer: Consumer
-    credential: Credential
-
-
-@pytest.fixture
-async def app(store: Store) -> App:
-    consumer = await store.create_consumer("alice", "alice-1", ("gold",))
-    credential = await store.create_credential(new_credential(consumer.id))
-    return App(consumer, credential)
-
-
-@pytest.fixture
-def heard(store: Store) -> Announcements:
-    listener = Announcements()
-    store.on_revoked(listener)
-    return listener
 
 
 async def walk(fetch: Callable[[str | None], Awaitable[Page[T]]]) -> list[Page[T]]:
