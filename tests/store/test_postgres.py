@@ -22,16 +22,8 @@ from edgeauth.models import Consumer
 from edgeauth.store import open_store
 from edgeauth.store.sqlite_rows import encode_cursor
 from tests.store.conftest import PG_DSN, PgSchema, pg_connect, pg_schema, require_driver, with_query
-from tests.store.test_contract import (
-    Announcements,
-    App,
-    auth_code,
-    digest,
-    mint,
-    new_credential,
-    rotate_race,
-    saved,
-)
+from tests.store.records import Announcements, App, auth_code, digest, mint, new_credential, saved
+from tests.store.test_contract import rotate_race
 
 require_driver()  # skips (or fails) this module without asyncpg, before the import below
 from edgeauth.store.postgres import (  # noqa: E402
