@@ -287,7 +287,7 @@ async def test_bad_provision_key_wins_over_every_later_problem(
 async def test_missing_authenticated_userid_comes_next(
     gw: RunningGateway, client: aiohttp.ClientSession
 ) -> None:
-    for userid in (None, ""):
+    for userid in (None, "", " ", "\t\n", "\u00a0 \u3000"):  # blank is missing
         answer = await authorize(
             client,
             gw,

@@ -640,6 +640,9 @@ async def test_password_grant_provision_key(
     [
         pytest.param(without(password(), "authenticated_userid"), id="missing"),
         pytest.param(password(authenticated_userid=""), id="empty"),
+        pytest.param(password(authenticated_userid=" "), id="space"),
+        pytest.param(password(authenticated_userid="\t \n"), id="whitespace"),
+        pytest.param(password(authenticated_userid="\u00a0"), id="no-break-space"),
     ],
 )
 async def test_password_grant_authenticated_userid(
@@ -799,6 +802,21 @@ async def test_client_credentials_userid_reaches_backend(
     assert_tokens(answer, members=ACCESS_ONLY)
     seen = await upstream_headers(client, world, answer.body["access_token"])
     assert seen["x-authenticated-userid"] == USERID
+    assert seen["x-credential-identifier"] == "clientid"
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t"])
+@pytest.mark.parametrize("with_key", [True, False], ids=["provision-key", "no-provision-key"])
+async def test_client_credentials_blank_userid_names_nobody(
+    world: OAuthWorld, client: aiohttp.ClientSession, blank: str, with_key: bool
+) -> None:
+    """A blank user id is no user id, whitespace or not: a client token without a user."""
+    key = {"provision_key": PROVISION_KEY} if with_key else {}
+    params = client_credentials(authenticated_userid=blank, **key)
+    answer = await call(client, world.token_url, form=params)
+    assert_tokens(answer, members=ACCESS_ONLY)
+    seen = await upstream_headers(client, world, answer.body["access_token"])
+    assert "x-authenticated-userid" not in seen
     assert seen["x-credential-identifier"] == "clientid"
 
 

@@ -1,6 +1,7 @@
 """Client credentials (RFC 6749 §4.4): confidential clients only, no refresh token (§4.4.3).
 
-An `authenticated_userid` may ride along, as in Kong, but only with the provision key.
+An `authenticated_userid` may ride along, as in Kong, but only with the provision key; a blank
+one (empty or only whitespace) counts as none.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from edgeauth.errors import UnauthorizedClient
 from edgeauth.models import ClientType, Credential
 from edgeauth.oauth import scopes
 from edgeauth.oauth.grants.base import GrantContext
-from edgeauth.oauth.grants.provisioned import check_provision_key
+from edgeauth.oauth.grants.provisioned import check_provision_key, given_userid
 from edgeauth.oauth.issuer import Issue, Minted, mint
 from edgeauth.oauth.params import Params
 
@@ -17,7 +18,7 @@ from edgeauth.oauth.params import Params
 def decide(params: Params, client: Credential, ctx: GrantContext) -> Issue:
     if client.client_type is not ClientType.CONFIDENTIAL:
         raise UnauthorizedClient("client_credentials is only for confidential clients")
-    userid = params.get("authenticated_userid") or None
+    userid = given_userid(params)
     if userid is not None or "provision_key" in params:
         check_provision_key(params, ctx.policy)
     s = ctx.policy.settings

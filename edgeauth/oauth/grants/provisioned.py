@@ -18,8 +18,16 @@ def check_provision_key(params: Params, policy: Policy) -> None:
         raise InvalidProvisionKey()
 
 
-def authenticated_userid(params: Params) -> str:
+def given_userid(params: Params) -> str | None:
+    """The `authenticated_userid` sent, or None when absent, empty or only whitespace: a blank
+    user id names nobody, and backends would see an empty `X-Authenticated-Userid`."""
     userid = params.get("authenticated_userid")
-    if not userid:
+    return userid if userid and not userid.isspace() else None
+
+
+def authenticated_userid(params: Params) -> str:
+    """The user id a grant must carry (Kong's `invalid_authenticated_userid` otherwise)."""
+    userid = given_userid(params)
+    if userid is None:
         raise InvalidAuthenticatedUser()
     return userid
