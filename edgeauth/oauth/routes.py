@@ -55,11 +55,20 @@ def json_response(
     )
 
 
+def says_http(protos: list[str]) -> bool:
+    """Whether any X-Forwarded-Proto value, comma lists included, says the hop was plain HTTP."""
+    return any(value.strip().lower() == "http" for proto in protos for value in proto.split(","))
+
+
 def check_https(request: Request, peer: Peer, policy: Policy) -> None:
-    """Plain HTTP only behind a trusted proxy that says, once, that it terminated TLS."""
+    """HTTPS on every hop: a trusted proxy that says the client came over plain HTTP is
+    refused even over TLS; plain HTTP only behind a trusted proxy that says, once, that it
+    terminated TLS."""
+    protos = request.headers.getall("X-Forwarded-Proto", [])
+    if peer.trusted and says_http(protos):
+        raise AccessDenied()
     if peer.scheme == "https":
         return
-    protos = request.headers.getall("X-Forwarded-Proto", [])
     if (
         policy.settings.accept_http_if_already_terminated
         and peer.trusted

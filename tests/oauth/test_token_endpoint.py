@@ -58,6 +58,12 @@ UNSUPPORTED_GRANT = {
 }
 NOT_SECRET = frozenset({"grant_type", "state"})  # fixed texts may name a grant type
 MUST_USE_HTTPS = {"error": "access_denied", "error_description": "You must use HTTPS"}
+AUTHORIZE = {
+    "provision_key": PROVISION_KEY,
+    "authenticated_userid": USERID,
+    "client_id": "clientid",
+    "response_type": "code",
+}
 
 
 # helpers ---------------------------------------------------------------------------------
@@ -948,6 +954,62 @@ async def test_plain_http_needs_exactly_one_https_proto(
     headers: CIMultiDict[str] = CIMultiDict([("X-Forwarded-Proto", p) for p in protos])
     answer = await call(client, f"{terminated}/lb/oauth2/token", form=password(), headers=headers)
     assert_error(answer, 400, MUST_USE_HTTPS)
+
+
+@pytest.fixture
+async def behind_proxy(backend: Backend, gateway: GatewayFactory, tmp_path: Path) -> OAuthWorld:
+    """A TLS gateway whose peer (127.0.0.1) is a trusted proxy."""
+    gw = await gateway(
+        [events_service(backend, enable_authorization_code=True)],
+        consumers=consumers(tmp_path),
+        trusted_proxies=["127.0.0.1/32"],
+    )
+    return OAuthWorld(gw, backend)
+
+
+@pytest.mark.parametrize(
+    "protos",
+    [
+        pytest.param(["http"], id="http"),
+        pytest.param(["HTTP "], id="http-spelling"),
+        pytest.param(["https, http"], id="in-a-list"),
+        pytest.param(["https", "http"], id="second-header"),
+    ],
+)
+@pytest.mark.parametrize("endpoint", ["token", "authorize", "revoke", "introspect"])
+async def test_trusted_proxy_saying_http_is_refused_even_over_tls(
+    behind_proxy: OAuthWorld, client: aiohttp.ClientSession, protos: list[str], endpoint: str
+) -> None:
+    """The client's first hop was plain HTTP: its credentials already crossed the network in
+    clear, so the request is refused like a plain-HTTP one (Kong does the same)."""
+    headers: CIMultiDict[str] = CIMultiDict([("X-Forwarded-Proto", p) for p in protos])
+    form = password() if endpoint != "authorize" else AUTHORIZE
+    url = f"{behind_proxy.gw.url}/events/oauth2/{endpoint}"
+    answer = await call(client, url, form=form, headers=headers)
+    assert_error(answer, 400, MUST_USE_HTTPS)
+
+
+async def test_trusted_proxy_saying_https_over_tls_is_served(
+    behind_proxy: OAuthWorld, client: aiohttp.ClientSession
+) -> None:
+    for headers in ({"X-Forwarded-Proto": "https"}, {}):
+        answer = await call(client, behind_proxy.token_url, form=password(), headers=headers)
+        assert_tokens(answer, members=FULL)
+    authorize_url = f"{behind_proxy.gw.url}/events/oauth2/authorize"
+    answer = await call(
+        client, authorize_url, form=AUTHORIZE, headers={"X-Forwarded-Proto": "https"}
+    )
+    assert answer.status == 200, answer.raw
+
+
+async def test_untrusted_peer_saying_http_is_not_believed(
+    world: OAuthWorld, client: aiohttp.ClientSession
+) -> None:
+    """X-Forwarded-Proto from anyone but a trusted proxy is just a client's word."""
+    answer = await call(
+        client, world.token_url, form=password(), headers={"X-Forwarded-Proto": "http"}
+    )
+    assert_tokens(answer, members=FULL)
 
 
 async def test_method_checked_before_https_and_https_before_body(
