@@ -1,11 +1,18 @@
 """Route matching and path normalization (design §3). Pure: values in, values out.
 
-Rule 1: the path is normalized once (unreserved escapes decoded, dot-segments removed, `//`
-kept) and that one string is used for matching, authorization and forwarding.
-Rule 2: a path that smuggles a separator (`%2F`, `%5C`, `%00`, a backslash) or whose `..`
-climbs above root or above the prefix of the route it lands on is refused, never rewritten.
+Rule 1: the path is normalized once (unreserved escapes decoded, runs of `/` merged into one,
+dot-segments removed) and that one string is used for matching, authorization and forwarding.
+Rule 2: a path that smuggles a separator (`%2F`, `%5C`, `%00`, a backslash), carries a `#`, or
+whose `..` climbs above root or above the prefix of the route it lands on is refused, never
+rewritten.
 Rule 3: the longest whole-segment prefix wins; among equal prefixes a route naming hosts
 beats one that does not, then a route naming methods.
+Rule 4: `;` parameters (`;` or `%3B`) are matched as absent: the route is chosen on the path
+with each segment cut at its first `;`, so `/a;x/b` lands where `/a/b` would, and refused
+(400) unless that route sets `allow_path_params`. A segment that is empty, `.` or `..` once cut
+is refused, because backends that strip parameters would merge or climb it.
+Rule 5: a `case_insensitive` route's prefix matches in any ASCII case; the path is forwarded as
+the client wrote it (normalized), and case folding runs only when such a route exists.
 """
 
 from __future__ import annotations
@@ -16,20 +23,30 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from edgeauth.config import RouteSettings, ServiceSettings
+from edgeauth.config.scalars import fold
 from edgeauth.errors import BadPath
 
 _SMUGGLED = ("%2f", "%5c", "%00")
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_SLASHES = re.compile(r"//+")
+_PARAM = re.compile(r";|%3B")  # after normalization an escape's hex digits are upper-case
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _NO_CLIMB = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
 class NormalPath:
-    """A normalized path and the shallowest depth a `..` brought it to (_NO_CLIMB if none)."""
+    """A normalized path, the shallowest depth a `..` brought it to (_NO_CLIMB if none), and,
+    when it has `;` parameters, the same path without them (what routes are matched on)."""
 
     path: str
     floor: int = _NO_CLIMB
+    bare: str | None = None
+
+    @property
+    def key(self) -> str:
+        """The string routes are matched on."""
+        return self.path if self.bare is None else self.bare
 
 
 def _decode_unreserved(match: re.Match[str]) -> str:
@@ -39,16 +56,30 @@ def _decode_unreserved(match: re.Match[str]) -> str:
 
 def normalize_path(raw: str) -> NormalPath:
     """RFC 3986 §6.2.2 normalization of a request path, refusing what could escape a route."""
-    if not raw.startswith("/") or "\\" in raw:
+    if not raw.startswith("/") or "\\" in raw or "#" in raw:
         raise BadPath()
     if "%" in raw:
         lowered = raw.lower()
         if any(bad in lowered for bad in _SMUGGLED):
             raise BadPath()
         raw = _ESCAPE.sub(_decode_unreserved, raw)
-    if "/." not in raw:
-        return NormalPath(raw)
-    return _remove_dot_segments(raw)
+    if "//" in raw:
+        raw = _SLASHES.sub("/", raw)
+    path = _remove_dot_segments(raw) if "/." in raw else NormalPath(raw)
+    if ";" in path.path or "%3B" in path.path:
+        return NormalPath(path.path, path.floor, _without_params(path.path))
+    return path
+
+
+def _without_params(path: str) -> str:
+    """The path with each segment cut at its first `;`; refuses segments that would vanish."""
+    segments = [_PARAM.split(seg, 1)[0] for seg in path[1:].split("/")]
+    for seg in segments[:-1]:
+        if seg in ("", ".", ".."):
+            raise BadPath()
+    if segments[-1] in (".", ".."):
+        raise BadPath()
+    return "/" + "/".join(segments)
 
 
 def _remove_dot_segments(path: str) -> NormalPath:
@@ -80,17 +111,31 @@ class Target:
     prefix: str
     origin: str
     base_path: str
+    depth: int
 
     def upstream_path(self, path: str) -> str:
-        """The path to request upstream: service path + request path (minus prefix if strip)."""
+        """The path to request upstream: service path + request path (minus prefix if strip).
+
+        The prefix is cut by whole segments, as it was matched: its spelling in `path` may
+        differ in case or carry `;` parameters."""
         rest = path
-        if self.route.strip_path and self.prefix != "/":
-            rest = path[len(self.prefix) :]
+        if self.route.strip_path and self.depth:
+            rest = path[_segments_end(path, self.depth) :]
         if not rest:
             return self.base_path or "/"
         if self.base_path.endswith("/") and rest.startswith("/"):
             return self.base_path + rest[1:]
         return self.base_path + rest
+
+
+def _segments_end(path: str, depth: int) -> int:
+    """Where the first `depth` segments of `path` end."""
+    end = 0
+    for _ in range(depth):
+        end = path.find("/", end + 1)
+        if end < 0:
+            return len(path)
+    return end
 
 
 def _depth(prefix: str) -> int:
@@ -114,9 +159,14 @@ def _bare_host(host: str) -> str:
 
 
 class Router:
-    """Matches (host, method, path) to a Target in O(path depth) dict lookups."""
+    """Matches (host, method, path) to a Target in O(path depth) dict lookups.
+
+    With any case-insensitive route, the table is keyed by folded prefixes and a
+    case-sensitive route also checks the path's own spelling of its prefix."""
 
     def __init__(self, services: Iterable[ServiceSettings]) -> None:
+        services = list(services)
+        self._folding = any(r.case_insensitive for s in services for r in s.routes)
         table: dict[str, list[Target]] = {}
         for service in services:
             parts = urlsplit(service.url)
@@ -124,27 +174,43 @@ class Router:
             for route in service.routes:
                 for raw in route.paths:
                     prefix = raw.rstrip("/") or "/"
-                    target = Target(route, service, prefix, origin, parts.path)
-                    table.setdefault(prefix, []).append(target)
+                    target = Target(route, service, prefix, origin, parts.path, _depth(prefix))
+                    key = fold(prefix) if self._folding else prefix
+                    table.setdefault(key, []).append(target)
         for targets in table.values():
             targets.sort(key=lambda t: (not t.route.hosts, not t.route.methods))
         self._table = table
 
     def match(self, host: str, method: str, path: NormalPath) -> Target | None:
-        """The most specific route for the request, or None; BadPath if `..` left its prefix."""
-        host = _bare_host(host)
-        candidate = path.path
+        """The most specific route for the request, or None; BadPath if `..` left its prefix
+        or the path has `;` parameters the route does not allow."""
+        target = self._lookup(_bare_host(host), method, path.key)
+        if target is None:
+            if path.floor != _NO_CLIMB:
+                raise BadPath()  # a `..` that climbed out of somewhere and leads nowhere
+            return None
+        if path.floor < target.depth:
+            raise BadPath()
+        if path.bare is not None and not target.route.allow_path_params:
+            raise BadPath()
+        return target
+
+    def _lookup(self, host: str, method: str, key: str) -> Target | None:
+        folding = self._folding
+        folded = fold(key) if folding else key
+        end = len(key)
         while True:
+            candidate = folded[:end] or "/"
             for target in self._table.get(candidate, ()):
                 route = target.route
-                if _host_matches(route.hosts, host) and (
-                    not route.methods or method in route.methods
+                if (
+                    _host_matches(route.hosts, host)
+                    and (not route.methods or method in route.methods)
+                    and (
+                        not folding or route.case_insensitive or (key[:end] or "/") == target.prefix
+                    )
                 ):
-                    if path.floor < _depth(target.prefix):
-                        raise BadPath()
                     return target
             if candidate == "/":
-                if path.floor != _NO_CLIMB:
-                    raise BadPath()  # a `..` that climbed out of somewhere and leads nowhere
                 return None
-            candidate = candidate[: candidate.rfind("/")] or "/"
+            end = folded.rfind("/", 0, end)

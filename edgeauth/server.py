@@ -29,6 +29,7 @@ from edgeauth.bus import WorkerBus
 from edgeauth.cache import CLIENT_ID, CONSUMER, IDENTITY, Header, TokenCache
 from edgeauth.config import Settings
 from edgeauth.errors import (
+    BadPath,
     EdgeAuthError,
     InvalidToken,
     MissingToken,
@@ -277,8 +278,10 @@ class Gateway:
 
     async def _dispatch(self, request: Request, ex: Exchange, peer: hdr.Peer) -> AnyResponse:
         server = self.settings.server
-        raw_path = request.raw_path.partition("?")[0]
+        raw_path, _, raw_query = request.raw_path.partition("?")
         ex.path = raw_path
+        if "#" in request.raw_path:
+            raise BadPath()  # a fragment is the client's own; the backend would drop what follows
         path = normalize_path(raw_path)
         ex.path = path.path
         if path.path.startswith(WELL_KNOWN):
@@ -290,7 +293,6 @@ class Gateway:
         ex.route = target.route.name
         identity: tuple[Header, ...] = ()
         hidden: frozenset[str] = frozenset()
-        raw_query = request.raw_path.partition("?")[2]
         policy = self.policies.get(target.service.name)
         if policy is not None:
             endpoint = oauth_routes.endpoint_of(path.path)

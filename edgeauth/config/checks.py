@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from edgeauth.config.scalars import show
+from edgeauth.config.scalars import fold, show
 from edgeauth.config.schema import (
     AdminSettings,
     CredentialSettings,
@@ -70,7 +70,7 @@ def _path_problem(route_path: str) -> str | None:
     """Route prefixes must be normalized already: requests are normalized before matching (§3)."""
     if not route_path.startswith("/"):
         return f'must start with "/", got {show(route_path)}'
-    if bad := [c for c in "?#\\" if c in route_path]:
+    if bad := [c for c in ("?", "#", "\\", ";", "%3B", "%3b", "//") if c in route_path]:
         return f'must not contain "{bad[0]}", got {show(route_path)}'
     if {".", ".."} & set(route_path.split("/")):
         return f'must not contain "." or ".." segments, got {show(route_path)}'
@@ -186,17 +186,24 @@ def _clash(a: tuple[str, ...], b: tuple[str, ...], same: Callable[[str, str], bo
     return bool(a) == bool(b) and (not a or any(same(x, y) for x in a for y in b))
 
 
+def _prefix(route_path: str, folded: bool) -> str:
+    prefix = route_path.rstrip("/") or "/"
+    return fold(prefix) if folded else prefix
+
+
 def _check_ambiguous(routes: list[tuple[str, RouteSettings]], ctx: Context) -> None:
-    """Two routes that can match the same request with equal rank make routing order-dependent."""
+    """Two routes that can match the same request with equal rank make routing order-dependent;
+    a case-insensitive route's prefix clashes with every spelling of it."""
     for i, (first_path, first) in enumerate(routes):
-        prefixes = {p.rstrip("/") or "/" for p in first.paths}
         for path, route in routes[i + 1 :]:
             if not _clash(first.hosts, route.hosts, _same_host):
                 continue
             if not _clash(first.methods, route.methods, str.__eq__):
                 continue
+            folded = first.case_insensitive or route.case_insensitive
+            prefixes = {_prefix(p, folded) for p in first.paths}
             for k, route_path in enumerate(route.paths):
-                if (route_path.rstrip("/") or "/") in prefixes:
+                if _prefix(route_path, folded) in prefixes:
                     ctx.problem(
                         f"{path}.paths[{k}]",
                         f'route "{route.name}" is ambiguous with route "{first.name}" '

@@ -12,6 +12,14 @@ from collections.abc import Callable, Mapping
 
 from edgeauth.config.schema import Address, Bad, Network
 
+_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}
+
+
+def fold(text: str) -> str:
+    """ASCII-only lower case, for case-insensitive route prefixes: it keeps the length, so a
+    prefix cuts a path at the same place in both spellings."""
+    return text.lower() if text.isascii() else text.translate(_ASCII_LOWER)
+
 
 def show(value: object) -> str:
     """Renders a TOML value the way the operator wrote it, so messages quote their own input."""

@@ -127,6 +127,8 @@ class RouteSettings:
     methods: tuple[Annotated[str, Mark.UPPER], ...] = ()
     strip_path: bool = True
     required_scopes: tuple[str, ...] = ()
+    allow_path_params: bool = False  # `;` / `%3B` path parameters; refused (400) otherwise
+    case_insensitive: bool = False  # the prefix matches in any ASCII case
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,7 +16,12 @@ from edgeauth.routing import Router, normalize_path
     [
         ("/", "/"),
         ("/a/b", "/a/b"),
-        ("/a//b", "/a//b"),
+        ("/a//b", "/a/b"),
+        ("//a///b//", "/a/b/"),
+        ("/a//../b", "/b"),
+        ("/a/.//b", "/a/b"),
+        ("/a/b;x=1/c", "/a/b;x=1/c"),
+        ("/a/b%3bx", "/a/b%3Bx"),
         ("/a/./b", "/a/b"),
         ("/a/b/.", "/a/b/"),
         ("/a/b/..", "/a/"),
@@ -35,7 +40,26 @@ def test_normalize(raw: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["/a%2Fb", "/a%2fb", "/a%5cb", "/a%00", "/a\\b", "/..", "/a/../..", "/%2e%2e", "a/b", "*"],
+    [
+        "/a%2Fb",
+        "/a%2fb",
+        "/a%5cb",
+        "/a%00",
+        "/a\\b",
+        "/..",
+        "/a/../..",
+        "/%2e%2e",
+        "a/b",
+        "*",
+        "/a#",
+        "/a#/b",
+        "/a/b%23#x",
+        "/a/..;/b",
+        "/a/.;x/b",
+        "/a/;x/b",
+        "/a/%3Bx/b",
+        "/a/..;",
+    ],
 )
 def test_normalize_refuses(raw: str) -> None:
     with pytest.raises(BadPath):
@@ -51,6 +75,8 @@ def _service(name: str, url: str, *routes: dict[str, Any]) -> ServiceSettings:
             methods=tuple(r.get("methods", ())),
             strip_path=r.get("strip_path", True),
             required_scopes=(),
+            allow_path_params=r.get("allow_path_params", False),
+            case_insensitive=r.get("case_insensitive", False),
         )
         for i, r in enumerate(routes)
     )
@@ -138,3 +164,96 @@ def test_upstream_path(url: str, strip: bool, path: str, upstream: str) -> None:
     target = router.match("gw", "GET", normalize_path(path))
     assert target is not None
     assert target.upstream_path(normalize_path(path).path) == upstream
+
+
+@pytest.mark.parametrize(
+    ("raw", "bare"),
+    [
+        ("/a/b", None),
+        ("/a/b;x=1/c", "/a/b/c"),
+        ("/a/b%3Bx/c", "/a/b/c"),
+        ("/a;x;y/b;z", "/a/b"),
+        ("/a/b/;jsessionid=1", "/a/b/"),
+        ("/;x", "/"),
+    ],
+)
+def test_parameters_are_cut_for_matching_only(raw: str, bare: str | None) -> None:
+    path = normalize_path(raw)
+    assert path.bare == bare
+    assert path.path == raw
+
+
+NESTED = Router(
+    [
+        _service("pub", "http://u/", {"paths": ["/pub"], "allow_path_params": True}),
+        _service("admin", "http://u/admin", {"paths": ["/pub/admin"]}),
+        _service("ci", "http://u/ci", {"paths": ["/pub/Ci"], "case_insensitive": True}),
+        _service("cs", "http://u/cs", {"paths": ["/pub/Cs"]}),
+        _service("root", "http://u/root", {"paths": ["/"]}),
+    ]
+)
+
+
+@pytest.mark.parametrize(
+    ("path", "service"),
+    [
+        ("/pub/admin/x", "admin"),
+        ("/pub//admin/x", "admin"),
+        ("/pub/x;y=1/z", "pub"),
+        ("/pub;y=1", "pub"),
+        ("/pub/CI/x", "ci"),
+        ("/pub/ci", "ci"),
+        ("/PUB/ci", "ci"),
+        ("/PUB/x", "root"),
+        ("/pub/Cs/x", "cs"),
+        ("/pub/cs/x", "pub"),
+        ("/pub/CS", "pub"),
+        ("/other", "root"),
+    ],
+)
+def test_nested_routes(path: str, service: str) -> None:
+    target = NESTED.match("gw", "GET", normalize_path(path))
+    assert target is not None
+    assert target.service.name == service
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/pub/admin;jsessionid=1/x", "/pub/admin%3B/x", "/pub/admin%3b/x", "/pub/ci;x", "/x;y"],
+)
+def test_parameters_on_a_route_that_does_not_allow_them_are_refused(path: str) -> None:
+    """Matched as if absent, so `/pub/admin;x` can never land on the less protected `/pub`."""
+    with pytest.raises(BadPath):
+        NESTED.match("gw", "GET", normalize_path(path))
+
+
+@pytest.mark.parametrize(
+    ("route", "path", "upstream"),
+    [
+        ({"paths": ["/pub"], "allow_path_params": True}, "/pub;s=1/x;y=2", "/base/x;y=2"),
+        ({"paths": ["/pub"], "allow_path_params": True}, "/pub;s=1", "/base"),
+        ({"paths": ["/a/b"], "case_insensitive": True}, "/A/B/Cd", "/base/Cd"),
+        ({"paths": ["/a/b"], "case_insensitive": True}, "/A/b", "/base"),
+        (
+            {"paths": ["/a/b"], "case_insensitive": True, "strip_path": False},
+            "/A/b/c",
+            "/base/A/b/c",
+        ),
+    ],
+)
+def test_prefix_is_stripped_by_segments_in_the_clients_spelling(
+    route: dict[str, Any], path: str, upstream: str
+) -> None:
+    router = Router([_service("s", "http://u/base", route)])
+    normal = normalize_path(path)
+    target = router.match("gw", "GET", normal)
+    assert target is not None
+    assert target.upstream_path(normal.path) == upstream
+
+
+def test_case_folding_is_ascii_only_and_keeps_lengths() -> None:
+    router = Router([_service("s", "http://u/base", {"paths": ["/ä/b"], "case_insensitive": True})])
+    target = router.match("gw", "GET", normalize_path("/ä/B/İx"))
+    assert target is not None
+    assert target.upstream_path("/ä/B/İx") == "/base/İx"
+    assert router.match("gw", "GET", normalize_path("/Ä/b")) is None
