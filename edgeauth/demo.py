@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from edgeauth.bootstrap import policy_for
 from edgeauth.config import Settings
+from edgeauth.routing import public_base
 
 STARTUP_SECONDS = 30.0
 
@@ -36,24 +37,18 @@ def _backend_address(settings: Settings) -> tuple[str, int]:
     return parts.hostname or "127.0.0.1", parts.port or 80
 
 
-def _gateway_url(settings: Settings) -> str:
-    addr = settings.server.listen[0]
-    host = "127.0.0.1" if addr.host in ("0.0.0.0", "") else addr.host  # noqa: S104
-    host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
-    return f"https://{host}:{addr.port}"
-
-
-def _public_lines(settings: Settings, curl: str, base: str) -> list[str]:
+def _public_lines(settings: Settings, curl: str) -> list[str]:
     lines: list[str] = []
     for service in settings.services:
         if service.oauth2 is None:
+            base = public_base(settings.server, service)
             for route in service.routes:
                 for path in route.paths:
                     lines.append(f"  {curl} {base}{path.rstrip('/')}/echo")
     return lines
 
 
-def _walkthrough(settings: Settings, curl: str, base: str) -> list[str]:
+def _walkthrough(settings: Settings, curl: str) -> list[str]:
     """The seed walkthrough's three commands, runnable as printed (sed pulls the tokens)."""
     service = next((s for s in settings.services if s.oauth2 is not None), None)
     cred = next((c for consumer in settings.consumers for c in consumer.oauth2), None)
@@ -62,6 +57,7 @@ def _walkthrough(settings: Settings, curl: str, base: str) -> list[str]:
     policy = policy_for(service)
     if policy is None:
         return []
+    base = public_base(settings.server, service)
     path = service.routes[0].paths[0].rstrip("/")
     token_url = f"{base}{path}/oauth2/token"
     json_type = "-H 'Content-Type: application/json'"
@@ -87,12 +83,12 @@ def _walkthrough(settings: Settings, curl: str, base: str) -> list[str]:
     ]
 
 
-def _tour(settings: Settings, base: str) -> str:
+def _tour(settings: Settings) -> str:
     ca = settings.server.tls_cert_file.parent / "dev-ca.crt"
     curl = f"curl --cacert {ca}"
-    lines = [f"edgeauth is serving on {base}", ""]
-    lines += _walkthrough(settings, curl, base)
-    public = _public_lines(settings, curl, base)
+    lines = [f"edgeauth is serving on {public_base(settings.server)}", ""]
+    lines += _walkthrough(settings, curl)
+    public = _public_lines(settings, curl)
     if public:
         lines += ["Public routes (no token):", *public, ""]
     admin = settings.admin.listen
@@ -128,7 +124,7 @@ def run_demo(settings: Settings, config: Path) -> int:
     listen = settings.server.listen[0]
     probe_host = "127.0.0.1" if listen.host in ("0.0.0.0", "") else listen.host  # noqa: S104
     if _wait_for_port(probe_host, listen.port, deadline):
-        sys.stdout.write(_tour(settings, _gateway_url(settings)) + "\n")
+        sys.stdout.write(_tour(settings) + "\n")
         sys.stdout.flush()
     while not stopping and gateway.poll() is None and backend.poll() is None:
         time.sleep(0.2)

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from edgeauth.config import RouteSettings, ServiceSettings
+from edgeauth.config import RouteSettings, ServerSettings, ServiceSettings
 from edgeauth.config.scalars import fold
 from edgeauth.errors import BadPath
 
@@ -32,6 +32,7 @@ _SLASHES = re.compile(r"//+")
 _PARAM = re.compile(r";|%3B")  # after normalization an escape's hex digits are upper-case
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 _NO_CLIMB = 1 << 30
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,3 +215,20 @@ class Router:
             if candidate == "/":
                 return None
             end = folded.rfind("/", 0, end)
+
+
+def public_base(
+    server: ServerSettings, service: ServiceSettings | None = None, port: int | None = None
+) -> str:
+    """The URL the gateway names itself by (issuers, printed URLs), never the client's Host:
+    the service's `public_url`, else the server's, else https:// and the first listen address
+    (a wildcard address as loopback; `port` is the bound one when the address says 0)."""
+    if service is not None and service.public_url:
+        return service.public_url
+    if server.public_url:
+        return server.public_url
+    address = server.listen[0]
+    host = _WILDCARDS.get(address.host, address.host)
+    host = f"[{host}]" if ":" in host else host
+    port = address.port if port is None else port
+    return f"https://{host}" if port == 443 else f"https://{host}:{port}"

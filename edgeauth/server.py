@@ -27,7 +27,7 @@ from edgeauth.admin.http import AdminContext
 from edgeauth.bootstrap import policy_for, read_or_create_secret
 from edgeauth.bus import WorkerBus
 from edgeauth.cache import CLIENT_ID, CONSUMER, IDENTITY, Header, TokenCache
-from edgeauth.config import Settings
+from edgeauth.config import ServiceSettings, Settings
 from edgeauth.errors import (
     BadPath,
     EdgeAuthError,
@@ -55,7 +55,7 @@ from edgeauth.revocations import RevocationFollower
 
 if TYPE_CHECKING:
     from edgeauth.store.postgres_listen import NotifyListener
-from edgeauth.routing import Router, Target, normalize_path
+from edgeauth.routing import Router, Target, normalize_path, public_base
 from edgeauth.store import open_store
 from edgeauth.store.base import Store
 from edgeauth.validation import Validator
@@ -67,6 +67,15 @@ SWEEP_SECONDS = 600.0
 WELL_KNOWN = "/.well-known/oauth-authorization-server"
 
 
+def _hidden_headers(settings: Settings, service: ServiceSettings) -> frozenset[str]:
+    """Client headers never forwarded to this service, beyond the fixed rules of headers.py:
+    `drop_request_headers`, and the token's header under `hide_credentials`."""
+    dropped = set(settings.server.drop_request_headers)
+    if service.oauth2 is not None and service.oauth2.hide_credentials:
+        dropped.add(service.oauth2.auth_header_name)
+    return frozenset(dropped)
+
+
 class Gateway:
     """Everything one worker serves: owns the upstream pools, the access log and listeners."""
 
@@ -74,6 +83,8 @@ class Gateway:
         self.settings = settings
         self._bus = None if bus is None else WorkerBus(bus)
         self.router = Router(settings.services)
+        self._hidden = {s.name: _hidden_headers(settings, s) for s in settings.services}
+        self._issuers: dict[str, str] = {}
         self.upstreams = {s.name: Upstream(s) for s in settings.services}
         self.access_log = AccessLog(settings.log.access_log)
         self.metrics = Recorder(settings.metrics.enabled, settings.metrics.per_consumer)
@@ -100,6 +111,8 @@ class Gateway:
     ) -> None:
         """Open the store and upstream pools, then start accepting on already-bound sockets."""
         server = self.settings.server
+        port = tls_sockets[0].getsockname()[1] if tls_sockets else None
+        self._issuers = {s.name: public_base(server, s, port) for s in self.settings.services}
         await self._open_oauth()
         await self._start_admin(admin_sockets)
         for upstream in self.upstreams.values():
@@ -292,7 +305,6 @@ class Gateway:
         ex.service = target.service.name
         ex.route = target.route.name
         identity: tuple[Header, ...] = ()
-        hidden: frozenset[str] = frozenset()
         policy = self.policies.get(target.service.name)
         if policy is not None:
             endpoint = oauth_routes.endpoint_of(path.path)
@@ -303,8 +315,6 @@ class Gateway:
                 ex.status = resp.status
                 return resp
             identity, raw_query = await self._authenticate(request, policy, target, raw_query, ex)
-            if policy.settings.hide_credentials:
-                hidden = frozenset({policy.settings.auth_header_name})
         return await forward(
             request,
             target,
@@ -314,7 +324,7 @@ class Gateway:
             server=server,
             peer=peer,
             identity=identity,
-            hidden=hidden,
+            hidden=self._hidden[target.service.name],
             raw_query=raw_query,
         )
 
@@ -324,7 +334,7 @@ class Gateway:
         policy = self.policies.get(target.service.name) if target is not None else None
         if target is None or policy is None or target.prefix != (prefix or "/"):
             raise NoRoute()
-        issuer = f"{peer.scheme}://{peer.host}{prefix}"
+        issuer = self._issuers[target.service.name] + prefix
         return oauth_routes.json_response(200, oauth_routes.metadata(policy, issuer))
 
     async def _authenticate(

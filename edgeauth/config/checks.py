@@ -27,6 +27,7 @@ from edgeauth.config.walker import Check, Context, join, read_secret
 
 _NAME = re.compile(r"[A-Za-z0-9._~-]+")  # Kong's name alphabet; service names also name files
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Z-]+")  # RFC 9110 §5.6.2, upper-case only
+_FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # the same, lower-case only
 _HASH_PREFIX = "$pbkdf2-sha512$"
 
 
@@ -121,8 +122,24 @@ def _url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
     return None
 
 
+def _public_url(url: str, path: str, ctx: Context) -> str:
+    """An issuer origin (and optional path): absolute http(s), no query, fragment or user;
+    returned without a trailing slash, as route prefixes are appended to it."""
+    if not url:
+        return url
+    problem = _url_problem(url, ("http", "https"))
+    if problem is None and ("?" in url or "@" in urlsplit(url).netloc):
+        problem = f"must not have a query or user info, got {show(url)}"
+    if problem:
+        ctx.problem(path, problem)
+    return url.rstrip("/")
+
+
 def _check_service(service: ServiceSettings, path: str, ctx: Context) -> ServiceSettings:
     _check_name(service.name, join(path, "name"), ctx)
+    public_url = _public_url(service.public_url, join(path, "public_url"), ctx)
+    if public_url != service.public_url:
+        service = replace(service, public_url=public_url)
     problem = _url_problem(service.url, ("http", "https"))
     if problem is None and "?" in service.url:
         problem = f"must not have a query, got {show(service.url)}"
@@ -212,7 +229,20 @@ def _check_ambiguous(routes: list[tuple[str, RouteSettings]], ctx: Context) -> N
                     )
 
 
+def _check_server_keys(settings: Settings, ctx: Context) -> Settings:
+    """server.public_url and drop_request_headers (checked here, beside the other tables)."""
+    server = settings.server
+    for i, name in enumerate(server.drop_request_headers):
+        if not _FIELD_NAME.fullmatch(name):
+            ctx.problem(f"server.drop_request_headers[{i}]", f"not a header name: {show(name)}")
+    public_url = _public_url(server.public_url, "server.public_url", ctx)
+    if public_url == server.public_url:
+        return settings
+    return replace(settings, server=replace(server, public_url=public_url))
+
+
 def _check_settings(settings: Settings, path: str, ctx: Context) -> Settings:
+    settings = _check_server_keys(settings, ctx)
     services = settings.services
     _unique(((f"services[{i}].name", s.name) for i, s in enumerate(services)), "service name", ctx)
     routes = [

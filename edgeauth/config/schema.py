@@ -45,6 +45,14 @@ class Range:
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+# Headers some backends and frameworks read as "the real URL or method": never passed on by default.
+DROPPED_REQUEST_HEADERS = (
+    "x-original-url",
+    "x-rewrite-url",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+)
 _Name = Annotated[str, Mark.NON_EMPTY]
 _Seconds = Annotated[float, Range(0, above=True)]
 _Count = Annotated[int, Range(1)]
@@ -81,6 +89,8 @@ class ServerSettings:
     max_request_line_bytes: _Count = 8192
     max_header_count: _Count = 100
     max_header_bytes: _Count = 32768
+    public_url: str = ""  # the issuer's origin; "" = derived from the first listen address
+    drop_request_headers: tuple[Annotated[str, Mark.LOWER], ...] = DROPPED_REQUEST_HEADERS
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,6 +178,7 @@ class ServiceSettings:
     ca_file: Annotated[Path | None, Mark.EXISTS] = None
     routes: Annotated[tuple[RouteSettings, ...], Mark.NON_EMPTY] = ()
     oauth2: OAuth2Settings | None = None
+    public_url: str = ""  # overrides server.public_url for this service's issuer
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -156,3 +156,42 @@ async def test_public_routes_unknown_prefixes_and_sub_paths_are_404(
     for path in ("/public", "/nope", "/events/1", "/eventsX", "", "/"):
         status, body = await get(client, f"{gw.url}{WELL_KNOWN}{path}")
         assert (status, body) == (404, NO_ROUTE), path
+
+
+async def test_the_issuer_never_comes_from_the_host_header(
+    backend: Backend, gateway: GatewayFactory, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    gw = await gateway([events_service(backend)], consumers=consumers(tmp_path))
+    async with client.get(f"{gw.url}{WELL_KNOWN}/events", headers={"Host": "evil.example"}) as resp:
+        assert resp.status == 200
+        body = orjson.loads(await resp.read())
+    assert body["issuer"] == f"https://127.0.0.1:{gw.port}/events"
+    assert body["token_endpoint"] == f"https://127.0.0.1:{gw.port}/events/oauth2/token"
+
+
+async def test_public_url_names_the_issuer_per_server_and_per_service(
+    backend: Backend, gateway: GatewayFactory, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    reports = service(
+        "reports",
+        backend.url + "/api",
+        ["/reports"],
+        strip_path=False,
+        public_url="https://reports.example.com/auth/",
+        oauth2={"provision_key": "pk-" + "r" * 40, "enable_client_credentials": True},
+    )
+    gw = await gateway(
+        [events_service(backend), reports],
+        consumers=consumers(tmp_path),
+        public_url="https://gw.example.com",
+    )
+    for prefix, issuer in (
+        ("/events", "https://gw.example.com/events"),
+        ("/reports", "https://reports.example.com/auth/reports"),
+    ):
+        async with client.get(
+            f"{gw.url}{WELL_KNOWN}{prefix}", headers={"Host": "evil.example"}
+        ) as resp:
+            body = orjson.loads(await resp.read())
+        assert body["issuer"] == issuer
+        assert body["introspection_endpoint"] == f"{issuer}/oauth2/introspect"
