@@ -7,6 +7,8 @@ Rule 2: client secrets are stored as PBKDF2-SHA512 in Kong's PHC format
 they are; every comparison of secret material is constant-time.
 Rule 3: a verification is slow on purpose (≈15 ms); `SecretMemo` remembers successes keyed by
 a digest of client_id, secret and the stored hash, so a changed credential never matches.
+Rule 4: a refusal costs the same whoever is asked about: a secret sent for an unknown client is
+verified against `DUMMY_HASH` (same parameters as real hashes, matching no known secret).
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ def hash_secret(
     salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
     derived = hashlib.pbkdf2_hmac("sha512", _bytes(secret), salt, iterations, PBKDF2_LENGTH)
     return f"$pbkdf2-sha512$i={iterations},l={PBKDF2_LENGTH}${_b64(salt)}${_b64(derived)}"
+
+
+# Hashed at start from a secret nobody ever learns: verifying against it is a real PBKDF2 run.
+DUMMY_HASH = hash_secret(mint())
 
 
 def parse_phc(encoded: str) -> tuple[int, int, bytes, bytes] | None:

@@ -149,6 +149,25 @@ class InvalidClient(OAuthError):
         return {"WWW-Authenticate": f'Basic realm="{realm}"'} if self.basic else {}
 
 
+class ClientThrottled(OAuthError):
+    """Too many failed client authentications for this client_id or source address.
+
+    `invalid_client` because client authentication is what did not happen; 429 with
+    `Retry-After` (RFC 6585 §4) because it is temporary. Answered before any PBKDF2 run.
+    """
+
+    error = "invalid_client"
+    status = 429
+    message = "Too many failed client authentications, retry later"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__()
+        self.retry_after = retry_after
+
+    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 class InvalidGrant(OAuthError):
     error = "invalid_grant"
     message = "The grant is invalid, expired or revoked"

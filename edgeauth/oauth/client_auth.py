@@ -5,6 +5,9 @@ never both (§2.3); a body `client_id` beside Basic must name the same client.
 Rule 2: Basic credentials are form-decoded (§2.3.1); a secret that only matches undecoded is
 accepted too, because Kong compares the raw value and its clients rarely encode.
 Rule 3: a public client never sends a secret; a confidential one always does.
+Rule 4: once a secret was sent, every refusal runs the same PBKDF2 work as a wrong secret for
+a real client (`crypto.DUMMY_HASH` for unknown and public clients), so timing does not tell
+which client_ids exist; a request without a secret is refused at once for every client_id.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import binascii
 from dataclasses import dataclass
 from urllib.parse import unquote_plus
 
+from edgeauth import crypto
 from edgeauth.errors import InvalidClient, InvalidRequest
 from edgeauth.models import ClientType, Credential
 from edgeauth.oauth.params import Params
@@ -59,10 +63,23 @@ def credentials_from(authorization: str | None, params: Params) -> ClientCredent
     return ClientCredentials(body_id, (body_secret,) if body_secret is not None else (), False)
 
 
-def check_secret_presence(creds: ClientCredentials, client: Credential) -> None:
-    """Public clients must not send a secret; confidential ones must (design §4.5)."""
-    if client.client_type is ClientType.PUBLIC:
-        if any(creds.secrets):
-            raise InvalidClient(basic=creds.basic)
-    elif not any(creds.secrets) or client.secret_hash is None:
+@dataclass(frozen=True, slots=True)
+class SecretCheck:
+    """What the sent secrets are verified against. `client` is who a match authenticates;
+    None for the dummy, which is verified only to spend the same work and never succeeds."""
+
+    encoded: str
+    client: Credential | None
+
+
+def secret_check(creds: ClientCredentials, client: Credential | None) -> Credential | SecretCheck:
+    """The client itself when there is nothing to verify (a public client that rightly sent no
+    secret); otherwise what to verify the secrets against. A missing secret is refused at once,
+    the same for every client_id."""
+    if not any(creds.secrets):
+        if client is not None and client.client_type is ClientType.PUBLIC:
+            return client
         raise InvalidClient(basic=creds.basic)
+    if client is None or client.client_type is ClientType.PUBLIC or client.secret_hash is None:
+        return SecretCheck(crypto.DUMMY_HASH, None)
+    return SecretCheck(client.secret_hash, client)

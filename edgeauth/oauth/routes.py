@@ -1,6 +1,8 @@
 """Thin handlers for the OAuth endpoints under a protected route (design §4).
 
 Order of checks (design §4.6): method → HTTPS rule → body size and parse → the endpoint.
+Client authentication counts failures per client_id and per source address: the peer, or
+behind a trusted proxy the client address it reports.
 Every answer, success or error, is JSON with `Cache-Control: no-store` and `Pragma: no-cache`.
 """
 
@@ -29,8 +31,9 @@ from edgeauth.oauth.client_auth import credentials_from
 from edgeauth.oauth.introspect import TokenAdmin
 from edgeauth.oauth.params import MAX_BODY_BYTES, Params, parse_body, refuse_secrets_in_query
 from edgeauth.oauth.policy import Policy
-from edgeauth.oauth.token_endpoint import TokenEndpoint, authenticate
-from edgeauth.proxy.headers import Peer
+from edgeauth.oauth.throttle import Throttle
+from edgeauth.oauth.token_endpoint import ClientAuthenticator, TokenEndpoint
+from edgeauth.proxy.headers import IPNetwork, Peer, forwarded
 from edgeauth.store.base import Store
 
 ENDPOINTS = frozenset({"token", "authorize", "revoke", "introspect"})
@@ -99,30 +102,45 @@ class Endpoints:
     """The OAuth endpoints of one protected service."""
 
     policy: Policy
+    auth: ClientAuthenticator
     token: TokenEndpoint
     authorize: AuthorizeEndpoint
     tokens: TokenAdmin
+    trusted_proxies: tuple[IPNetwork, ...]
 
     @classmethod
-    def build(cls, policy: Policy, store: Store, memo: SecretMemo) -> Endpoints:
+    def build(
+        cls,
+        policy: Policy,
+        store: Store,
+        memo: SecretMemo,
+        trusted_proxies: tuple[IPNetwork, ...],
+    ) -> Endpoints:
+        s = policy.settings
+        throttle = Throttle(s.max_failed_client_auth, s.failed_client_auth_window_seconds)
+        auth = ClientAuthenticator(store, memo, throttle)
         return cls(
             policy,
-            TokenEndpoint.build(policy, store, memo),
+            auth,
+            TokenEndpoint.build(policy, auth),
             AuthorizeEndpoint(policy, store),
             TokenAdmin(policy, store),
+            trusted_proxies,
         )
 
+    def source_of(self, request: Request, peer: Peer) -> str:
+        """The client's address: the peer's, or behind a trusted proxy the one it reports."""
+        return forwarded(peer, request.headers, None, self.trusted_proxies).real_ip
+
     async def answer(
-        self, name: str, params: Params, authorization: str | None, now: float
+        self, name: str, params: Params, authorization: str | None, source: str, now: float
     ) -> dict[str, Any]:
         """The success body of endpoint `name`; raises OAuthError or Redirected."""
         if name == "token":
-            return await self.token.issue(params, authorization, now)
+            return await self.token.issue(params, authorization, source, now)
         if name == "authorize":
             return await self.authorize.authorize(params, now)
-        client = await authenticate(
-            credentials_from(authorization, params), self.token.store, self.token.memo
-        )
+        client = await self.auth.authenticate(credentials_from(authorization, params), source)
         if name == "revoke":
             return await self.tokens.revoke(params, client, now)
         return await self.tokens.introspect(params, client, now)
@@ -147,7 +165,11 @@ async def handle(
         refuse_secrets_in_query(request.raw_path.partition("?")[2])
         try:
             body = await endpoints.answer(
-                name, params, request.headers.get("Authorization"), time.time()
+                name,
+                params,
+                request.headers.get("Authorization"),
+                endpoints.source_of(request, peer),
+                time.time(),
             )
         except StoreError as exc:
             raise TemporarilyUnavailable() from exc

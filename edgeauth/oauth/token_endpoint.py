@@ -2,45 +2,81 @@
 
 Order: client authentication → grant_type known and enabled → the grant's own rules →
 scope; so a missing grant_type from a bad client is `invalid_client`. Secrets are verified
-off the event loop (PBKDF2 is slow on purpose) and successes remembered in a SecretMemo.
+off the event loop (PBKDF2 is slow on purpose) and successes remembered in a SecretMemo;
+failures are throttled per client_id and source address (see throttle.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from edgeauth import crypto
-from edgeauth.errors import InvalidClient, InvalidRequest, UnsupportedGrantType
-from edgeauth.models import ClientType, Credential
+from edgeauth.errors import ClientThrottled, InvalidClient, InvalidRequest, UnsupportedGrantType
+from edgeauth.models import Credential
 from edgeauth.oauth import issuer
-from edgeauth.oauth.client_auth import ClientCredentials, check_secret_presence, credentials_from
+from edgeauth.oauth.client_auth import ClientCredentials, credentials_from, secret_check
 from edgeauth.oauth.grants import build_grants
 from edgeauth.oauth.grants.base import Grant, GrantContext
 from edgeauth.oauth.params import Params
 from edgeauth.oauth.policy import Policy
+from edgeauth.oauth.throttle import Throttle, keys_of
 from edgeauth.store.base import Store
 
+log = logging.getLogger(__name__)
 
-async def authenticate(
-    creds: ClientCredentials, store: Store, memo: crypto.SecretMemo
-) -> Credential:
-    """The client, if it proved who it is; InvalidClient otherwise."""
-    client = await store.find_credential(creds.client_id)
-    if client is None:
+
+@dataclass(slots=True)
+class ClientAuthenticator:
+    """Client authentication for the token, revocation and introspection endpoints of one
+    service. `pbkdf2_runs` counts verifications started, dummy ones included: the work an
+    attacker can make this worker do."""
+
+    store: Store
+    memo: crypto.SecretMemo
+    throttle: Throttle
+    pbkdf2_runs: int = 0
+
+    async def authenticate(self, creds: ClientCredentials, source: str) -> Credential:
+        """The client, if it proved who it is; InvalidClient or ClientThrottled otherwise."""
+        keys = keys_of(creds.client_id, source)
+        wait = self.throttle.retry_after(keys, time.monotonic())
+        if wait is not None:
+            raise ClientThrottled(wait)
+        try:
+            return await self._prove(creds)
+        except InvalidClient:
+            for kind, value in self.throttle.failed(keys, time.monotonic()):
+                log.warning(
+                    "client authentication throttled: %s %r failed %d times in %gs",
+                    kind,
+                    value,
+                    self.throttle.limit,
+                    self.throttle.window,
+                )
+            raise
+
+    async def _prove(self, creds: ClientCredentials) -> Credential:
+        found = secret_check(creds, await self.store.find_credential(creds.client_id))
+        if isinstance(found, Credential):
+            return found  # a public client, rightly without a secret
+        for secret in creds.secrets:
+            if await self._verify(creds.client_id, secret, found.encoded) and found.client:
+                return found.client
         raise InvalidClient(basic=creds.basic)
-    check_secret_presence(creds, client)
-    if client.client_type is ClientType.PUBLIC or client.secret_hash is None:
-        return client
-    for secret in creds.secrets:
-        key = memo.key(client.client_id, secret, client.secret_hash)
-        if key in memo:
-            return client
-        if await asyncio.to_thread(crypto.verify_secret, secret, client.secret_hash):
-            memo.add(key)
-            return client
-    raise InvalidClient(basic=creds.basic)
+
+    async def _verify(self, client_id: str, secret: str, encoded: str) -> bool:
+        key = self.memo.key(client_id, secret, encoded)
+        if key in self.memo:
+            return True
+        self.pbkdf2_runs += 1
+        if await asyncio.to_thread(crypto.verify_secret, secret, encoded):
+            self.memo.add(key)
+            return True
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,25 +84,26 @@ class TokenEndpoint:
     """The token endpoint of one protected service."""
 
     policy: Policy
-    store: Store
-    memo: crypto.SecretMemo
+    auth: ClientAuthenticator
     grants: dict[str, Grant]
 
     @classmethod
-    def build(cls, policy: Policy, store: Store, memo: crypto.SecretMemo) -> TokenEndpoint:
-        return cls(policy, store, memo, build_grants(policy))
+    def build(cls, policy: Policy, auth: ClientAuthenticator) -> TokenEndpoint:
+        return cls(policy, auth, build_grants(policy))
 
-    async def issue(self, params: Params, authorization: str | None, now: float) -> dict[str, Any]:
+    async def issue(
+        self, params: Params, authorization: str | None, source: str, now: float
+    ) -> dict[str, Any]:
         """The success body; raises an OAuthError for every refusal."""
-        creds = credentials_from(authorization, params)
-        client = await authenticate(creds, self.store, self.memo)
+        client = await self.auth.authenticate(credentials_from(authorization, params), source)
         grant_type = params.get("grant_type")
         if not grant_type:
             raise InvalidRequest("Missing grant_type parameter")
         grant = self.grants.get(grant_type)
         if grant is None:
             raise UnsupportedGrantType()
-        minted = await grant(params, client, GrantContext(self.policy, self.store, now))
+        ctx = GrantContext(self.policy, self.auth.store, now)
+        minted = await grant(params, client, ctx)
         return issuer.response_body(
             minted.access_token, minted.refresh_token, minted.record, now, params.get("state")
         )

@@ -154,6 +154,7 @@ def test_service_and_consumer_defaults(tmp_path: Path) -> None:
         "edgeauth",
     )
     assert oauth2.provision_key is None
+    assert (oauth2.max_failed_client_auth, oauth2.failed_client_auth_window_seconds) == (10, 60.0)
     assert settings.consumers == (
         ConsumerSettings(
             username="ClientApp",
@@ -500,6 +501,18 @@ ONE_PROBLEM = [
     ),
     (SERVICE + OAUTH2 + "  token_expiration = -1", "oauth2.token_expiration: must be at least 0"),
     (SERVICE + OAUTH2 + "  refresh_token_ttl = -1", "oauth2.refresh_token_ttl: must be at least 0"),
+    (
+        SERVICE + OAUTH2 + "  max_failed_client_auth = -1",
+        "oauth2.max_failed_client_auth: must be at least 0, got -1",
+    ),
+    (
+        SERVICE + OAUTH2 + "  failed_client_auth_window_seconds = 0",
+        "oauth2.failed_client_auth_window_seconds: must be between 1 and 86400, got 0.0",
+    ),
+    (
+        SERVICE + OAUTH2 + "  failed_client_auth_window_seconds = 86401",
+        "oauth2.failed_client_auth_window_seconds: must be between 1 and 86400, got 86401.0",
+    ),
     # literal choices
     (
         '[store]\nbackend = "sqlit"',

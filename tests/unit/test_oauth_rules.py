@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from edgeauth import errors
+from edgeauth import crypto, errors
 from edgeauth.errors import (
     InvalidClient,
     InvalidRequest,
@@ -20,10 +20,14 @@ from edgeauth.models import ClientType, Credential
 from edgeauth.oauth import bearer, scopes
 from edgeauth.oauth.client_auth import (
     ClientCredentials,
-    check_secret_presence,
+    SecretCheck,
     credentials_from,
+    secret_check,
 )
+from edgeauth.oauth.grants.provisioned import authenticated_userid, given_userid
 from edgeauth.oauth.params import SECRET_PARAMS, Params, parse_body, refuse_secrets_in_query
+from edgeauth.oauth.routes import says_http
+from edgeauth.oauth.throttle import MAX_KEY_CHARS, Throttle, keys_of, source_key
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -276,7 +280,7 @@ def test_no_client_at_all_is_400_invalid_client(authorization: str | None, param
     assert oauth_body(info.value)["error"] == "invalid_client"
 
 
-# --- client_auth.check_secret_presence -----------------------------------------------------
+# --- client_auth.secret_check ---------------------------------------------------------------
 
 
 def _client(client_type: ClientType, secret_hash: str | None) -> Credential:
@@ -299,38 +303,199 @@ CONFIDENTIAL_NO_HASH = _client(ClientType.CONFIDENTIAL, None)
 
 
 @pytest.mark.parametrize(
-    ("creds", "client"),
+    "creds",
     [
-        (ClientCredentials("c", (), False), PUBLIC),
-        (ClientCredentials("c", ("",), False), PUBLIC),  # an empty secret is no secret
-        (ClientCredentials("c", ("s",), False), CONFIDENTIAL),
-        (ClientCredentials("c", ("s", "raw"), True), CONFIDENTIAL),
+        ClientCredentials("c", (), False),
+        ClientCredentials("c", ("",), False),  # an empty secret is no secret
     ],
 )
-def test_secret_presence_accepted(creds: ClientCredentials, client: Credential) -> None:
-    check_secret_presence(creds, client)
+def test_public_client_without_secret_needs_no_verification(creds: ClientCredentials) -> None:
+    assert secret_check(creds, PUBLIC) is PUBLIC
+
+
+@pytest.mark.parametrize(
+    "creds", [ClientCredentials("c", ("s",), False), ClientCredentials("c", ("s", "raw"), True)]
+)
+def test_confidential_client_is_verified_against_its_own_hash(creds: ClientCredentials) -> None:
+    assert secret_check(creds, CONFIDENTIAL) == SecretCheck(
+        CONFIDENTIAL.secret_hash or "", CONFIDENTIAL
+    )
+
+
+@pytest.mark.parametrize(
+    ("creds", "client"),
+    [
+        pytest.param(ClientCredentials("c", ("s",), False), None, id="unknown"),
+        pytest.param(ClientCredentials("c", ("s", "raw"), True), None, id="unknown-basic"),
+        pytest.param(ClientCredentials("c", ("s",), False), PUBLIC, id="public-with-secret"),
+        pytest.param(ClientCredentials("c", ("s",), True), PUBLIC, id="public-with-secret-basic"),
+        pytest.param(ClientCredentials("c", ("s",), False), CONFIDENTIAL_NO_HASH, id="no-hash"),
+    ],
+)
+def test_a_sent_secret_that_cannot_match_is_verified_against_the_dummy(
+    creds: ClientCredentials, client: Credential | None
+) -> None:
+    """Same PBKDF2 work as a wrong secret for a real client, and never a success."""
+    assert secret_check(creds, client) == SecretCheck(crypto.DUMMY_HASH, None)
+
+
+def test_the_dummy_hash_costs_what_a_real_one_costs() -> None:
+    dummy = crypto.parse_phc(crypto.DUMMY_HASH)
+    real = crypto.parse_phc(crypto.hash_secret("any"))
+    assert dummy is not None
+    assert real is not None
+    assert dummy[:2] == real[:2] == (crypto.PBKDF2_ITERATIONS, crypto.PBKDF2_LENGTH)
+    assert len(dummy[2]) == len(real[2])
 
 
 @pytest.mark.parametrize(
     ("creds", "client", "status"),
     [
-        (ClientCredentials("c", ("s",), False), PUBLIC, 400),
-        (ClientCredentials("c", ("s",), True), PUBLIC, 401),
         (ClientCredentials("c", (), False), CONFIDENTIAL, 400),
         (ClientCredentials("c", ("",), False), CONFIDENTIAL, 400),
         (ClientCredentials("c", ("",), True), CONFIDENTIAL, 401),
-        (ClientCredentials("c", ("s",), False), CONFIDENTIAL_NO_HASH, 400),
+        (ClientCredentials("c", (), False), None, 400),
+        (ClientCredentials("c", ("",), True), None, 401),
     ],
 )
-def test_secret_presence_refused(creds: ClientCredentials, client: Credential, status: int) -> None:
+def test_missing_secret_is_refused_at_once(
+    creds: ClientCredentials, client: Credential | None, status: int
+) -> None:
+    """No secret, nothing to verify: refused without PBKDF2 whether or not the client exists."""
     with pytest.raises(InvalidClient) as info:
-        check_secret_presence(creds, client)
+        secret_check(creds, client)
     assert info.value.basic is creds.basic
     assert info.value.status == status
     assert oauth_body(info.value) == {
         "error": "invalid_client",
         "error_description": "Invalid client authentication",
     }
+
+
+# --- throttle -------------------------------------------------------------------------------
+
+KEYS = keys_of("app", "192.0.2.7")
+
+
+def test_throttle_allows_a_burst_of_limit_failures_then_one_per_window_share() -> None:
+    throttle = Throttle(limit=3, window=60)
+    for _ in range(2):
+        assert throttle.failed(KEYS, now=100.0) == []
+        assert throttle.retry_after(KEYS, now=100.0) is None
+    assert throttle.failed(KEYS, now=100.0) == list(KEYS)  # the third failure throttles both
+    assert throttle.retry_after(KEYS, now=100.0) == 20  # 60 s / 3
+    assert throttle.retry_after(KEYS, now=119.5) == 1
+    assert throttle.retry_after(KEYS, now=120.0) is None
+    assert throttle.failed(KEYS, now=120.0) == list(KEYS)  # one more, then 20 s again
+    assert throttle.retry_after(KEYS, now=120.0) == 20
+    assert throttle.retry_after(KEYS, now=100.0 + 60 + 20) is None
+
+
+def test_throttle_counts_each_key_on_its_own() -> None:
+    throttle = Throttle(limit=2, window=10)
+    throttle.failed(keys_of("app", "192.0.2.1"), now=0.0)
+    throttle.failed(keys_of("app", "192.0.2.2"), now=0.0)  # the client_id's second failure
+    assert throttle.retry_after(keys_of("app", "192.0.2.3"), now=0.0) == 5
+    assert throttle.retry_after(keys_of("other", "192.0.2.1"), now=0.0) is None
+    throttle.failed(keys_of("other", "192.0.2.1"), now=0.0)  # the address's second failure
+    assert throttle.retry_after(keys_of("third", "192.0.2.1"), now=0.0) == 5
+
+
+def test_throttle_failures_spread_over_the_window_never_throttle() -> None:
+    throttle = Throttle(limit=10, window=60)
+    assert all(throttle.failed(KEYS, now=6.0 * i) == [] for i in range(100))
+    assert throttle.retry_after(KEYS, now=600.0) is None
+
+
+def test_throttle_reports_a_key_once_when_it_becomes_throttled() -> None:
+    throttle = Throttle(limit=1, window=60)
+    assert throttle.failed(KEYS, now=0.0) == list(KEYS)
+    assert throttle.failed(KEYS, now=1.0) == []  # a concurrent failure while throttled
+
+
+def test_throttle_off() -> None:
+    throttle = Throttle(limit=0, window=60)
+    for _ in range(100):
+        assert throttle.failed(KEYS, now=0.0) == []
+    assert throttle.retry_after(KEYS, now=0.0) is None
+    assert len(throttle) == 0
+
+
+def test_throttle_memory_is_bounded_and_forgets_the_least_recently_failed() -> None:
+    throttle = Throttle(limit=1, window=60, max_keys=4)
+    throttle.failed([("client_id", "victim")], now=0.0)
+    for n in range(3):
+        throttle.failed([("client_id", f"rotating-{n}")], now=0.0)
+    throttle.failed([("client_id", "victim")], now=1.0)  # refreshed: now the most recent
+    for n in range(3, 1000):
+        throttle.failed([("client_id", f"rotating-{n}")], now=2.0)
+        assert len(throttle) <= 4
+    assert throttle.retry_after([("client_id", "rotating-999")], now=2.0) == 60
+    assert throttle.retry_after([("client_id", "rotating-0")], now=2.0) is None  # forgotten
+
+
+def test_long_client_ids_are_kept_as_a_digest() -> None:
+    (kind, value), _ = keys_of("x" * 16_000, "192.0.2.7")
+    assert kind == "client_id"
+    assert len(value) <= MAX_KEY_CHARS + len("sha256:")
+    assert keys_of("x" * 16_000, "a")[0] != keys_of("x" * 15_999, "a")[0]
+    assert keys_of("short", "a")[0] == ("client_id", "short")
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff::1", "2001:db8:1:2::/64"),  # one host, one /64, one key
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("not an address", "not an address"),
+    ],
+)
+def test_source_key(address: str, key: str) -> None:
+    assert source_key(address) == key
+
+
+# --- routes.says_http (X-Forwarded-Proto) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("protos", "expected"),
+    [
+        ([], False),
+        (["https"], False),
+        (["https", "https"], False),
+        (["http"], True),
+        ([" HTTP "], True),
+        (["https, http"], True),
+        (["https", "http"], True),
+        (["wss"], False),
+    ],
+)
+def test_says_http(protos: list[str], expected: bool) -> None:
+    assert says_http(protos) is expected
+
+
+# --- grants.provisioned: authenticated_userid ---------------------------------------------
+
+
+@pytest.mark.parametrize("userid", ["", " ", "\t", "  \n ", "\u00a0", "\u3000"])
+def test_blank_authenticated_userid_names_nobody(userid: str) -> None:
+    assert given_userid({"authenticated_userid": userid}) is None
+    with pytest.raises(errors.InvalidAuthenticatedUser):
+        authenticated_userid({"authenticated_userid": userid})
+
+
+@pytest.mark.parametrize("userid", ["1", "alice", " alice ", "\u200b"])
+def test_authenticated_userid_is_kept_as_sent(userid: str) -> None:
+    assert given_userid({"authenticated_userid": userid}) == userid
+    assert authenticated_userid({"authenticated_userid": userid}) == userid
+
+
+def test_missing_authenticated_userid() -> None:
+    assert given_userid({}) is None
+    with pytest.raises(errors.InvalidAuthenticatedUser):
+        authenticated_userid({})
 
 
 # --- scopes ---------------------------------------------------------------------------------
@@ -518,6 +683,7 @@ ERROR_TABLE: list[tuple[OAuthError, int, str, dict[str, str]]] = [
         "invalid_client",
         {"WWW-Authenticate": 'Basic realm="r"'},
     ),
+    (errors.ClientThrottled(7), 429, "invalid_client", {"Retry-After": "7"}),
     (errors.InvalidGrant(), 400, "invalid_grant", {}),
     (errors.UnauthorizedClient(), 400, "unauthorized_client", {}),
     (errors.UnsupportedGrantType(), 400, "unsupported_grant_type", {}),
