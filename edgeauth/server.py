@@ -163,7 +163,9 @@ class Gateway:
         }
         memo = crypto.SecretMemo()
         self.endpoints = {
-            name: oauth_routes.Endpoints.build(policy, store, memo)
+            name: oauth_routes.Endpoints.build(
+                policy, store, memo, self.settings.server.trusted_proxies
+            )
             for name, policy in self.policies.items()
         }
         loop = asyncio.get_running_loop()

@@ -163,6 +163,8 @@ class OAuth2Settings:
     global_credentials: bool = False
     auth_header_name: Annotated[str, Mark.NON_EMPTY, Mark.LOWER] = "authorization"
     realm: str = "edgeauth"
+    max_failed_client_auth: _Unsigned = 10  # per client_id and per source address; 0 = off
+    failed_client_auth_window_seconds: Annotated[float, Range(1, 86400)] = 60.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
