@@ -7,8 +7,10 @@ Rule 1: a key (one client_id, one source address) may fail `limit` times in a bu
 every `window / limit` seconds: at most `limit` failures per `window` on average. Each key
 costs one float (the time its failures are paid off), whatever the limit.
 Rule 2: a throttled key is refused before any store lookup or PBKDF2 run. Refusals are not
-counted (they cost nothing), and a success does not reset the count: anyone holding one valid
-credential could otherwise interleave successes and guess other clients' secrets freely.
+counted (they cost nothing). A PBKDF2 run is counted as a failure before it starts, so that
+concurrent guesses are throttled too, and given back if it succeeds; a success does not reset
+the count otherwise: anyone holding one valid credential could interleave successes and guess
+other clients' secrets freely.
 Rule 3: at most `max_keys` keys are remembered per throttle; the least recently failed one is
 forgotten first, so rotating client_ids or addresses cannot grow memory. Long client_ids are
 kept as a digest.
@@ -93,3 +95,10 @@ class Throttle:
         while len(self._due) > self._max_keys:
             self._due.popitem(last=False)
         return newly
+
+    def forgive(self, keys: Iterable[Key]) -> None:
+        """Give back one failure counted in advance (a verification that succeeded)."""
+        for key in keys:
+            due = self._due.get(key)
+            if due is not None:
+                self._due[key] = due - self._interval

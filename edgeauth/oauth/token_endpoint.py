@@ -18,12 +18,17 @@ from edgeauth import crypto
 from edgeauth.errors import ClientThrottled, InvalidClient, InvalidRequest, UnsupportedGrantType
 from edgeauth.models import Credential
 from edgeauth.oauth import issuer
-from edgeauth.oauth.client_auth import ClientCredentials, credentials_from, secret_check
+from edgeauth.oauth.client_auth import (
+    ClientCredentials,
+    SecretCheck,
+    credentials_from,
+    secret_check,
+)
 from edgeauth.oauth.grants import build_grants
 from edgeauth.oauth.grants.base import Grant, GrantContext
 from edgeauth.oauth.params import Params
 from edgeauth.oauth.policy import Policy
-from edgeauth.oauth.throttle import Throttle, keys_of
+from edgeauth.oauth.throttle import Key, Throttle, keys_of
 from edgeauth.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -43,40 +48,51 @@ class ClientAuthenticator:
     async def authenticate(self, creds: ClientCredentials, source: str) -> Credential:
         """The client, if it proved who it is; InvalidClient or ClientThrottled otherwise."""
         keys = keys_of(creds.client_id, source)
-        wait = self.throttle.retry_after(keys, time.monotonic())
-        if wait is not None:
-            raise ClientThrottled(wait)
+        self._admit(keys)
         try:
-            return await self._prove(creds)
+            found = secret_check(creds, await self.store.find_credential(creds.client_id))
         except InvalidClient:
-            for kind, value in self.throttle.failed(keys, time.monotonic()):
-                log.warning(
-                    "client authentication throttled: %s %r failed %d times in %gs",
-                    kind,
-                    value,
-                    self.throttle.limit,
-                    self.throttle.window,
-                )
+            self._failed(keys)
             raise
-
-    async def _prove(self, creds: ClientCredentials) -> Credential:
-        found = secret_check(creds, await self.store.find_credential(creds.client_id))
         if isinstance(found, Credential):
             return found  # a public client, rightly without a secret
+        if found.client is not None and self._remembered(creds, found.encoded):
+            return found.client
+        return await self._verify(creds, found, keys)
+
+    def _remembered(self, creds: ClientCredentials, encoded: str) -> bool:
+        return any(self.memo.key(creds.client_id, s, encoded) in self.memo for s in creds.secrets)
+
+    async def _verify(
+        self, creds: ClientCredentials, found: SecretCheck, keys: tuple[Key, Key]
+    ) -> Credential:
+        """PBKDF2, counted as a failure before it runs (checked and counted with no await in
+        between, so that concurrent guesses are throttled too) and given back on success."""
+        self._admit(keys)
+        self._failed(keys)
         for secret in creds.secrets:
-            if await self._verify(creds.client_id, secret, found.encoded) and found.client:
+            self.pbkdf2_runs += 1
+            matched = await asyncio.to_thread(crypto.verify_secret, secret, found.encoded)
+            if matched and found.client is not None:
+                self.memo.add(self.memo.key(creds.client_id, secret, found.encoded))
+                self.throttle.forgive(keys)
                 return found.client
         raise InvalidClient(basic=creds.basic)
 
-    async def _verify(self, client_id: str, secret: str, encoded: str) -> bool:
-        key = self.memo.key(client_id, secret, encoded)
-        if key in self.memo:
-            return True
-        self.pbkdf2_runs += 1
-        if await asyncio.to_thread(crypto.verify_secret, secret, encoded):
-            self.memo.add(key)
-            return True
-        return False
+    def _admit(self, keys: tuple[Key, Key]) -> None:
+        wait = self.throttle.retry_after(keys, time.monotonic())
+        if wait is not None:
+            raise ClientThrottled(wait)
+
+    def _failed(self, keys: tuple[Key, Key]) -> None:
+        for kind, value in self.throttle.failed(keys, time.monotonic()):
+            log.warning(
+                "client authentication throttled: %s %r failed %d times in %gs",
+                kind,
+                value,
+                self.throttle.limit,
+                self.throttle.window,
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,7 @@ through the worker's own tally (`pbkdf2_runs`), never through timings.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -148,6 +149,29 @@ async def test_failures_throttle_the_client_id_without_running_pbkdf2(
         "client authentication throttled: address '127.0.0.1' failed 3 times in 60s",
     ]
     assert not any(WRONG in r.getMessage() or SECRET in r.getMessage() for r in caplog.records)
+
+
+async def test_concurrent_guesses_are_throttled_before_pbkdf2(
+    gateway: GatewayFactory, backend: Backend, tmp_path: Path, client: aiohttp.ClientSession
+) -> None:
+    """A guess counts as a failure before its PBKDF2 run starts: a burst sent at once gets no
+    more verifications than the limit."""
+    gw = await start(gateway, backend, tmp_path)
+    before = auth_of(gw).pbkdf2_runs
+    answers = await asyncio.gather(*(token(client, gw, cc("clientid")) for _ in range(8)))
+    assert sorted(a.status for a in answers) == [400] * LIMIT + [429] * (8 - LIMIT)
+    assert auth_of(gw).pbkdf2_runs - before == LIMIT
+
+
+async def test_a_success_gives_back_what_its_verification_counted(
+    gateway: GatewayFactory, backend: Backend, tmp_path: Path, client: aiohttp.ClientSession
+) -> None:
+    gw = await start(gateway, backend, tmp_path)
+    for _ in range(LIMIT - 1):
+        assert (await token(client, gw, cc("clientid"))).body == INVALID_CLIENT
+    assert (await token(client, gw, cc("clientid", SECRET))).status == 200  # verified, not memo
+    assert (await token(client, gw, cc("clientid"))).body == INVALID_CLIENT
+    assert_throttled(await token(client, gw, cc("clientid", SECRET)))
 
 
 @pytest.mark.parametrize("endpoint", ["revoke", "introspect"])

@@ -413,6 +413,17 @@ def test_throttle_reports_a_key_once_when_it_becomes_throttled() -> None:
     assert throttle.failed(KEYS, now=1.0) == []  # a concurrent failure while throttled
 
 
+def test_throttle_forgive_gives_back_one_failure() -> None:
+    throttle = Throttle(limit=2, window=10)
+    throttle.failed(KEYS, now=0.0)
+    throttle.failed(KEYS, now=0.0)
+    assert throttle.retry_after(KEYS, now=0.0) == 5
+    throttle.forgive(KEYS)
+    assert throttle.retry_after(KEYS, now=0.0) is None
+    throttle.forgive([("client_id", "never-failed")])
+    assert throttle.retry_after([("client_id", "never-failed")], now=0.0) is None
+
+
 def test_throttle_off() -> None:
     throttle = Throttle(limit=0, window=60)
     for _ in range(100):
