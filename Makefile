@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config.toml
 
-.PHONY: run test lint fmt clean bench
+.PHONY: run test lint fmt clean bench fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ run: $(VENV)/.installed-run certs/edgeauth.crt var/clientapp.secret
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The differential HTTP fuzzer, long: FUZZ_ARGS="--examples 20000 --seconds 600" (the
+# bounded run is part of `make test`); --survey FILE records every distinct failure.
+fuzz: $(VENV)/.installed-test
+	$(BIN)/python -m tests.fuzz $(FUZZ_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check edgeauth tests benchmarks

@@ -1,0 +1,177 @@
+"""Everything the fuzzer found, as explicit examples in minimal bytes, run on every
+`make test`. Found against 7343301 (before the issue 12 fixes); each names its finding."""
+
+from __future__ import annotations
+
+from tests.fuzz.model import Conversation, Example, Unit
+
+H = b"Host: fuzz.example\r\n"
+
+
+def _u(
+    marker: str,
+    method: str,
+    raw: bytes,
+    expect: str = "valid",
+    *,
+    answer: str = "normal",
+    early: bool = False,
+    token: bool = False,
+) -> Unit:
+    return Unit(
+        marker,
+        method,
+        raw,
+        marker.startswith("p"),
+        token,
+        expect=expect,
+        answer=answer,
+        early=early,
+    )
+
+
+def _get(marker: str, path: str = "/app/", extra: bytes = b"") -> bytes:
+    return f"GET {path}{marker} HTTP/1.1\r\n".encode() + H + extra + b"\r\n"
+
+
+def _one(*units: Unit, pipelined: bool = True) -> Conversation:
+    return Conversation(units, pipelined=pipelined)
+
+
+CASES: list[tuple[str, Example]] = [
+    # 1. CL.0 desync: an Upgrade request's Content-Length forwarded with no body; the
+    #    upstream answers early, the connection is pooled, and the next client's head
+    #    becomes its body (then the rest parses as a request nobody logged).
+    (
+        "cl0 via upgrade and content-length",
+        Example(
+            (
+                _one(
+                    _u(
+                        "m1x",
+                        "GET",
+                        _get(
+                            "m1x",
+                            extra=b"Connection: Upgrade\r\nUpgrade: x\r\nContent-Length: 42\r\n",
+                        ),
+                        "closes",
+                        early=True,
+                    )
+                ),
+                _one(_u("m2x", "GET", _get("m2x"))),
+            )
+        ),
+    ),
+    (
+        "cl0 via connect and content-length",
+        Example(
+            (
+                _one(
+                    _u(
+                        "m1x",
+                        "CONNECT",
+                        b"CONNECT /app/m1x HTTP/1.1\r\n" + H + b"Content-Length: 42\r\n\r\n",
+                        "closes",
+                        early=True,
+                    )
+                ),
+                _one(_u("m2x", "GET", _get("m2x"))),
+            )
+        ),
+    ),
+    # 3. chunked trailers are not bounded by the head limits
+    (
+        "trailer over the header limit",
+        Example(
+            (
+                _one(
+                    _u(
+                        "m1x",
+                        "POST",
+                        b"POST /app/m1x HTTP/1.1\r\n"
+                        + H
+                        + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer: "
+                        + b"a" * 40_000
+                        + b"\r\n\r\n",
+                        "body_invalid",
+                    )
+                ),
+            )
+        ),
+    ),
+    # 4. a second upstream response in the same segment merges into the first
+    (
+        "extra upstream response",
+        Example(
+            (
+                _one(
+                    _u("m1x", "GET", _get("m1x"), answer="extra_response"),
+                    _u("m2x", "GET", _get("m2x")),
+                ),
+            )
+        ),
+    ),
+    # 5. route-prefix bypass: spellings a lenient backend reads as the protected path
+    *[
+        (f"prefix bypass {path}", Example((_one(_u("m1x", "GET", _get("m1x", path))),)))
+        for path in (
+            "/app/admin#/",
+            "/app//admin/",
+            "/app/admin;jsessionid=1/",
+            "/app/admin%3B/",
+            "/app/admin;/",
+        )
+    ],
+    # 8. a pipelined request the parser rejects kills the answer to the forwarded one
+    (
+        "parse error behind a forwarded request",
+        Example(
+            (
+                _one(
+                    _u("m1x", "GET", _get("m1x"), answer="two_cl"),
+                    _u(
+                        "m2x",
+                        "POST",
+                        b"POST /app/m2x HTTP/1.1\r\n"
+                        + H
+                        + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n",
+                        "body_invalid",
+                    ),
+                ),
+            )
+        ),
+    ),
+    # 9. a 204 leaves with the upstream's Content-Length
+    (
+        "204 with content-length",
+        Example((_one(_u("m1x", "GET", _get("m1x"), answer="no_content_with_body")),)),
+    ),
+    # also found: duplicate and missing Host are accepted (RFC 9112 3.2: 400)
+    ("duplicate host", Example((_one(_u("m1x", "GET", _get("m1x", extra=H), "head_invalid")),))),
+    (
+        "conflicting hosts",
+        Example(
+            (_one(_u("m1x", "GET", _get("m1x", extra=b"Host: other.example\r\n"), "head_invalid")),)
+        ),
+    ),
+    (
+        "missing host",
+        Example((_one(_u("m1x", "GET", b"GET /app/m1x HTTP/1.1\r\n\r\n", "head_invalid")),)),
+    ),
+    # also found: the protocol's fixed 400 carries a body even in answer to HEAD
+    (
+        "400 to head has no body",
+        Example(
+            (
+                _one(
+                    _u(
+                        "m1x",
+                        "HEAD",
+                        b"HEAD /app/m1x HTTP/1.1\r\n" + H + b"Content-Length: 0, 1\r\n\r\n",
+                        "head_invalid",
+                    )
+                ),
+            )
+        ),
+    ),
+]
