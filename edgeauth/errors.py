@@ -54,6 +54,28 @@ class BodyTooLarge(ProxyError):
     message = "Request size limit exceeded"
 
 
+class RequestTimeout(ProxyError):
+    """The request body stopped moving (`body_timeout_seconds`) or did not arrive whole within
+    `request_timeout_seconds`."""
+
+    status = 408
+    message = "Request timeout"
+
+
+class BadRequestBody(ProxyError):
+    """The request body broke its framing after the head was accepted."""
+
+    status = 400
+    message = "Bad request"
+
+
+class TrailersTooLarge(ProxyError):
+    """Chunked trailers or chunk extensions beyond the head limits."""
+
+    status = 431
+    message = "Request header fields too large"
+
+
 class Overloaded(ProxyError):
     """Beyond `max_inflight_requests`: a fast refusal instead of an unbounded queue."""
 
@@ -76,6 +98,16 @@ class UpstreamUnreachable(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     message = "The upstream server is timing out"
+
+
+class UpstreamBusy(ProxyError):
+    """No connection to the service came free within `pool_timeout_seconds`."""
+
+    status = 503
+    message = "The upstream server is at capacity, retry shortly"
+
+    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 class StoreError(EdgeAuthError):

@@ -6,6 +6,8 @@ per proxied request than the rest of the gateway put together (see the README's 
 Rule 1: a handler returns a Response (whole body, written in one go) or a StreamResponse it
 has already prepared, written and ended.
 Rule 2: a header block is encoded once, and a value that would split a line is refused.
+Rule 3: the framing headers a response leaves with (Content-Length, Transfer-Encoding) are
+computed here, never copied: none on 1xx, 204 and 304; a HEAD answer keeps its length only.
 """
 
 from __future__ import annotations
@@ -24,6 +26,13 @@ if TYPE_CHECKING:
 
 HeaderList = list[tuple[str, str]]
 NO_BODY_STATUSES = frozenset({204, 304})
+
+
+def has_body(status: int) -> bool:
+    """Whether a response with this status can carry a body (RFC 9112 §6.3)."""
+    return status >= 200 and status not in NO_BODY_STATUSES
+
+
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -214,14 +223,19 @@ class Response:
 
     def encode(self, head_only: bool, close: bool, version: tuple[int, int]) -> bytes:
         """Head and body as sent: Content-Length from the body, Date unless given."""
-        headers = [(n, v) for n, v in self.headers if n.lower() != "content-length"]
+        headers = _without_framing(self.headers)
         tail = _framing_tail(headers, close, version)
-        if self.status not in NO_BODY_STATUSES:
+        body = has_body(self.status)
+        if body:
             tail = f"Content-Length: {len(self.body)}\r\n" + tail
         head = encode_head(f"HTTP/1.1 {self.status} {self.reason}", headers, tail)
-        if head_only or self.status in NO_BODY_STATUSES or not self.body:
+        if head_only or not body or not self.body:
             return head
         return head + self.body
+
+
+def _without_framing(headers: HeaderList) -> HeaderList:
+    return [(n, v) for n, v in headers if n.lower() not in ("content-length", "transfer-encoding")]
 
 
 def _framing_tail(headers: HeaderList, close: bool, version: tuple[int, int]) -> str:
@@ -236,17 +250,33 @@ def _framing_tail(headers: HeaderList, close: bool, version: tuple[int, int]) ->
 
 
 class StreamResponse:
-    """A response whose body the handler writes as it comes (chunked unless a length is
-    given). `prepare()` sends the head; `write_eof()` ends it."""
+    """A response whose body the handler writes as it comes: `content_length` bytes if given,
+    else chunked (HTTP/1.1) or ended by the close (HTTP/1.0). `prepare()` sends the head;
+    `write_eof()` ends it. Framing headers among `headers` are ignored (rule 3)."""
 
-    __slots__ = ("_chunked", "_head_only", "_protocol", "headers", "prepared", "reason", "status")
+    __slots__ = (
+        "_chunked",
+        "_head_only",
+        "_protocol",
+        "content_length",
+        "headers",
+        "prepared",
+        "reason",
+        "status",
+    )
 
     def __init__(
-        self, *, status: int = 200, reason: str | None = None, headers: HeaderList | None = None
+        self,
+        *,
+        status: int = 200,
+        reason: str | None = None,
+        headers: HeaderList | None = None,
+        content_length: int | None = None,
     ) -> None:
         self.status = status
         self.reason = reason or reason_of(status)
-        self.headers: HeaderList = headers if headers is not None else []
+        self.headers: HeaderList = _without_framing(headers) if headers is not None else []
+        self.content_length = content_length
         self.prepared = False
         self._chunked = False
         self._head_only = False
@@ -256,11 +286,11 @@ class StreamResponse:
         protocol = request.protocol
         self._protocol = protocol
         self.prepared = True
-        no_body = self.status in NO_BODY_STATUSES or self.status < 200
-        self._head_only = request.method == "HEAD" or no_body
-        has_length = any(n.lower() == "content-length" for n, _ in self.headers)
+        body = has_body(self.status)
+        self._head_only = request.method == "HEAD" or not body
+        length = self.content_length if body else None
         close = not request.keep_alive or protocol.closing
-        if not no_body and not has_length and not self._head_only:
+        if length is None and not self._head_only:
             if request.version >= (1, 1):
                 self._chunked = True
             else:
@@ -270,6 +300,8 @@ class StreamResponse:
         tail = _framing_tail(self.headers, close, request.version)
         if self._chunked:
             tail = "Transfer-Encoding: chunked\r\n" + tail
+        elif length is not None:
+            tail = f"Content-Length: {length}\r\n" + tail
         protocol.write(encode_head(f"HTTP/1.1 {self.status} {self.reason}", self.headers, tail))
 
     async def write(self, chunk: bytes) -> None:

@@ -9,6 +9,12 @@ client leaves); pipelined requests wait their turn, and reading pauses while the
 a request body waits for its reader beyond BODY_HIGH_WATER bytes.
 Rule 5: a connection closes after a response whose request body was not read to its end,
 lingering (reading and dropping) for LINGER_SECONDS so that the client gets the answer.
+Rule 6: nothing of a request reaches the handler before llhttp has parsed its whole head
+cleanly; Upgrade and CONNECT are refused (501), since their bodies are never parsed.
+Rule 7: a body must keep moving (`body_timeout`) and arrive whole within `request_timeout` of
+its head; bytes that carry no body (chunk extensions, trailers) count against the head
+limits. A body that breaks either fails its reader with the error that answers it (408, 400).
+Rule 8: an HTTP/1.1 request names exactly one Host (RFC 9112 §3.2), else 400.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from typing import cast
 import httptools
 from multidict import CIMultiDict
 
+from edgeauth.errors import BadRequestBody, ProxyError, RequestTimeout, TrailersTooLarge
 from edgeauth.messages import Body, Request, Response, StreamResponse
 
 log = logging.getLogger(__name__)
@@ -49,8 +56,10 @@ def _fixed(status: bytes, message: bytes) -> bytes:
 
 BAD_REQUEST = _fixed(b"400 Bad Request", b"Bad request")
 HEAD_TIMEOUT = _fixed(b"408 Request Timeout", b"Request header timeout")
+BODY_TIMEOUT = _fixed(b"408 Request Timeout", b"Request timeout")
 URI_TOO_LONG = _fixed(b"414 URI Too Long", b"Request-URI too long")
 HEAD_TOO_LARGE = _fixed(b"431 Request Header Fields Too Large", b"Request header fields too large")
+NOT_IMPLEMENTED = _fixed(b"501 Not Implemented", b"Upgrade and CONNECT are not supported")
 SERVER_ERROR = _fixed(b"500 Internal Server Error", b"An unexpected error occurred")
 
 
@@ -58,12 +67,14 @@ class Limits:
     """The per-connection limits of `[server]`, shared by every connection of a worker."""
 
     __slots__ = (
+        "body_timeout",
         "header_timeout",
         "keepalive_timeout",
         "max_head_bytes",
         "max_header_bytes",
         "max_header_count",
         "max_line_bytes",
+        "request_timeout",
     )
 
     def __init__(
@@ -73,12 +84,16 @@ class Limits:
         max_header_bytes: int,
         max_header_count: int = 100,
         keepalive_timeout: float = 75.0,
+        body_timeout: float = 60.0,
+        request_timeout: float = 300.0,
     ) -> None:
         self.header_timeout = header_timeout
         self.max_line_bytes = max_line_bytes
         self.max_header_bytes = max_header_bytes
         self.max_header_count = max_header_count
         self.keepalive_timeout = keepalive_timeout
+        self.body_timeout = body_timeout
+        self.request_timeout = request_timeout
         # request line + CRLF + headers + final CRLF
         self.max_head_bytes = max_line_bytes + max_header_bytes + 4
 
@@ -140,6 +155,12 @@ class GatewayProtocol(asyncio.Protocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
         self._idle_since = 0.0
+        # the body being parsed: its deadlines, and bytes read since it last moved
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._body_last = 0.0
+        self._body_deadline = 0.0
+        self._body_stalled_bytes = 0
+        self._body_moved = False
         self._parsing: Request | None = None
         # the requests to answer, oldest first, and the one being answered
         self._queue: deque[Request] = deque()
@@ -170,7 +191,7 @@ class GatewayProtocol(asyncio.Protocol):
     def connection_lost(self, exc: BaseException | None) -> None:
         self.transport = None
         self._owner.connections.discard(self)
-        for timer in (self._head_timer, self._idle_timer, self._stall_timer):
+        for timer in (self._head_timer, self._idle_timer, self._stall_timer, self._body_timer):
             if timer is not None:
                 timer.cancel()
         gone = ConnectionResetError("the client closed the connection")
@@ -195,16 +216,21 @@ class GatewayProtocol(asyncio.Protocol):
         counting = self._awaiting_head or (self._task is not None and self._parsing is None)
         if counting:
             self._head_bytes += len(data)
+        in_body = self._parsing
+        self._body_moved = False
         try:
             self._parser.feed_data(data)
-        except _Refused as exc:
-            self._refuse(exc.answer)
-        except httptools.HttpParserUpgrade:
-            self._upgrade_tail()
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             cause = exc.__context__
-            self._refuse(cause.answer if isinstance(cause, _Refused) else BAD_REQUEST)
+            if isinstance(cause, _Refused):
+                self._refuse(cause.answer)
+            else:
+                self._fail_body(BadRequestBody(), BAD_REQUEST)
             return
+        if self._parsing is not None:
+            self._body_read(len(data) if in_body is self._parsing else 0)
+        if self._task is None and self._queue and not self._write_paused:
+            self._next()  # only now: llhttp has accepted the whole head
         if counting and self._in_head:
             # Only a head left incomplete by this read needs its deadline (armed now, at
             # its first bytes' arrival); one that arrived whole costs no timer.
@@ -265,7 +291,9 @@ class GatewayProtocol(asyncio.Protocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
-        head_bytes = 0
+        if parser.should_upgrade():  # Upgrade or CONNECT: llhttp would not parse a body
+            raise _Refused(NOT_IMPLEMENTED)
+        head_bytes = hosts = 0
         headers: CIMultiDict[str] = CIMultiDict()
         length: int | None = None
         chunked = expect = False
@@ -281,9 +309,13 @@ class GatewayProtocol(asyncio.Protocol):
                 chunked = True
             elif lname == "expect":
                 expect = value.lower() == "100-continue"
+            elif lname == "host":
+                hosts += 1
         if head_bytes > self._limits.max_header_bytes:
             raise _Refused(HEAD_TOO_LARGE)
         version = parser.get_http_version()
+        if hosts > 1 or (hosts == 0 and version == "1.1"):
+            raise _Refused(BAD_REQUEST)
         request = Request(
             self,
             parser.get_method().decode("ascii"),
@@ -295,19 +327,26 @@ class GatewayProtocol(asyncio.Protocol):
             length,
             chunked or bool(length),
         )
-        self._raw_headers = []
+        self._raw_headers = []  # from here on, trailers
         self._parsing = request
+        self._body_stalled_bytes = 0
         self._queue.append(request)
-        if self._task is None and not self._write_paused:
-            self._next()
-        elif not self._read_paused and self.transport is not None:
+        waiting = self._task is not None or self._write_paused or len(self._queue) > 1
+        if waiting and not self._read_paused and self.transport is not None:
             self._read_paused = True  # pipelined: read no further until its turn
             self.transport.pause_reading()
+
+    def on_chunk_header(self) -> None:
+        self._body_moved = True
+
+    def on_chunk_complete(self) -> None:
+        self._body_moved = True
 
     def on_body(self, body: bytes) -> None:
         request = self._parsing
         if request is None:
             return
+        self._body_moved = True
         buffered = request.content.feed(body)
         if buffered > BODY_HIGH_WATER and not self._read_paused and self.transport is not None:
             self._read_paused = True
@@ -317,6 +356,9 @@ class GatewayProtocol(asyncio.Protocol):
         if self._parsing is not None:
             self._parsing.content.finish()
             self._parsing = None
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
 
     # -- used by messages.py ----------------------------------------------------------------
 
@@ -451,12 +493,53 @@ class GatewayProtocol(asyncio.Protocol):
             return
         transport.close()
 
-    def _upgrade_tail(self) -> None:
-        """llhttp stops at an Upgrade request: answer it as a plain request, then close."""
-        self._close_after = True
-        if self._parsing is not None:
-            self._parsing.content.finish()
-            self._parsing = None
+    # -- the body being parsed --------------------------------------------------------------
+
+    def _body_read(self, stalled: int) -> None:
+        """A read left a body incomplete. `stalled` bytes of it (the read's, when it carried no
+        body and no chunk boundary) count against the head limit: trailers and chunk
+        extensions are framing, bounded like a head, never buffered without limit."""
+        if self._body_moved:
+            self._body_stalled_bytes = 0
+        else:
+            self._body_stalled_bytes += stalled
+            if self._body_stalled_bytes > self._limits.max_header_bytes:
+                self._fail_body(TrailersTooLarge(), HEAD_TOO_LARGE)
+                return
+        self._body_last = now = self._loop.time()
+        if self._body_timer is None:  # the body's first partial read: its deadlines start
+            limits = self._limits
+            self._body_deadline = now + limits.request_timeout
+            self._body_timer = self._loop.call_at(
+                min(now + limits.body_timeout, self._body_deadline), self._body_expired
+            )
+
+    def _body_expired(self) -> None:
+        """The body stopped moving, or is late as a whole; time the gateway itself holds
+        reading back (a slow reader upstream, a pipelined turn) never counts."""
+        self._body_timer = None
+        if self._parsing is None:
+            return
+        now = self._loop.time()
+        if self._read_paused:
+            self._body_deadline += now - self._body_last
+            self._body_last = now
+        due = min(self._body_last + self._limits.body_timeout, self._body_deadline)
+        if now < due:
+            self._body_timer = self._loop.call_at(due, self._body_expired)
+            return
+        self._fail_body(RequestTimeout(), BODY_TIMEOUT)
+
+    def _fail_body(self, exc: ProxyError, answer: bytes) -> None:
+        """The body being parsed is broken: its reader gets `exc`, which answers it, and
+        nothing more is read. Without a handler running, `answer` is written and we close."""
+        request, self._parsing = self._parsing, None
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        if request is not None:
+            request.content.fail(exc)
+        self._refuse(answer)
 
     def _idle_expired(self) -> None:
         """Close after `keepalive_timeout` without a request; busy means not idle (the end
@@ -480,10 +563,15 @@ class GatewayProtocol(asyncio.Protocol):
             self._refuse(b"")
 
     def _refuse(self, answer: bytes) -> None:
-        transport = self.transport
+        """Read no more: answer and close, or, with an answer in progress, close after it
+        (the refused request is never answered: one response per request, or a close)."""
         self._lingering = True
+        if self._task is not None:
+            self._close_after = True
+            return
+        transport = self.transport
         if transport is not None and not transport.is_closing():
-            if answer and self._task is None:
+            if answer:
                 transport.write(answer)
             transport.close()
 

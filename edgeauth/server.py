@@ -124,6 +124,8 @@ class Gateway:
             server.max_header_bytes,
             server.max_header_count,
             server.keepalive_timeout_seconds,
+            server.body_timeout_seconds,
+            server.request_timeout_seconds,
         )
         self._server = Connections(self.handle, limits)
         context = tls.server_context(

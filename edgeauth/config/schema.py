@@ -81,6 +81,8 @@ class ServerSettings:
     trusted_proxies: tuple[Network, ...] = ()
     handshake_timeout_seconds: _Seconds = 10.0
     header_timeout_seconds: _Seconds = 10.0
+    body_timeout_seconds: _Seconds = 60.0
+    request_timeout_seconds: _Seconds = 300.0
     keepalive_timeout_seconds: _Seconds = 60.0
     max_connections: _Count = 10_000
     max_inflight_requests: _Count = 1024
@@ -173,6 +175,7 @@ class ServiceSettings:
     url: _Name
     connect_timeout_seconds: _Seconds = 5.0
     read_timeout_seconds: _Seconds = 60.0
+    pool_timeout_seconds: _Seconds = 5.0
     max_connections: _Count = 100
     max_request_body_bytes: _Unsigned = 10_485_760
     retries: Annotated[int, Range(0, 10)] = 2

@@ -9,8 +9,14 @@ Rule 2: the response body is handed over in the chunks llhttp yields; reading fr
 pauses while more than HIGH_WATER bytes wait for the client, so memory stays flat.
 Rule 3: a connection is reusable only after a complete response whose framing allows it, with
 its upload finished; anything else closes it, so a half-read answer never reaches the pool.
-Rule 4: the read timeout counts from the last byte received: a slow but moving body is fine,
-a silent service is a TimeoutError. Time spent paused for a slow client never counts.
+Rule 4: the read timeout counts from the last byte received once the request has been sent,
+or while the service does not take the upload: a slow but moving body is fine, a silent
+service is a TimeoutError. Time spent paused for a slow client, or waiting for the client's
+upload, never counts.
+Rule 5: one final response per request. Bytes after it (a second response, a 1xx, a body the
+status forbids) fail the exchange and the connection; they never reach the client.
+Rule 6: what the service sends without making progress (a head, trailers, interim answers)
+is bounded by MAX_HEAD_BYTES and MAX_HEADERS.
 """
 
 from __future__ import annotations
@@ -25,11 +31,17 @@ import httptools
 from edgeauth.messages import NO_BODY_STATUSES
 
 HIGH_WATER = 1024 * 1024
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADERS = 200
 _CHUNK_END = b"0\r\n\r\n"
 
 
 class UpstreamClosed(ConnectionError):
     """The service closed or reset the connection before the response was complete."""
+
+
+class BadResponse(UpstreamClosed):
+    """The service broke HTTP/1.1: the connection cannot be trusted any further."""
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -44,8 +56,11 @@ class UpstreamConnection(asyncio.Protocol):
     _until_eof: bool
     _keep_alive: bool
     _done: bool
+    _stalled: int
+    _moved: bool
     status: int
     reason: str
+    content_length: int | None
     _reason: bytes
     _raw_headers: list[tuple[bytes, bytes]]
 
@@ -92,15 +107,26 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         parser = self._parser
-        if parser is None or self._done:
+        if parser is None:
             self.close()  # nothing was asked: a confused service is not reused
             return
+        if self._done:
+            self._poison(BadResponse("bytes after the final response"))
+            return
         self._last_read = self._loop.time()
+        self._moved = False
         try:
             parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            self._fail(UpstreamClosed(f"bad response: {exc!r}"))  # 101 included: not relayed
-            self.close()
+            cause = exc.__context__ if isinstance(exc.__context__, BadResponse) else exc
+            self._poison(BadResponse(f"bad response: {cause!r}"))  # 101 included: not relayed
+            return
+        if self._moved:
+            self._stalled = 0
+        elif not self._done:
+            self._stalled += len(data)
+            if self._stalled > MAX_HEAD_BYTES:
+                self._poison(BadResponse("response head or trailers too large"))
 
     def eof_received(self) -> bool:
         return False
@@ -110,15 +136,22 @@ class UpstreamConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._last_read = self._loop.time()  # the service took some of the upload
         self._wake_drain()
 
     # -- llhttp callbacks -----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.status:
+            raise BadResponse("bytes after the final response")
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._raw_headers.append((name, value))
+        if len(self._raw_headers) > MAX_HEADERS:
+            raise BadResponse("too many response headers")
 
     def on_headers_complete(self) -> None:
         assert self._parser is not None  # noqa: S101 - only called while parsing
@@ -127,20 +160,39 @@ class UpstreamConnection(asyncio.Protocol):
             self._reason = b""  # an interim answer (100 Continue): wait for the real one
             self._raw_headers = []
             return
+        self._moved = True
         self.status = status
         self.reason = self._reason.decode("latin-1")
         self._keep_alive = self._parser.should_keep_alive()  # llhttp forgets it once complete
         no_body = self._head_only or status in NO_BODY_STATUSES
-        self._until_eof = not no_body and not any(
-            name.lower() in (b"content-length", b"transfer-encoding")
-            for name, _ in self._raw_headers
-        )
+        framed = False
+        size = 0
+        for name, value in self._raw_headers:
+            size += len(name) + len(value)
+            lname = name.lower()
+            if lname == b"content-length":
+                self.content_length = int(value)  # llhttp has checked it is one number
+                framed = True
+            elif lname == b"transfer-encoding":
+                framed = True
+        if size > MAX_HEAD_BYTES:
+            raise BadResponse("response head too large")
+        self._until_eof = not no_body and not framed
         if no_body:
             self._done = True  # llhttp would wait for a HEAD's declared body: it never comes
         if self._head is not None and not self._head.done():
             self._head.set_result(None)
 
+    def on_chunk_header(self) -> None:
+        self._moved = True
+
+    def on_chunk_complete(self) -> None:
+        self._moved = True
+
     def on_body(self, body: bytes) -> None:
+        if self._done:
+            raise BadResponse("a body the response may not have")  # after HEAD, 204, 304
+        self._moved = True
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > HIGH_WATER and not self._read_paused and self.transport is not None:
@@ -194,9 +246,11 @@ class UpstreamConnection(asyncio.Protocol):
     async def read(self) -> bytes:
         """Every body byte received so far (at most about 2 x HIGH_WATER), b"" at the end;
         raises if the body was cut. Taking all that waits makes fewer, larger TLS writes."""
-        while not self._chunks:
+        while True:
             if self._error is not None:
                 raise self._error
+            if self._chunks:
+                break
             if self._done:
                 return b""
             self._waiter = self._loop.create_future()
@@ -213,10 +267,11 @@ class UpstreamConnection(asyncio.Protocol):
         return chunk
 
     def whole_body(self) -> bytes | None:
-        """The body if it has fully arrived and has bytes to send; None means stream it."""
-        if not self._done or self._head_only or self.status in NO_BODY_STATUSES:
-            return None
-        if self._error is not None or not self._chunks:
+        """The body if it has fully arrived and has bytes to send; None means stream it.
+        Raises if the exchange has failed (as after bytes beyond the response)."""
+        if self._error is not None:
+            raise self._error
+        if not self._done or not self._chunks:
             return None
         return self._take()
 
@@ -267,8 +322,11 @@ class UpstreamConnection(asyncio.Protocol):
         self._until_eof = False
         self._keep_alive = False
         self._done = False
+        self._stalled = 0
+        self._moved = False
         self.status = 0
         self.reason = ""
+        self.content_length = None
         self._reason = b""
         self._raw_headers = []
 
@@ -281,6 +339,7 @@ class UpstreamConnection(asyncio.Protocol):
                     if self._write_paused:
                         await self._drained()
             self._write(b"")
+            self._last_read = self._loop.time()  # sent: from now on the service is late
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # reported through the response
@@ -299,6 +358,7 @@ class UpstreamConnection(asyncio.Protocol):
     async def _drained(self) -> None:
         if self.transport is None:
             raise UpstreamClosed("connection closed during the upload")
+        self._last_read = self._loop.time()  # waiting on the service from now on
         self._drain = self._loop.create_future()
         try:
             await self._drain
@@ -312,6 +372,18 @@ class UpstreamConnection(asyncio.Protocol):
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def _poison(self, exc: BadResponse) -> None:
+        """The service broke HTTP/1.1: the exchange fails even if a response had completed,
+        and whatever it sent is dropped."""
+        self._error = exc
+        self._chunks.clear()
+        self._buffered = 0
+        if self._head is not None and not self._head.done():
+            self._head.set_exception(exc)
+            self._head.exception()
+        self._wake()
+        self.close()
 
     def _fail(self, exc: BaseException) -> None:
         if self._error is None and not self._done:
@@ -327,7 +399,10 @@ class UpstreamConnection(asyncio.Protocol):
             return
         now = self._loop.time()
         due = self._last_read + self._read_timeout
-        if self._read_paused:  # waiting for our client, not for the service
+        uploading = self._uploader is not None and not self._uploader.done()
+        if self._read_paused or (uploading and self._drain is None):
+            # waiting for our client (to read the answer, or to send the upload), not for
+            # the service
             self._timer = self._loop.call_at(now + self._read_timeout, self._check_timeout)
             return
         if now < due:

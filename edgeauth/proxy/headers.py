@@ -31,8 +31,9 @@ HOP_BY_HOP = frozenset(
     }
 )
 # Not hop-by-hop, but never passed on as sent: the gateway answers Expect itself (only after
-# the request is allowed) and the upstream leg sets its own Host.
-_REPLACED = frozenset({"expect", "host"})
+# the request is allowed), and the upstream leg sets its own Host and computes the framing
+# (Content-Length) from the body it actually forwards.
+_REPLACED = frozenset({"content-length", "expect", "host"})
 _IDENTITY_PREFIXES = ("x-consumer-", "x-credential-", "x-authenticated-", "x-anonymous-")
 _FORWARDED = frozenset(
     {

@@ -84,7 +84,11 @@ async def forward(
     )
     body = None
     if request.body_exists:
-        body = BodyStream(request.content.iter_any(), target.service.max_request_body_bytes)
+        body = BodyStream(
+            request.content.iter_any(),
+            target.service.max_request_body_bytes,
+            request.content_length,
+        )
     request.send_continue()
     sent = time.perf_counter()
     try:
@@ -116,13 +120,18 @@ async def _relay(
     headers = hdr.downstream_response_headers(
         up.headers(), request_id_header=server.request_id_header, request_id=ex.request_id
     )
+    try:
+        whole = up.whole_body()
+    except Exception as exc:
+        raise translate(exc, body) from exc  # nothing sent yet: 502
     ex.status = up.status
-    whole = up.whole_body()
     if whole is not None:
         # Already complete (the common small answer): head and body leave in one TLS write.
         ex.bytes_out = len(whole)
         return Response(up.status, reason=up.reason, headers=headers, body=whole)
-    resp = StreamResponse(status=up.status, reason=up.reason, headers=headers)
+    resp = StreamResponse(
+        status=up.status, reason=up.reason, headers=headers, content_length=up.content_length
+    )
     await resp.prepare(request)
     while True:
         try:

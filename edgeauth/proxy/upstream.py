@@ -1,13 +1,16 @@
 """The pool of keep-alive connections to one service, and the translation of its failures.
 
-Rule 1: at most `max_connections` connections per service; beyond that a request waits for
-one to come back. Idle connections are reused newest first and dropped after
-KEEPALIVE_SECONDS, below the idle timeouts of common backends (Apache's 5 s), so that a
-connection the service has just closed is rarely picked.
+Rule 1: at most `max_connections` connections per service; beyond that a request waits up to
+`pool_timeout_seconds` for one to come back, then gets 503. Idle connections are reused
+newest first and dropped after KEEPALIVE_SECONDS, below the idle timeouts of common backends
+(Apache's 5 s), so that a connection the service has just closed is rarely picked.
 Rule 2: a request is retried only when it failed to connect, before any byte of it was sent
 (design §2 `retries`); a request the service may have received is never replayed.
 Rule 3: no transport exception escapes this module: they become UpstreamUnreachable (502) or
 UpstreamTimeout (504).
+Rule 4: the request's framing is computed here from the body as parsed (its length, or
+chunked), never copied from the client; a body that ends short of its length fails the
+exchange, so the service never sees a request the client did not send whole.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 from edgeauth.config import ServiceSettings
-from edgeauth.errors import BodyTooLarge, UpstreamTimeout, UpstreamUnreachable
+from edgeauth.errors import (
+    BodyTooLarge,
+    ProxyError,
+    UpstreamBusy,
+    UpstreamTimeout,
+    UpstreamUnreachable,
+)
 from edgeauth.messages import encode_head
 from edgeauth.proxy.connection import UpstreamConnection
 
@@ -28,20 +37,25 @@ log = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 4.0
 _EMPTY_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+_CHUNKED = "Transfer-Encoding: chunked\r\n\r\n"
+_EMPTY = "Content-Length: 0\r\n\r\n"
+_NONE = "\r\n"
 
 
 class BodyStream:
     """The client's request body as the upstream request's payload, counted as it streams.
 
     Raises BodyTooLarge as soon as the running total passes `limit` (0 = unlimited), so an
-    over-limit chunked upload is cut without buffering it.
+    over-limit chunked upload is cut without buffering it. `length` is the length the upstream
+    request declares (None: chunked); a body that ends with another size raises.
     """
 
-    __slots__ = ("_chunks", "_limit", "size", "started")
+    __slots__ = ("_chunks", "_limit", "length", "size", "started")
 
-    def __init__(self, chunks: AsyncIterator[bytes], limit: int) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], limit: int, length: int | None) -> None:
         self._chunks = chunks
         self._limit = limit
+        self.length = length
         self.size = 0
         self.started = False
 
@@ -50,7 +64,12 @@ class BodyStream:
 
     async def __anext__(self) -> bytes:
         self.started = True
-        chunk = await self._chunks.__anext__()
+        try:
+            chunk = await self._chunks.__anext__()
+        except StopAsyncIteration:
+            if self.length is not None and self.size != self.length:
+                raise UpstreamUnreachable() from None  # never complete the upstream request
+            raise
         self.size += len(chunk)
         if self._limit and self.size > self._limit:
             raise BodyTooLarge()
@@ -123,11 +142,11 @@ class Upstream:
         body: BodyStream | None,
     ) -> UpstreamConnection:
         """Send one request; the connection returned holds the response head and its body."""
-        framing = self._framing(method, headers, body)
+        framing = self._framing(method, body)
         head = request_head(method, target, self.host_header, headers, framing)
         conn = await self._acquire()
         try:
-            conn.start(head, body, chunked=framing.startswith("T"), head_only=method == "HEAD")
+            conn.start(head, body, chunked=framing is _CHUNKED, head_only=method == "HEAD")
             await conn.response()
         except asyncio.CancelledError:
             conn.close()
@@ -147,18 +166,18 @@ class Upstream:
         self._wake_one()
 
     @staticmethod
-    def _framing(method: str, headers: list[tuple[str, str]], body: BodyStream | None) -> str:
-        if any(name.lower() == "content-length" for name, _ in headers):
-            return "\r\n"
-        if body is not None:
-            return "Transfer-Encoding: chunked\r\n\r\n"
-        if method in _EMPTY_BODY_METHODS:
-            return "Content-Length: 0\r\n\r\n"
-        return "\r\n"
+    def _framing(method: str, body: BodyStream | None) -> str:
+        """The head's framing lines, from the body as parsed (rule 4)."""
+        if body is None:
+            return _EMPTY if method in _EMPTY_BODY_METHODS else _NONE
+        if body.length is None:
+            return _CHUNKED
+        return f"Content-Length: {body.length}\r\n\r\n"
 
     async def _acquire(self) -> UpstreamConnection:
         """An idle connection, or a new one once the pool has room (connect retries here)."""
         assert self._loop is not None  # noqa: S101 - open() was called
+        deadline: float | None = None
         while True:
             now = self._loop.time()
             while self._idle:
@@ -173,15 +192,20 @@ class Upstream:
                 conn.close()
             if self._open < self._limit:
                 break
+            if deadline is None:
+                deadline = now + self.service.pool_timeout_seconds
             waiter = self._loop.create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
-            except asyncio.CancelledError:
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except (asyncio.CancelledError, TimeoutError) as exc:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
                 elif waiter.done() and not waiter.cancelled():
                     self._wake_one()  # pass the wake-up on
+                if isinstance(exc, TimeoutError):
+                    raise UpstreamBusy() from None
                 raise
         self._open += 1
         try:
@@ -247,7 +271,7 @@ def translate(exc: BaseException, body: BodyStream | None) -> Exception:
     """Map an upstream-leg failure to the gateway error that answers it."""
     if body is not None and body.too_large:
         return BodyTooLarge()
-    if isinstance(exc, BodyTooLarge | UpstreamUnreachable | UpstreamTimeout):
+    if isinstance(exc, ProxyError):  # ours already: 408, 400, 413, 502, 503, 504
         return exc
     if isinstance(exc, TimeoutError):
         return UpstreamTimeout()

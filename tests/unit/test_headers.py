@@ -83,6 +83,7 @@ def test_upstream_request_headers_drop_hop_by_hop_identity_and_hidden() -> None:
         "connection",
         "x-hop",
         "transfer-encoding",
+        "content-length",  # the upstream leg computes the framing itself
         "expect",
         "proxy-authorization",
         "x_authenticated_userid",
@@ -94,7 +95,6 @@ def test_upstream_request_headers_drop_hop_by_hop_identity_and_hidden() -> None:
     assert ("X-Consumer-ID", "c1") in out
     assert names.count("x-consumer-id") == 1
     assert [v for n, v in out if n == "Accept"] == ["a", "b"]
-    assert ("Content-Length", "5") in out
     assert ("X-Request-ID", "rid") in out
     assert ("Via", "1.1 edgeauth") in out
 
