@@ -57,7 +57,8 @@ def parse(data: bytes, units: tuple[Unit, ...], eof: bool) -> Parsed:
         conn.send(h11.Request(method=method, target="/", headers=[("Host", "h")]))
         conn.send(h11.EndOfMessage())
         if not fed:
-            conn.receive_data(data)
+            if data:
+                conn.receive_data(data)  # (b"" would mean the end of the stream to h11)
             if eof:
                 conn.receive_data(b"")
             fed = True

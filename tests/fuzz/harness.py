@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import ssl
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,12 @@ class Harness:
         return token.encode()
 
     def close(self) -> None:
+        grown = (self.rss() - self.rss_start) / 2**20 if self.gateway.proc.poll() is None else 0
+        print(  # past pytest's capture: the run's figures
+            f"\nfuzz: {self.examples} examples, {self.failures_seen} failing, "
+            f"worker RSS {grown:+.1f} MiB",
+            file=sys.__stderr__,
+        )
         if self.survey_path:
             Path(self.survey_path).write_bytes(
                 orjson.dumps(self.survey, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
@@ -214,7 +221,10 @@ class Harness:
         """The workers' resident set, in bytes."""
         total = 0
         for pid in self.pids:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            status = Path(f"/proc/{pid}/status")
+            if not status.exists():
+                continue
+            for line in status.read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1]) * 1024
         return total
