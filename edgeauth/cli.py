@@ -17,6 +17,7 @@ from pathlib import Path
 
 from edgeauth import __version__, tls
 from edgeauth.config import Settings, load_settings
+from edgeauth.config.checks import exposure_warnings
 from edgeauth.errors import ConfigError
 from edgeauth.logs import setup_logging
 
@@ -142,6 +143,8 @@ def _check_tls(settings: Settings) -> None:
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = load_or_exit(args.config)
     _check_tls(settings)
+    for warning in exposure_warnings(settings):
+        sys.stderr.write(f"warning: {warning}\n")
     sys.stdout.write("ok\n")
     return 0
 

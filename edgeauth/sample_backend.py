@@ -122,6 +122,8 @@ def make_app() -> web.Application:
         app.router.add_route("*", f"{prefix}/events/echo", echo)
         app.router.add_get(f"{prefix}/events", events)
         app.router.add_get(f"{prefix}/events/{{id}}", event)
+    # The tools also under /tools, a base path of their own for a public service (config.toml)
+    for prefix in ("", "/api", "/tools"):
         app.router.add_route("*", f"{prefix}/echo", echo)
         app.router.add_route("*", f"{prefix}/echo/{{tail:.*}}", echo)
         app.router.add_get(f"{prefix}/bytes/{{n:\\d+}}", stream_bytes)

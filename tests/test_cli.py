@@ -52,6 +52,23 @@ def test_check_config_prints_ok_for_a_good_config(
     assert result.stdout == "ok\n"
 
 
+def test_check_config_warns_of_a_public_upstream_that_contains_a_protected_one(
+    tmp_path: Path, dev_cert: tls.DevCertificate
+) -> None:
+    oauth2 = {"provision_key": "pk-" + "k" * 40, "enable_client_credentials": True}
+    services = [
+        service("events", "http://127.0.0.1:9/api", ["/events"], strip_path=False, oauth2=oauth2),
+        service("sample", "http://127.0.0.1:9", ["/sample"]),
+    ]
+    result = run("check-config", "-c", str(write_config(tmp_path, dev_cert, services)))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "ok\n"
+    assert result.stderr.startswith(
+        'warning: config.toml: services[1].url: public service "sample" (http://127.0.0.1:9)'
+        ' also reaches the upstream of protected service "events"'
+    ), result.stderr
+
+
 def test_check_config_reports_every_mistake_with_key_path_and_hint(
     tmp_path: Path, dev_cert: tls.DevCertificate
 ) -> None:

@@ -263,6 +263,54 @@ def _check_settings(settings: Settings, path: str, ctx: Context) -> Settings:
     return settings
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_Upstream = tuple[tuple[str, str, int], tuple[str, ...]]  # (scheme, host, port), path segments
+
+
+def _upstreams(service: ServiceSettings) -> set[_Upstream]:
+    """Where the service's routes lead upstream: its URL, plus the route prefix when the
+    route keeps it (strip_path = false), as whole path segments."""
+    parts = urlsplit(service.url)
+    origin = (
+        parts.scheme,
+        (parts.hostname or "").lower(),
+        parts.port or _DEFAULT_PORTS[parts.scheme],
+    )
+    base = tuple(seg for seg in parts.path.split("/") if seg)
+    found = set()
+    for route in service.routes:
+        for path in route.paths:
+            kept = () if route.strip_path else tuple(seg for seg in path.split("/") if seg)
+            found.add((origin, base + kept))
+    return found
+
+
+def _contains(outer: _Upstream, inner: _Upstream) -> bool:
+    return outer[0] == inner[0] and inner[1][: len(outer[1])] == outer[1]
+
+
+def exposure_warnings(settings: Settings) -> list[str]:
+    """Public services whose upstream contains a protected one's: the protected API is then
+    reachable through the public route without a token. Settings must be valid already."""
+    warnings = []
+    services = list(enumerate(settings.services))
+    for i, public in services:
+        if public.oauth2 is not None:
+            continue
+        reach = _upstreams(public)
+        for _, protected in services:
+            if protected.oauth2 is None:
+                continue
+            if any(_contains(p, q) for p in reach for q in _upstreams(protected)):
+                warnings.append(
+                    f"{settings.source.name}: services[{i}].url: public service"
+                    f' "{public.name}" ({public.url}) also reaches the upstream of protected'
+                    f' service "{protected.name}" ({protected.url}) without a token; give it'
+                    " a base path of its own"
+                )
+    return warnings
+
+
 CHECKS: dict[type[Any], Check] = {
     AdminSettings: _check_admin,
     StoreSettings: _check_store,
