@@ -44,11 +44,6 @@ class NormalPath:
     floor: int = _NO_CLIMB
     bare: str | None = None
 
-    @property
-    def key(self) -> str:
-        """The string routes are matched on."""
-        return self.path if self.bare is None else self.bare
-
 
 def _decode_unreserved(match: re.Match[str]) -> str:
     char = chr(int(match.group(1), 16))
@@ -59,7 +54,8 @@ def normalize_path(raw: str) -> NormalPath:
     """RFC 3986 §6.2.2 normalization of a request path, refusing what could escape a route."""
     if not raw.startswith("/") or "\\" in raw or "#" in raw:
         raise BadPath()
-    if "%" in raw:
+    escaped = "%" in raw
+    if escaped:
         lowered = raw.lower()
         if any(bad in lowered for bad in _SMUGGLED):
             raise BadPath()
@@ -67,7 +63,7 @@ def normalize_path(raw: str) -> NormalPath:
     if "//" in raw:
         raw = _SLASHES.sub("/", raw)
     path = _remove_dot_segments(raw) if "/." in raw else NormalPath(raw)
-    if ";" in path.path or "%3B" in path.path:
+    if ";" in path.path or (escaped and "%3B" in path.path):
         return NormalPath(path.path, path.floor, _without_params(path.path))
     return path
 
@@ -121,7 +117,9 @@ class Target:
         differ in case or carry `;` parameters."""
         rest = path
         if self.route.strip_path and self.depth:
-            rest = path[_segments_end(path, self.depth) :]
+            rest = path[len(self.prefix) :]
+            if (rest and rest[0] != "/") or not path.startswith(self.prefix):
+                rest = path[_segments_end(path, self.depth) :]  # other case, or ;params
         if not rest:
             return self.base_path or "/"
         if self.base_path.endswith("/") and rest.startswith("/"):
@@ -185,7 +183,8 @@ class Router:
     def match(self, host: str, method: str, path: NormalPath) -> Target | None:
         """The most specific route for the request, or None; BadPath if `..` left its prefix
         or the path has `;` parameters the route does not allow."""
-        target = self._lookup(_bare_host(host), method, path.key)
+        key = path.path if path.bare is None else path.bare
+        target = self._lookup(_bare_host(host), method, key)
         if target is None:
             if path.floor != _NO_CLIMB:
                 raise BadPath()  # a `..` that climbed out of somewhere and leads nowhere
