@@ -571,6 +571,8 @@ class GatewayProtocol(asyncio.Protocol):
             return
         transport = self.transport
         if transport is not None and not transport.is_closing():
+            if answer and self._parser.get_method() == b"HEAD":
+                answer = answer[: answer.index(b"\r\n\r\n") + 4]  # an answer to HEAD: no body
             if answer:
                 transport.write(answer)
             transport.close()

@@ -305,6 +305,18 @@ async def test_a_head_llhttp_or_rfc_9112_refuses_gets_400_and_never_reaches_upst
         assert up.connections == []
 
 
+async def test_a_refused_head_request_gets_its_400_without_a_body(
+    gateway: GatewayFactory, client_ssl: ssl.SSLContext
+) -> None:
+    async with RawUpstream() as up:
+        gw = await _raw_gateway(gateway, up)
+        got = await _exchange(
+            gw.port, client_ssl, b"HEAD /raw/x HTTP/1.1\r\nHost: t\r\nHost: t\r\n\r\n"
+        )
+        assert got.startswith(b"HTTP/1.1 400 ")
+        assert got.endswith(b"\r\n\r\n")  # the head alone: HEAD answers carry no body
+
+
 async def test_http_1_0_without_host_is_served(
     gateway: GatewayFactory, client_ssl: ssl.SSLContext
 ) -> None:
