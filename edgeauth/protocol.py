@@ -518,8 +518,8 @@ class GatewayProtocol(asyncio.Protocol):
         """The body stopped moving, or is late as a whole; time the gateway itself holds
         reading back (a slow reader upstream, a pipelined turn) never counts."""
         self._body_timer = None
-        if self._parsing is None:
-            return
+        if self._parsing is None or self._lingering:
+            return  # read whole, or answered already and being dropped until the close
         now = self._loop.time()
         if self._read_paused:
             self._body_deadline += now - self._body_last

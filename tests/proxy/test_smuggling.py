@@ -156,6 +156,21 @@ async def test_a_stalled_body_gets_408_and_frees_its_slot(
         assert [r.target for r, _ in up.requests()] == [b"/y"]  # the stalled never completed
 
 
+async def test_a_body_left_unread_by_an_answer_gets_no_second_answer_when_it_stalls(
+    gateway: GatewayFactory, client_ssl: ssl.SSLContext
+) -> None:
+    async with RawUpstream() as up:
+        gw = await gateway(
+            [service("events", up.url, ["/events"], oauth2={"enable_client_credentials": True})],
+            body_timeout_seconds=0.2,
+        )
+        stalled = b"POST /events/x HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nx"
+        got = await _exchange(gw.port, client_ssl, stalled)  # read until the lingering close
+        assert got.startswith(b"HTTP/1.1 401 ")
+        assert got.count(b"HTTP/1.1 ") == 1
+        assert up.connections == []
+
+
 async def test_a_trickling_body_is_cut_at_the_request_deadline(
     gateway: GatewayFactory, client_ssl: ssl.SSLContext
 ) -> None:
