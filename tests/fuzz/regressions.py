@@ -176,4 +176,17 @@ CASES: list[tuple[str, Example]] = [
             )
         ),
     ),
+    # found after 290a01e: a refused head pipelined behind a good request in the same read is
+    # answered 400 in the good request's place; the good request gets no answer of its own
+    (
+        "refusal answered in place of the request before it",
+        Example(
+            (
+                _one(
+                    _u("m1x", "HEAD", b"HEAD /app/m1x HTTP/1.1\r\n" + H + b"\r\n"),
+                    _u("m2x", "GET", _get("m2x", extra=H), "head_invalid"),
+                ),
+            )
+        ),
+    ),
 ]
