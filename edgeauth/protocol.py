@@ -60,6 +60,7 @@ BODY_TIMEOUT = _fixed(b"408 Request Timeout", b"Request timeout")
 URI_TOO_LONG = _fixed(b"414 URI Too Long", b"Request-URI too long")
 HEAD_TOO_LARGE = _fixed(b"431 Request Header Fields Too Large", b"Request header fields too large")
 NOT_IMPLEMENTED = _fixed(b"501 Not Implemented", b"Upgrade and CONNECT are not supported")
+SERVER_ERROR_BODY = b'{"message":"An unexpected error occurred"}'
 SERVER_ERROR = _fixed(b"500 Internal Server Error", b"An unexpected error occurred")
 
 
@@ -99,11 +100,13 @@ class Limits:
 
 
 class _Refused(Exception):
-    """A request head broke a limit: answer with the fixed bytes and close."""
+    """A request broke a limit: answer with the fixed bytes and close. `error` is what a
+    handler already reading the request's body gets instead (trailers beyond the limits)."""
 
-    def __init__(self, answer: bytes) -> None:
+    def __init__(self, answer: bytes, error: ProxyError | None = None) -> None:
         super().__init__()
         self.answer = answer
+        self.error = error or BadRequestBody()
 
 
 class Connections:
@@ -160,6 +163,7 @@ class GatewayProtocol(asyncio.Protocol):
         self._body_last = 0.0
         self._body_deadline = 0.0
         self._body_stalled_bytes = 0
+        self._trailer_bytes = 0
         self._body_moved = False
         self._parsing: Request | None = None
         # the requests to answer, oldest first, and the one being answered
@@ -223,7 +227,7 @@ class GatewayProtocol(asyncio.Protocol):
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             cause = exc.__context__
             if isinstance(cause, _Refused):
-                self._refuse(cause.answer)
+                self._fail_body(cause.error, cause.answer)
             else:
                 self._fail_body(BadRequestBody(), BAD_REQUEST)
             return
@@ -280,8 +284,15 @@ class GatewayProtocol(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._raw_headers.append((name, value))
-        if len(self._raw_headers) > self._limits.max_header_count:
-            raise _Refused(HEAD_TOO_LARGE)
+        too_many = len(self._raw_headers) > self._limits.max_header_count
+        if self._in_head:
+            if too_many:
+                raise _Refused(HEAD_TOO_LARGE)
+            return
+        # a chunked body's trailers: bounded like a head, then dropped (never forwarded)
+        self._trailer_bytes += len(name) + len(value) + 4
+        if too_many or self._trailer_bytes > self._limits.max_header_bytes:
+            raise _Refused(HEAD_TOO_LARGE, TrailersTooLarge())
 
     def on_headers_complete(self) -> None:
         parser = self._parser
@@ -329,7 +340,7 @@ class GatewayProtocol(asyncio.Protocol):
         )
         self._raw_headers = []  # from here on, trailers
         self._parsing = request
-        self._body_stalled_bytes = 0
+        self._body_stalled_bytes = self._trailer_bytes = 0
         self._queue.append(request)
         waiting = self._task is not None or self._write_paused or len(self._queue) > 1
         if waiting and not self._read_paused and self.transport is not None:
@@ -425,9 +436,8 @@ class GatewayProtocol(asyncio.Protocol):
             return  # the client left; connection_lost has cleaned up
         except Exception:
             log.exception("unhandled error in the request handler")
-            self._task = None  # so that _refuse writes the 500
-            self._refuse(SERVER_ERROR)
-            return
+            response = Response(500, body=SERVER_ERROR_BODY, content_type="application/json")
+            response.force_close()
         self._finish(request, response)
 
     def _finish(self, request: Request, response: Response | StreamResponse) -> None:
@@ -539,6 +549,9 @@ class GatewayProtocol(asyncio.Protocol):
             self._body_timer = None
         if request is not None:
             request.content.fail(exc)
+            queue = self._queue
+            if queue and queue[-1] is request and (self._task is None or len(queue) > 1):
+                queue.pop()  # not started: it never will be
         self._refuse(answer)
 
     def _idle_expired(self) -> None:
@@ -563,11 +576,14 @@ class GatewayProtocol(asyncio.Protocol):
             self._refuse(b"")
 
     def _refuse(self, answer: bytes) -> None:
-        """Read no more: answer and close, or, with an answer in progress, close after it
-        (the refused request is never answered: one response per request, or a close)."""
+        """Read no more: answer and close; or, with a request accepted before this one, answer
+        that and close after it. The refused request then gets no answer, for an answer in its
+        place would pass for the earlier request's: one response per request, or a close."""
         self._lingering = True
-        if self._task is not None:
+        if self._task is not None or self._queue:
             self._close_after = True
+            if self._task is None and not self._write_paused:
+                self._next()
             return
         transport = self.transport
         if transport is not None and not transport.is_closing():

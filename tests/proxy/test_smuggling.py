@@ -209,19 +209,25 @@ async def test_waiting_for_a_pooled_connection_is_bounded(
 # -- 3. Trailers count against the head limits ------------------------------------------------
 
 
-async def test_endless_chunked_trailers_get_431_and_never_complete_upstream(
-    gateway: GatewayFactory, client_ssl: ssl.SSLContext
+CHUNKED_POST = b"POST /raw/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "whole", [False, True], ids=["never-ended-over-many-reads", "whole-in-one-write"]
+)
+async def test_oversized_chunked_trailers_get_431_and_never_complete_upstream(
+    gateway: GatewayFactory, client_ssl: ssl.SSLContext, whole: bool
 ) -> None:
     async with RawUpstream() as up:
         gw = await _raw_gateway(gateway, up)
         reader, writer = await _open(gw.port, client_ssl)
-        writer.write(
-            b"POST /raw/x HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"3\r\nabc\r\n0\r\nX-Trailer: "
-        )
+        if whole:  # 40,000 bytes of trailer in one write, ended: the limit is 32 KiB
+            writer.write(CHUNKED_POST + b"3\r\nabc\r\n0\r\nX-T: " + b"a" * 40_000 + b"\r\n\r\n")
+        else:
+            writer.write(CHUNKED_POST + b"3\r\nabc\r\n0\r\nX-Trailer: ")
 
-        async def flood() -> None:  # 64 KiB of one trailer, never ended: the limit is 32 KiB
-            for _ in range(16):
+        async def flood() -> None:  # 64 KiB of one trailer, never ended
+            for _ in range(0 if whole else 16):
                 writer.write(b"a" * 4096)
                 await writer.drain()
             await asyncio.sleep(30)
