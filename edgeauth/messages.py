@@ -34,7 +34,6 @@ def has_body(status: int) -> bool:
 
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def reason_of(status: int) -> str:
@@ -113,7 +112,7 @@ class Body:
         if self.expect_continue:
             self.expect_continue = False
             if self._protocol is not None:
-                self._protocol.write(_CONTINUE)
+                self._protocol.send_continue()
 
     def is_eof(self) -> bool:
         return self._eof and not self._chunks
@@ -289,7 +288,7 @@ class StreamResponse:
         body = has_body(self.status)
         self._head_only = request.method == "HEAD" or not body
         length = self.content_length if body else None
-        close = not request.keep_alive or protocol.closing
+        close = not request.keep_alive or protocol.will_close or not request.content.is_eof()
         if length is None and not self._head_only:
             if request.version >= (1, 1):
                 self._chunked = True

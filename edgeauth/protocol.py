@@ -56,6 +56,7 @@ def _fixed(status: bytes, message: bytes) -> bytes:
 
 BAD_REQUEST = _fixed(b"400 Bad Request", b"Bad request")
 HEAD_TIMEOUT = _fixed(b"408 Request Timeout", b"Request header timeout")
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 BODY_TIMEOUT = _fixed(b"408 Request Timeout", b"Request timeout")
 URI_TOO_LONG = _fixed(b"414 URI Too Long", b"Request-URI too long")
 HEAD_TOO_LARGE = _fixed(b"431 Request Header Fields Too Large", b"Request header fields too large")
@@ -377,6 +378,11 @@ class GatewayProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.write(data)
 
+    def send_continue(self) -> None:
+        """`100 Continue`: the body's idle time counts from now, not from its head."""
+        self._body_last = self._loop.time()
+        self.write(CONTINUE)
+
     async def drain(self) -> None:
         if self.transport is None:
             raise ConnectionResetError("the client closed the connection")
@@ -389,9 +395,13 @@ class GatewayProtocol(asyncio.Protocol):
 
     def body_consumed(self) -> None:
         """A reader took the buffered body: read on unless a pipelined request waits."""
-        if self._read_paused and not self._queue_waiting() and self.transport is not None:
-            self._read_paused = False
-            self.transport.resume_reading()
+        if not self._queue_waiting():
+            self._resume_reading()
+
+    @property
+    def will_close(self) -> bool:
+        """Whether the connection ends after the response in progress, whatever it says."""
+        return self._close_after or self.closing
 
     def close_after_response(self) -> None:
         self._close_after = True
@@ -474,9 +484,7 @@ class GatewayProtocol(asyncio.Protocol):
         if self._head_timer is not None and not self._in_head:
             self._head_timer.cancel()  # armed by stray bytes during the answer: idle now
             self._head_timer = None
-        if self._read_paused and self.transport is not None:
-            self._read_paused = False
-            self.transport.resume_reading()
+        self._resume_reading()
         self._idle_since = self._loop.time()
         if self._idle_timer is None:  # one timer per idle period, not one per request
             self._idle_timer = self._loop.call_later(
@@ -486,8 +494,15 @@ class GatewayProtocol(asyncio.Protocol):
     def _start_next(self) -> None:
         """Answer the next pipelined request; read on once none is left waiting."""
         self._next()
-        if self._read_paused and not self._queue_waiting() and self.transport is not None:
+        if not self._queue_waiting():
+            self._resume_reading()
+
+    def _resume_reading(self) -> None:
+        """Read again after a pause of the gateway's own making, which a body's idle time
+        never counts."""
+        if self._read_paused and self.transport is not None:
             self._read_paused = False
+            self._body_last = self._loop.time()
             self.transport.resume_reading()
 
     def _close(self, *, linger: bool) -> None:
@@ -495,10 +510,11 @@ class GatewayProtocol(asyncio.Protocol):
         if transport is None:
             return
         if linger and not transport.is_closing():
-            self._lingering = True
-            if self._read_paused:
-                self._read_paused = False
-                transport.resume_reading()
+            self._lingering = True  # the unread body is dropped from now on: no timer for it
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
+            self._resume_reading()
             self._loop.call_later(LINGER_SECONDS, transport.close)
             return
         transport.close()
@@ -528,10 +544,11 @@ class GatewayProtocol(asyncio.Protocol):
         """The body stopped moving, or is late as a whole; time the gateway itself holds
         reading back (a slow reader upstream, a pipelined turn) never counts."""
         self._body_timer = None
-        if self._parsing is None or self._lingering:
-            return  # read whole, or answered already and being dropped until the close
+        if self._parsing is None:
+            return
         now = self._loop.time()
-        if self._read_paused:
+        if self._read_paused or self._parsing.content.expect_continue:
+            # held back by the gateway, or a client waiting for `100 Continue`
             self._body_deadline += now - self._body_last
             self._body_last = now
         due = min(self._body_last + self._limits.body_timeout, self._body_deadline)

@@ -174,7 +174,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self.content_length = int(value)  # llhttp has checked it is one number
                 framed = True
             elif lname == b"transfer-encoding":
-                framed = True
+                framed = value.rstrip().lower().endswith(b"chunked")  # else: until the end
         if size > MAX_HEAD_BYTES:
             raise BadResponse("response head too large")
         self._until_eof = not no_body and not framed

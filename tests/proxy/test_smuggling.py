@@ -128,6 +128,32 @@ async def test_the_upstream_length_is_the_gateways_own_and_an_early_answer_is_no
         assert len(up.connections) == 2
 
 
+async def test_a_streamed_answer_before_the_upload_ended_says_the_connection_closes(
+    gateway: GatewayFactory, client_ssl: ssl.SSLContext
+) -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    cut = chunked.index(b"\r\n\r\n") + 4  # the head alone first: the answer streams
+    async with RawUpstream(fixed([chunked[:cut], chunked[cut:]]), early=True) as up:
+        gw = await _raw_gateway(gateway, up)
+        reader, writer = await _open(gw.port, client_ssl)
+        writer.write(b"POST /raw/a HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhel")
+        status, headers, body = await _response(reader)
+        writer.close()
+        assert (status, body, headers["connection"]) == (200, b"ok", "close")
+
+
+async def test_an_answer_framed_by_the_upstreams_close_is_relayed_whole(
+    gateway: GatewayFactory, client_ssl: ssl.SSLContext
+) -> None:
+    """`Transfer-Encoding: gzip` without chunked: the body ends with the connection."""
+    async with RawUpstream(fixed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc")) as up:
+        up.close_after_answer = True
+        gw = await _raw_gateway(gateway, up)
+        got = await _exchange(gw.port, client_ssl, GET_X)
+        assert got.startswith(b"HTTP/1.1 200 ")
+        assert got.endswith(b"3\r\nabc\r\n0\r\n\r\n")  # re-framed, and whole
+
+
 # -- 2. Stalled bodies and the pool wait ------------------------------------------------------
 
 
