@@ -308,7 +308,12 @@ def _check_conversation(
         for status, headers in resp.interim:
             if any(n == b"content-length" for n, _ in headers):
                 f.append(f"{tag}: Content-Length on an interim {status}")
-        if unit.expect in ("head_invalid", "body_invalid") and resp.status < 400:
+        # A body found broken after an upstream answered early (before reading it) can only
+        # end the connection: that answer stands.
+        refused = unit.expect == "head_invalid" or (
+            unit.expect == "body_invalid" and not unit.early
+        )
+        if refused and resp.status < 400:
             f.append(f"{tag}: a request that must be refused was answered {resp.status}")
         if unit.expect in ("closes", "body_invalid", "stall") and ended_at is None:
             ended_at = j

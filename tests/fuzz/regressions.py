@@ -189,4 +189,29 @@ CASES: list[tuple[str, Example]] = [
             )
         ),
     ),
+    # found by the long run after feb0456, in the oracle: trailers over the limit behind an
+    # upstream that answers before reading the body; that early answer stands (the body's
+    # refusal can only end the connection), and the upstream never gets the request whole
+    (
+        "oversized trailer behind an early answer",
+        Example(
+            (
+                _one(
+                    _u(
+                        "m1x",
+                        "GET",
+                        b"GET /app/m1x HTTP/1.1\r\n"
+                        + H
+                        + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer: "
+                        + b"a" * 40_000
+                        + b"\r\n\r\n",
+                        "body_invalid",
+                        answer="close_delimited",
+                        early=True,
+                    ),
+                    _u("m2x", "GET", _get("m2x")),
+                ),
+            )
+        ),
+    ),
 ]
