@@ -41,13 +41,14 @@ from edgeauth.errors import (
     oauth_body,
 )
 from edgeauth.exchange import Exchange
+from edgeauth.listener import Listener
 from edgeauth.logs import AccessLog
 from edgeauth.messages import AnyResponse, Request, Response
 from edgeauth.metrics import FLUSH_SECONDS, Recorder
 from edgeauth.oauth import bearer
 from edgeauth.oauth import routes as oauth_routes
 from edgeauth.oauth.policy import Policy
-from edgeauth.protocol import Connections, GatewayProtocol, Limits, Listener
+from edgeauth.protocol import Connections, GatewayProtocol, Limits
 from edgeauth.proxy import headers as hdr
 from edgeauth.proxy.routes import forward, peer_of
 from edgeauth.proxy.upstream import Upstream
