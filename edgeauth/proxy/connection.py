@@ -57,6 +57,7 @@ class UpstreamConnection(asyncio.Protocol):
     _keep_alive: bool
     _done: bool
     _stalled: int
+    _feeding: int
     _moved: bool
     status: int
     reason: str
@@ -115,6 +116,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self._last_read = self._loop.time()
         self._moved = False
+        self._feeding = len(data)
         try:
             parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
@@ -166,22 +168,26 @@ class UpstreamConnection(asyncio.Protocol):
         self._keep_alive = self._parser.should_keep_alive()  # llhttp forgets it once complete
         no_body = self._head_only or status in NO_BODY_STATUSES
         framed = False
-        size = 0
         for name, value in self._raw_headers:
-            size += len(name) + len(value)
             lname = name.lower()
             if lname == b"content-length":
                 self.content_length = int(value)  # llhttp has checked it is one number
                 framed = True
             elif lname == b"transfer-encoding":
                 framed = value.rstrip().lower().endswith(b"chunked")  # else: until the end
-        if size > MAX_HEAD_BYTES:
+        if self._head_too_large():
             raise BadResponse("response head too large")
         self._until_eof = not no_body and not framed
         if no_body:
             self._done = True  # llhttp would wait for a HEAD's declared body: it never comes
         if self._head is not None and not self._head.done():
             self._head.set_result(None)
+
+    def _head_too_large(self) -> bool:
+        """Only a head that came in large reads can be: it is counted only then."""
+        if self._stalled + self._feeding <= MAX_HEAD_BYTES:
+            return False
+        return sum(len(n) + len(v) for n, v in self._raw_headers) > MAX_HEAD_BYTES
 
     def on_chunk_header(self) -> None:
         self._moved = True
@@ -322,7 +328,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._until_eof = False
         self._keep_alive = False
         self._done = False
-        self._stalled = 0
+        self._stalled = self._feeding = 0
         self._moved = False
         self.status = 0
         self.reason = ""
