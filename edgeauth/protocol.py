@@ -366,9 +366,7 @@ class GatewayProtocol(asyncio.Protocol):
         if self._parsing is not None:
             self._parsing.content.finish()
             self._parsing = None
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        self._stop_body_timer()
 
     # -- used by messages.py ----------------------------------------------------------------
 
@@ -509,9 +507,7 @@ class GatewayProtocol(asyncio.Protocol):
             return
         if linger and not transport.is_closing():
             self._lingering = True  # the unread body is dropped from now on: no timer for it
-            if self._body_timer is not None:
-                self._body_timer.cancel()
-                self._body_timer = None
+            self._stop_body_timer()
             self._resume_reading()
             self._loop.call_later(LINGER_SECONDS, transport.close)
             return
@@ -538,6 +534,11 @@ class GatewayProtocol(asyncio.Protocol):
                 min(now + limits.body_timeout, self._body_deadline), self._body_expired
             )
 
+    def _stop_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
     def _body_expired(self) -> None:
         """The body stopped moving, or is late as a whole; time the gateway itself holds
         reading back (a slow reader upstream, a pipelined turn) never counts."""
@@ -559,9 +560,7 @@ class GatewayProtocol(asyncio.Protocol):
         """The body being parsed is broken: its reader gets `exc`, which answers it, and
         nothing more is read. Without a handler running, `answer` is written and we close."""
         request, self._parsing = self._parsing, None
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-            self._body_timer = None
+        self._stop_body_timer()
         if request is not None:
             request.content.fail(exc)
             queue = self._queue
