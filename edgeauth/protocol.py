@@ -447,8 +447,8 @@ class GatewayProtocol(asyncio.Protocol):
         self._finish(request, response)
 
     def _finish(self, request: Request, response: Response | StreamResponse) -> None:
-        if self.transport is None:
-            return
+        if self.transport is None or self.transport.is_closing():
+            return  # cut (a failed answer aborts): nothing more is written or started
         unread = not request.content.is_eof()
         close = (
             self._close_after

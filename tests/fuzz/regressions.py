@@ -6,6 +6,7 @@ from __future__ import annotations
 from tests.fuzz.model import Conversation, Example, Unit
 
 H = b"Host: fuzz.example\r\n"
+TOKEN = b"Authorization: Bearer @TOKEN@\r\n"
 
 
 def _u(
@@ -210,6 +211,35 @@ CASES: list[tuple[str, Example]] = [
                         early=True,
                     ),
                     _u("m2x", "GET", _get("m2x")),
+                ),
+            )
+        ),
+    ),
+    # found by the long run on 75a5160: an answer the upstream cut short aborts the client
+    # connection, yet the request pipelined behind it was started (on a pooled connection, at
+    # once) and went upstream, its answer undeliverable
+    (
+        "request pipelined behind a cut answer",
+        Example(
+            (
+                _one(
+                    _u("m2x", "GET", _get("m2x", extra=TOKEN), token=True),
+                    _u(
+                        "m3x",
+                        "GET",
+                        _get("m3x", "/app/admin/", TOKEN + b"Transfer-Encoding: chunked\r\n")
+                        + b"0\r\nX-Trailer: 1\r\n\r\n",
+                        answer="cl_long_close",
+                        token=True,
+                    ),
+                    _u(
+                        "m4x",
+                        "GET",
+                        _get("m4x", extra=TOKEN + b"Content-Length: 5\r\n") + b"hello",
+                        answer="chunk_cut_close",
+                        token=True,
+                    ),
+                    _u("m5x", "POST", b"POST /app/m5x HTTP/1.1\r\n" + H + b"\r\n"),
                 ),
             )
         ),

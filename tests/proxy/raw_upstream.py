@@ -62,7 +62,7 @@ class RawUpstream:
         self.answer = answer
         self.early = early
         self.hold = hold  # never answer (until `release` is set)
-        self.close_after_answer = False
+        self.close_after: Callable[[bytes], bool] = lambda head: False  # then end the connection
         self.release = asyncio.Event()
         self.connected = asyncio.Event()
         self.connections: list[Seen] = []
@@ -105,7 +105,7 @@ class RawUpstream:
                 await recorded.body(head)
                 if not self.early:
                     await self._send(writer, head)
-                if self.close_after_answer:
+                if self.close_after(head):
                     writer.write_eof()  # the answer ends with the connection
                     break
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):

@@ -147,7 +147,7 @@ async def test_an_answer_framed_by_the_upstreams_close_is_relayed_whole(
 ) -> None:
     """`Transfer-Encoding: gzip` without chunked: the body ends with the connection."""
     async with RawUpstream(fixed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc")) as up:
-        up.close_after_answer = True
+        up.close_after = lambda head: True
         gw = await _raw_gateway(gateway, up)
         got = await _exchange(gw.port, client_ssl, GET_X)
         assert got.startswith(b"HTTP/1.1 200 ")
@@ -306,6 +306,36 @@ async def test_bytes_beyond_a_streamed_length_never_reach_the_client(
         )
         assert b"POISON" not in got
         assert got.count(b"HTTP/1.1 200 ") <= 1  # the cut answer, then the close
+
+
+async def test_a_request_pipelined_behind_a_cut_answer_is_never_forwarded(
+    gateway: GatewayFactory, client_ssl: ssl.SSLContext
+) -> None:
+    """An answer the upstream cuts short aborts the client connection; what the client had
+    pipelined behind it must not go upstream (even on a pooled connection, at once), for its
+    answer could never be delivered."""
+
+    def answer(head: bytes) -> bytes:
+        if head.startswith(b"GET /x "):
+            return b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"
+        return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    async with RawUpstream(answer) as up:
+        up.close_after = lambda head: head.startswith(b"GET /x ")
+        gw = await _raw_gateway(gateway, up)
+        reader, writer = await _open(gw.port, client_ssl)
+        writer.write(b"GET /raw/w HTTP/1.1\r\nHost: t\r\n\r\n")  # leaves a pooled connection
+        assert (await _response(reader))[0] == 200
+        writer.write(
+            b"GET /raw/x HTTP/1.1\r\nHost: t\r\n\r\nGET /raw/y HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            rest = await asyncio.wait_for(reader.read(), 10)
+            assert rest.count(b"HTTP/1.1 ") == 1  # the cut answer, then the abort
+        writer.close()
+        await asyncio.sleep(0.2)  # a request started by mistake would reach the upstream now
+        targets = [r.target for seen in up.connections for r, _ in seen.requests()]
+        assert targets == [b"/w", b"/x"]
 
 
 # -- 7. An upload that moves is never an upstream timeout --------------------------------------
