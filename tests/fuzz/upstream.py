@@ -137,8 +137,14 @@ class RecordingUpstream:
             self._server.close()
         for writer in self._writers.values():
             writer.transport.abort()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        # An aborted transport closes its socket a loop turn later: let that happen before the
+        # loop stops, or the socket is left for the garbage collector (a ResourceWarning in
+        # whichever test runs then).
+        await asyncio.sleep(0.05)
 
     async def _take(self, close: bool) -> list[UpConnection]:
         if close:

@@ -68,6 +68,7 @@ class RawUpstream:
         self.connections: list[Seen] = []
         self.url = ""
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def __aenter__(self) -> RawUpstream:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -79,6 +80,8 @@ class RawUpstream:
         assert self._server is not None
         self._server.close()
         self.release.set()
+        for writer in self._writers:  # none outlives the test (no transport left to the GC)
+            writer.close()
 
     def requests(self) -> list[tuple[h11.Request, bytes]]:
         return [r for seen in self.connections for r in seen.requests()]
@@ -94,6 +97,7 @@ class RawUpstream:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         seen = Seen()
         self.connections.append(seen)
+        self._writers.add(writer)
         self.connected.set()
         recorded = _Recording(reader, seen)
         try:
@@ -111,11 +115,14 @@ class RawUpstream:
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             pass
         finally:
-            with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
-                while chunk := await reader.read(65536):  # keep recording to the end
-                    seen.data += chunk
-            seen.ended.set()
-            writer.close()
+            try:
+                with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+                    while chunk := await reader.read(65536):  # keep recording to the end
+                        seen.data += chunk
+            finally:  # even when cancelled
+                seen.ended.set()
+                self._writers.discard(writer)
+                writer.close()
 
 
 class _Recording:
