@@ -40,6 +40,13 @@ def digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
+def consumer_marker(consumer_id: str) -> bytes:
+    """The digest announced on the revocation feed when a consumer changes or goes away, so
+    that caches holding something of that consumer besides its tokens (the anonymous
+    identity) drop it. No token edgeauth mints has this digest (they are random)."""
+    return hashlib.sha256(b"edgeauth consumer changed\x00" + consumer_id.encode()).digest()
+
+
 def prefix(token: str) -> str:
     """The first few characters of a token: enough for an operator, useless to an attacker."""
     return token[:PREFIX_CHARS]

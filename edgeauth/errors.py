@@ -119,6 +119,11 @@ class StoreUnavailable(StoreError):
     message = "The data store is unavailable"
 
 
+class ClientChanged(StoreError):
+    """A token or code was not saved: its client changed (secret, type, owner or redirect
+    URIs) or went away after the request was checked against it."""
+
+
 class Conflict(StoreError):
     """A uniqueness rule would be broken (username, custom_id, client_id)."""
 

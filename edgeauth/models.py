@@ -61,6 +61,10 @@ class TokenRecord:
     refresh_expires_at: float | None  # None: the refresh token never expires
     revoked_at: float | None = None
     refresh_used_at: float | None = None  # set when the refresh token was rotated away
+    # The refresh token's scope when it is wider than the access token's (a refresh that
+    # narrowed the access token keeps the grant's scope for the next refresh, RFC 6749 §6);
+    # None: the same as `scope`.
+    refresh_scope: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

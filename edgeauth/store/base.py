@@ -118,7 +118,12 @@ class Store(Protocol):
         """Delete with its tokens; announces the tokens' digests."""
 
     # tokens --------------------------------------------------------------------------
-    async def save_token(self, record: TokenRecord) -> None: ...
+    async def save_token(self, record: TokenRecord, issued_to: Credential | None = None) -> None:
+        """Insert a token. With `issued_to` (the client as the grant checked it), the token is
+        saved only if that credential still exists with the same consumer_id, secret_hash
+        and client_type, checked in the insert's own transaction (so that of a token and a
+        concurrent change to its client, whichever commits second sees the other); else
+        ClientChanged and nothing is saved."""
 
     async def find_token(self, access_digest: bytes) -> TokenView | None:
         """The token by access digest, revoked or expired ones included (callers judge)."""
@@ -153,7 +158,9 @@ class Store(Protocol):
     async def revoke_token(self, token_id: str, now: float) -> bool: ...
 
     # authorization codes ---------------------------------------------------------------
-    async def save_code(self, code: AuthCode) -> None: ...
+    async def save_code(self, code: AuthCode, issued_to: Credential | None = None) -> None:
+        """As save_token: with `issued_to`, saved only if the credential still has the same
+        consumer_id, secret_hash, client_type and redirect_uris; else ClientChanged."""
 
     async def take_code(self, digest: bytes, now: float) -> AuthCode | None:
         """Consume a code: returns it once, to exactly one caller, if unexpired."""
