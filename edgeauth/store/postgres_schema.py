@@ -93,8 +93,13 @@ CREATE TABLE revocation_head (
 INSERT INTO revocation_head (seq) VALUES (0);
 """
 
+# A refresh token's own scope, when wider than its access token's (TokenRecord.refresh_scope).
+_V2 = """
+ALTER TABLE tokens ADD COLUMN refresh_scope TEXT;
+"""
+
 # Forward-only: append, never edit. The one row of edgeauth_schema counts those applied.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 # Migrations take this transaction-level advisory lock (class, hashtext(schema)), so nodes
 # starting at once take turns, and deployments in other schemas do not wait on each other.

@@ -83,8 +83,13 @@ CREATE INDEX tokens_service_created ON tokens (service, created_at, id);
 DROP INDEX tokens_service;
 """
 
+# A refresh token's own scope, when wider than its access token's (TokenRecord.refresh_scope).
+_V3 = """
+ALTER TABLE tokens ADD COLUMN refresh_scope TEXT;
+"""
+
 # Forward-only: append, never edit. PRAGMA user_version counts those applied.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 
 # consumers and credentials ------------------------------------------------------------------
 INSERT_CONSUMER = """INSERT INTO consumers (id, username, custom_id, tags, created_at)
@@ -103,10 +108,10 @@ WHERE id = :id RETURNING *"""
 # tokens -------------------------------------------------------------------------------------
 TOKENS_INSERT = """INSERT INTO tokens (id, access_digest, refresh_digest, prefix, credential_id,
     service, authenticated_userid, scope, family_id, created_at, expires_at, refresh_expires_at,
-    revoked_at, refresh_used_at)
+    revoked_at, refresh_used_at, refresh_scope)
 VALUES (:id, :access_digest, :refresh_digest, :prefix, :credential_id, :service,
     :authenticated_userid, :scope, :family_id, :created_at, :expires_at, :refresh_expires_at,
-    :revoked_at, :refresh_used_at)"""
+    :revoked_at, :refresh_used_at, :refresh_scope)"""
 # A token joined with its credential and consumer (a TokenView); callers append WHERE/ORDER.
 VIEWS_SELECT = """SELECT t.*, c.client_id, c.consumer_id, k.username, k.custom_id
 FROM tokens t JOIN credentials c ON c.id = t.credential_id

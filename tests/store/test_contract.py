@@ -219,6 +219,24 @@ async def test_find_refresh(store: Store, app: App) -> None:
     assert await store.find_refresh(digest("unknown")) is None
 
 
+async def test_refresh_scope_is_kept_through_save_find_and_rotate(store: Store, app: App) -> None:
+    now = time.time()
+    old = mint(app.credential.id, now - 60)
+    narrowed = replace(old.record, scope="read", refresh_scope="read write")
+    await store.save_token(narrowed)
+    assert old.refresh is not None
+    assert await store.find_refresh(digest(old.refresh)) == narrowed
+    view = await store.find_token(narrowed.access_digest)
+    assert view is not None
+    assert view.token.refresh_scope == "read write"
+    new = mint(app.credential.id, now, family_id=narrowed.family_id)
+    successor = replace(new.record, scope="read", refresh_scope="read write admin")
+    retired = await store.rotate_refresh(digest(old.refresh), successor, now)
+    assert retired == replace(narrowed, revoked_at=now, refresh_used_at=now)
+    assert new.refresh is not None
+    assert await store.find_refresh(digest(new.refresh)) == successor
+
+
 async def test_rotate_refresh_retires_the_old_row_once(
     store: Store, app: App, heard: Announcements
 ) -> None:

@@ -230,6 +230,36 @@ async def test_several_stores_migrating_a_new_schema_at_once_all_succeed(pg: PgS
         assert await stores[5].get_consumer("one") == made
 
 
+async def test_a_version_one_schema_keeps_its_tokens_and_gains_refresh_scope(
+    pg: PgSchema,
+) -> None:
+    old = mint("c1", time.time()).record
+    async with raw(pg) as conn:
+        await conn.execute(MIGRATIONS[0])
+        await conn.execute(
+            """CREATE TABLE edgeauth_schema (version INTEGER NOT NULL);
+            INSERT INTO edgeauth_schema (version) VALUES (1);
+            INSERT INTO consumers (id, username, created_at) VALUES ('k1', 'old', 1);
+            INSERT INTO credentials (id, consumer_id, name, client_id, client_type, created_at)
+            VALUES ('c1', 'k1', 'app', 'client-1', 'public', 1);"""
+        )
+        await conn.execute(
+            "INSERT INTO tokens (id, access_digest, prefix, credential_id, scope, family_id,"
+            " created_at) VALUES ($1, $2, 'p', 'c1', 'read', 'f1', 1.0)",
+            old.id,
+            old.access_digest,
+        )
+    async with opened(PostgresStore(pg.dsn)) as (store,):
+        assert (await store.diagnostics())["version"] == len(MIGRATIONS) == 2
+        view = await store.find_token(old.access_digest)
+        assert view is not None
+        assert (view.token.id, view.token.scope, view.token.refresh_scope) == (old.id, "read", None)
+        wider = replace(mint("c1", time.time()).record, scope="read", refresh_scope="read write")
+        await store.save_token(wider)
+        assert wider.refresh_digest is not None
+        assert await store.find_refresh(wider.refresh_digest) == wider
+
+
 async def test_migrations_wait_for_the_advisory_lock(pg: PgSchema) -> None:
     async with raw(pg) as holder:
         await holder.execute(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import stat
+import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,8 @@ from edgeauth.config import StoreSettings
 from edgeauth.errors import StoreUnavailable
 from edgeauth.store import open_store
 from edgeauth.store.sqlite import MIGRATIONS, SQLiteStore
+from edgeauth.store.sqlite_schema import INSERT_CONSUMER
+from tests.store.records import mint
 
 
 @pytest.fixture
@@ -61,6 +65,45 @@ async def test_existing_file_at_version_zero_is_migrated(tmp_path: Path) -> None
     try:
         assert (await store.diagnostics())["user_version"] == len(MIGRATIONS)
         assert (await store.create_consumer("alice", None)).username == "alice"
+    finally:
+        await store.close()
+
+
+def _make_v2_with_a_token(path: Path, token_id: str, access_digest: bytes) -> None:
+    with sqlite3.connect(path) as db:
+        for script in MIGRATIONS[:2]:
+            db.executescript(script)
+        db.execute(INSERT_CONSUMER, ("k1", "old", None, "[]", 1))
+        db.execute(
+            "INSERT INTO credentials (id, consumer_id, name, client_id, client_type, created_at)"
+            " VALUES ('c1', 'k1', 'app', 'client-1', 'public', 1)"
+        )
+        db.execute(
+            "INSERT INTO tokens (id, access_digest, prefix, credential_id, scope, family_id,"
+            " created_at) VALUES (?, ?, 'p', 'c1', 'read', 'f1', 1.0)",
+            (token_id, access_digest),
+        )
+        db.execute("PRAGMA user_version = 2")
+    db.close()
+
+
+async def test_a_version_two_file_keeps_its_tokens_and_gains_refresh_scope(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "v2.db"
+    old = mint("c1", time.time()).record
+    await asyncio.to_thread(_make_v2_with_a_token, path, old.id, old.access_digest)
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        assert (await store.diagnostics())["user_version"] == len(MIGRATIONS) == 3
+        view = await store.find_token(old.access_digest)
+        assert view is not None
+        assert (view.token.id, view.token.scope, view.token.refresh_scope) == (old.id, "read", None)
+        wider = replace(mint("c1", time.time()).record, scope="read", refresh_scope="read write")
+        await store.save_token(wider)
+        assert wider.refresh_digest is not None
+        assert await store.find_refresh(wider.refresh_digest) == wider
     finally:
         await store.close()
 
