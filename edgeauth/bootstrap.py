@@ -15,7 +15,7 @@ from pathlib import Path
 
 from edgeauth import crypto
 from edgeauth.config import ConsumerSettings, CredentialSettings, ServiceSettings, Settings
-from edgeauth.config.checks import exposure_warnings
+from edgeauth.config.checks import anonymous_notes, exposure_warnings
 from edgeauth.models import ClientType
 from edgeauth.oauth.policy import Policy
 from edgeauth.store import open_store
@@ -95,6 +95,8 @@ async def prepare(settings: Settings, store: Store) -> None:
             log.warning("service %s is public: no token is required", service.name)
     for warning in exposure_warnings(settings):
         log.warning("%s", warning)
+    for note in anonymous_notes(settings):
+        log.info("%s", note)
     for consumer in settings.consumers:
         await seed_consumer(store, consumer)
 

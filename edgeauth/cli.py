@@ -17,7 +17,7 @@ from pathlib import Path
 
 from edgeauth import __version__, tls
 from edgeauth.config import Settings, load_settings
-from edgeauth.config.checks import exposure_warnings
+from edgeauth.config.checks import anonymous_notes, exposure_warnings
 from edgeauth.errors import ConfigError
 from edgeauth.logs import setup_logging
 
@@ -145,6 +145,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     _check_tls(settings)
     for warning in exposure_warnings(settings):
         sys.stderr.write(f"warning: {warning}\n")
+    for note in anonymous_notes(settings):
+        sys.stderr.write(f"note: {note}\n")
     sys.stdout.write("ok\n")
     return 0
 

@@ -37,7 +37,6 @@ from edgeauth.errors import (
     OAuthError,
     Overloaded,
     StoreError,
-    TemporarilyUnavailable,
     oauth_body,
 )
 from edgeauth.exchange import Exchange
@@ -93,7 +92,6 @@ class Gateway:
         self.validator: Validator | None = None
         self.policies: dict[str, Policy] = {}
         self.endpoints: dict[str, oauth_routes.Endpoints] = {}
-        self._anonymous: dict[str, tuple[Header, ...]] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._gauges: asyncio.Task[None] | None = None
         self._follower: RevocationFollower | None = None
@@ -367,7 +365,7 @@ class Gateway:
             assert self.validator is not None  # noqa: S101 - set by start()
             entry = await self.validator.validate(token, policy, target.route.required_scopes)
         except (MissingToken, InvalidToken) as exc:
-            if not s.anonymous:
+            if not s.anonymous or target.route.required_scopes:  # anonymous holds no scope
                 self.metrics.validation("missing" if isinstance(exc, MissingToken) else "invalid")
                 raise
             self.metrics.validation("anonymous")
@@ -382,24 +380,11 @@ class Gateway:
 
     async def _anonymous_identity(self, anonymous: str, ex: Exchange) -> tuple[Header, ...]:
         """Kong's `anonymous`: the named consumer's identity, flagged as anonymous."""
-        identity = self._anonymous.get(anonymous)
+        assert self.validator is not None  # noqa: S101 - set by start()
+        identity = await self.validator.anonymous(anonymous)
         if identity is None:
-            assert self.store is not None  # noqa: S101 - set by start()
-            try:
-                consumer = await self.store.get_consumer(anonymous)
-            except StoreError as exc:
-                raise TemporarilyUnavailable() from exc
-            if consumer is None:
-                log.error("anonymous consumer %r does not exist; refusing", anonymous)
-                raise InvalidToken()
-            pairs = (
-                ("X-Consumer-ID", consumer.id),
-                ("X-Consumer-Custom-ID", consumer.custom_id),
-                ("X-Consumer-Username", consumer.username),
-                ("X-Anonymous-Consumer", "true"),
-            )
-            identity = tuple((n, v) for n, v in pairs if v)
-            self._anonymous[anonymous] = identity
+            log.error("anonymous consumer %r does not exist; refusing", anonymous)
+            raise InvalidToken()
         ex.consumer = anonymous
         return identity
 

@@ -311,6 +311,24 @@ def exposure_warnings(settings: Settings) -> list[str]:
     return warnings
 
 
+def anonymous_notes(settings: Settings) -> list[str]:
+    """Routes whose required_scopes turn off their service's `anonymous` fallback: an
+    anonymous consumer holds no scope, so such a route refuses a missing or invalid token."""
+    notes = []
+    for i, service in enumerate(settings.services):
+        if service.oauth2 is None or not service.oauth2.anonymous:
+            continue
+        for j, route in enumerate(service.routes):
+            if route.required_scopes:
+                notes.append(
+                    f"{settings.source.name}: services[{i}].routes[{j}]: route"
+                    f' "{route.name}" requires scopes, so it never falls back to the anonymous'
+                    f' consumer "{service.oauth2.anonymous}": a request without a valid token'
+                    " gets 401 there"
+                )
+    return notes
+
+
 CHECKS: dict[type[Any], Check] = {
     AdminSettings: _check_admin,
     StoreSettings: _check_store,
