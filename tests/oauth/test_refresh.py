@@ -217,6 +217,32 @@ async def test_refresh_may_narrow_the_scope(
     assert seen["x-authenticated-scope"] == "read"
 
 
+async def test_a_narrower_refresh_keeps_the_grants_scope_for_the_next_refresh(
+    world: OAuthWorld, client: aiohttp.ClientSession
+) -> None:
+    """RFC 6749 §6: the new refresh token has the original grant's scope; only the access
+    token narrows (issue 13, point 10)."""
+    _, first = assert_pair(
+        await post(client, world.token_url, login(scope="read write")), "read write"
+    )
+    narrow, second = assert_pair(
+        await post(client, world.token_url, refresh(first, scope="read")), "read"
+    )
+    assert (await api_call(client, world.api_url, narrow))["x-authenticated-scope"] == "read"
+    wide, third = assert_pair(
+        await post(client, world.token_url, refresh(second, scope="read write")), "read write"
+    )
+    assert (await api_call(client, world.api_url, wide))["x-authenticated-scope"] == "read write"
+    # Narrowed twice in a row, then no scope asked: the grant's scope again.
+    _, fourth = assert_pair(
+        await post(client, world.token_url, refresh(third, scope="read")), "read"
+    )
+    _, fifth = assert_pair(
+        await post(client, world.token_url, refresh(fourth, scope="write")), "write"
+    )
+    assert_pair(await post(client, world.token_url, refresh(fifth)), "read write")
+
+
 async def test_refresh_may_not_widen_the_scope(
     world: OAuthWorld, client: aiohttp.ClientSession
 ) -> None:

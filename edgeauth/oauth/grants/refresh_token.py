@@ -10,6 +10,7 @@ token is replaced; its scope cannot change then.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 from edgeauth import crypto
 from edgeauth.errors import InvalidGrant, InvalidRequest, InvalidScope
@@ -46,18 +47,27 @@ async def exchange(params: Params, client: Credential, ctx: GrantContext) -> Min
                 "refresh token reuse: family %s revoked (%d live)", record.family_id, revoked
             )
         raise InvalidGrant("Invalid refresh_token")
-    granted = scopes.narrow(params.get("scope"), scopes.parse(record.scope))
+    original = record.scope if record.refresh_scope is None else record.refresh_scope
+    granted = scopes.narrow(params.get("scope"), scopes.parse(original))
     if ctx.policy.settings.reuse_refresh_token:
-        if scopes.join(granted) != record.scope:
-            # One row holds both tokens: a narrower access token would narrow the refresh
-            # token too, which RFC 6749 §6 forbids. Refuse rather than hand out more.
+        if "scope" in params and scopes.join(granted) != record.scope:
+            # The access token is replaced in place and keeps its scope: refuse a change
+            # rather than hand out something else than was asked.
             raise InvalidScope("The scope cannot change when refresh tokens are reused")
         return await _replace_access(raw, digest, ctx)
     issue = Issue(client, record.authenticated_userid, granted, True, record.family_id)
-    minted = mint(issue, ctx.policy, ctx.now)
+    minted = keep_refresh_scope(mint(issue, ctx.policy, ctx.now), original)
     if await ctx.store.rotate_refresh(digest, minted.record, ctx.now) is None:
         raise InvalidGrant("Invalid refresh_token")  # a concurrent refresh won the race
     return minted
+
+
+def keep_refresh_scope(minted: Minted, original: str) -> Minted:
+    """RFC 6749 §6: the new refresh token keeps the scope of the original grant; only the
+    access token narrows."""
+    if minted.record.scope == original:
+        return minted
+    return replace(minted, record=replace(minted.record, refresh_scope=original))
 
 
 async def _replace_access(raw: str, digest: bytes, ctx: GrantContext) -> Minted:
