@@ -4,14 +4,16 @@ With synchronous=FULL every SQLite commit waits for an fsync, so one transaction
 token caps issuance at the disk's fsync rate. Batching keeps each token durable before its
 caller hears back (the caller waits for the commit that holds its row) while the disk sees
 one commit per batch.
-Rule: a failed batch is retried one row at a time, so only the row at fault gets the error.
+Rule: `write_many` gives each row its own outcome (a row it refuses is left out of the commit
+and its caller alone gets the error); a batch that fails as a whole is retried one row at a
+time, so only the row at fault gets the error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from edgeauth.errors import StoreUnavailable
@@ -20,14 +22,20 @@ log = logging.getLogger(__name__)
 
 P = TypeVar("P")
 MAX_BATCH = 256
+Outcome = Exception | None  # None: the row is committed; else why it was left out
 
 
 class GroupCommit(Generic[P]):
-    """Queue of rows for one insert statement; `add()` resolves once its row is committed."""
+    """Queue of rows for one insert statement; `add()` resolves once its row is committed.
+
+    `write_many(rows)` commits the rows it accepts in one transaction and returns one Outcome
+    per row, in order; if it raises, it committed nothing. `write_one(row)` commits one row
+    or raises.
+    """
 
     def __init__(
         self,
-        write_many: Callable[[list[P]], Awaitable[None]],
+        write_many: Callable[[list[P]], Awaitable[Sequence[Outcome]]],
         write_one: Callable[[P], Awaitable[None]],
     ) -> None:
         self._write_many = write_many
@@ -36,7 +44,8 @@ class GroupCommit(Generic[P]):
         self._flusher: asyncio.Task[None] | None = None
 
     async def add(self, row: P) -> None:
-        """Wait until `row` is committed; a cancelled caller does not cancel the commit."""
+        """Wait until `row` is committed, or raise why it was not; a cancelled caller does not
+        cancel the commit."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._pending.append((row, done))
@@ -66,7 +75,7 @@ class GroupCommit(Generic[P]):
 
     async def _commit(self, batch: list[tuple[P, asyncio.Future[None]]]) -> None:
         try:
-            await self._write_many([row for row, _ in batch])
+            outcomes = await self._write_many([row for row, _ in batch])
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0][1], exc)
@@ -84,8 +93,8 @@ class GroupCommit(Generic[P]):
                 _settle(done, StoreUnavailable())
             raise
         else:
-            for _, done in batch:
-                _settle(done, None)
+            for (_, done), outcome in zip(batch, outcomes, strict=True):
+                _settle(done, outcome)
 
 
 def _settle(done: asyncio.Future[None], exc: BaseException | None) -> None:

@@ -2,11 +2,13 @@
 
 Invariants: every write is one READ COMMITTED transaction (a single statement or an explicit
 one), and races are settled by row locks (a waiting UPDATE, DELETE or FOR UPDATE re-checks its
-WHERE on the winner's row, so exactly one of concurrent callers wins, on any node); every
-digest a write kills is appended to the revocation log and NOTIFYed in that write's
-transaction, and announced to `on_revoked` listeners only after COMMIT; only StoreError
-subclasses leave this module. A transaction that loses a deadlock or serialization check is
-retried (up to three attempts in all).
+WHERE on the winner's row, so exactly one of concurrent callers wins, on any node; a save
+checked against its client holds the credential row FOR SHARE, every change to a credential
+takes it FOR UPDATE first, so the later of the two sees the earlier); every digest a write
+kills is appended to the revocation log and NOTIFYed in that write's transaction, and
+announced to `on_revoked` listeners only after COMMIT; only StoreError subclasses leave this
+module. A transaction that loses a deadlock or serialization check is retried (up to three
+attempts in all).
 
 NOTIFY: channel `edgeauth_revocations` (NOTIFY_CHANNEL); the payload is the killed access
 digests as lowercase hex, comma-separated, at most 100 per notification (6,499 bytes, under
@@ -45,7 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
 
-from edgeauth.errors import Conflict, StoreError, StoreUnavailable
+from edgeauth.errors import ClientChanged, Conflict, StoreError, StoreUnavailable
 from edgeauth.models import AuthCode, Consumer, Credential, TokenRecord, TokenView
 from edgeauth.store import postgres_schema as q
 from edgeauth.store.base import (
@@ -64,6 +66,7 @@ from edgeauth.store.postgres_schema import (
     MIGRATIONS,
     Row,
     Where,
+    client_params,
     code_params,
     credential_params,
     page,
@@ -80,7 +83,7 @@ from edgeauth.store.postgres_schema import (
     update_params,
     update_query,
 )
-from edgeauth.store.sqlite_rows import patch_values
+from edgeauth.store.sqlite_rows import expected_client, patch_values
 
 __all__ = [
     "MIGRATIONS",
@@ -406,8 +409,15 @@ class PostgresStore:
         return await self._write(work)
 
     # tokens --------------------------------------------------------------------------
-    async def save_token(self, record: TokenRecord) -> None:
-        await self._change(q.TOKENS_INSERT, *token_params(record))
+    async def save_token(self, record: TokenRecord, issued_to: Credential | None = None) -> None:
+        """With `issued_to`, one statement: see postgres_schema._checked_insert."""
+        expected = expected_client(record.credential_id, issued_to)
+        if expected is None:
+            await self._change(q.TOKENS_INSERT, *token_params(record))
+            return
+        checked = client_params(expected, redirects=False)
+        if not await self._change(q.TOKENS_INSERT_CHECKED, *token_params(record), *checked):
+            raise ClientChanged()
 
     async def find_token(self, access_digest: bytes) -> TokenView | None:
         sql = f"{q.VIEWS_SELECT} WHERE t.access_digest = $1"
@@ -517,8 +527,15 @@ class PostgresStore:
         return [(int(row["seq"]), bytes(row["access_digest"])) for row in rows]
 
     # authorization codes ---------------------------------------------------------------
-    async def save_code(self, code: AuthCode) -> None:
-        await self._change(q.INSERT_CODE, *code_params(code))
+    async def save_code(self, code: AuthCode, issued_to: Credential | None = None) -> None:
+        """With `issued_to`, one statement: see postgres_schema._checked_insert."""
+        expected = expected_client(code.credential_id, issued_to)
+        if expected is None:
+            await self._change(q.INSERT_CODE, *code_params(code))
+            return
+        checked = client_params(expected, redirects=True)
+        if not await self._change(q.INSERT_CODE_CHECKED, *code_params(code), *checked):
+            raise ClientChanged()
 
     async def take_code(self, digest: bytes, now: float) -> AuthCode | None:
         rows = await self._change(q.TAKE_CODE, digest)

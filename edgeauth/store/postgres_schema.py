@@ -142,6 +142,27 @@ _TOKEN_FIELDS = tuple(f.name for f in fields(TokenRecord))
 _CODE_FIELDS = tuple(f.name for f in fields(AuthCode))
 _MARKS = ", ".join(f"${i}" for i in range(1, len(_TOKEN_FIELDS) + 1))
 TOKENS_INSERT = f"INSERT INTO tokens ({', '.join(_TOKEN_FIELDS)}) VALUES ({_MARKS})"  # noqa: S608
+
+
+def _checked_insert(table: str, columns: tuple[str, ...], *, redirects: bool) -> str:
+    """The insert of a row ($1...) checked against the client its request was checked
+    against (client_params, after the row's): nothing is inserted (no row returned) unless
+    the credential still has that owner, secret hash and type, and with `redirects` those
+    redirect URIs. FOR SHARE conflicts with the FOR UPDATE every writer of a credential takes
+    first: a change in flight makes the insert wait and re-check the committed row, and an
+    insert in flight makes the change wait for it (and then see its row)."""
+    n = len(columns)
+    marks = ", ".join(f"${i}" for i in range(1, n + 1))
+    uris = f" AND redirect_uris = ${n + 5}" if redirects else ""
+    return f"""WITH client AS (
+    SELECT 1 FROM credentials WHERE id = ${n + 1} AND consumer_id = ${n + 2}
+        AND secret_hash IS NOT DISTINCT FROM ${n + 3} AND client_type = ${n + 4}{uris}
+    FOR SHARE
+)
+INSERT INTO {table} ({", ".join(columns)}) SELECT {marks} FROM client RETURNING 1"""  # noqa: S608
+
+
+TOKENS_INSERT_CHECKED = _checked_insert("tokens", _TOKEN_FIELDS, redirects=False)
 VIEWS_SELECT = """SELECT t.*, c.client_id, c.consumer_id, k.username, k.custom_id
 FROM tokens t JOIN credentials c ON c.id = t.credential_id
 JOIN consumers k ON k.id = c.consumer_id"""
@@ -172,6 +193,7 @@ WHERE id = $2 AND revoked_at IS NULL RETURNING access_digest"""
 # codes --------------------------------------------------------------------------------------
 _CODE_MARKS = ", ".join(f"${i}" for i in range(1, len(_CODE_FIELDS) + 1))
 INSERT_CODE = f"INSERT INTO codes ({', '.join(_CODE_FIELDS)}) VALUES ({_CODE_MARKS})"  # noqa: S608
+INSERT_CODE_CHECKED = _checked_insert("codes", _CODE_FIELDS, redirects=True)
 TAKE_CODE = "DELETE FROM codes WHERE digest = $1 RETURNING *"
 
 # revocation log -----------------------------------------------------------------------------
@@ -252,6 +274,14 @@ def token_params(record: TokenRecord) -> tuple[object, ...]:
 
 def code_params(code: AuthCode) -> tuple[object, ...]:
     return astuple(code)
+
+
+def client_params(expected: Credential, *, redirects: bool) -> list[object]:
+    """The client parameters of TOKENS_INSERT_CHECKED (and, with `redirects`, of
+    INSERT_CODE_CHECKED)."""
+    c = expected
+    params: list[object] = [c.id, c.consumer_id, c.secret_hash, str(c.client_type)]
+    return [*params, list(c.redirect_uris)] if redirects else params
 
 
 def to_token(row: Row) -> TokenRecord:

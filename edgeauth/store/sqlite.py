@@ -1,9 +1,10 @@
 """The Store on one SQLite file (design §7): one aiosqlite connection, WAL, synchronous=FULL.
 
 Invariants: every statement runs under one asyncio.Lock and every write inside BEGIN IMMEDIATE,
-so races are settled by the database (one winner, across stores and processes); every digest a
-write kills is appended to the revocation log in that write's transaction, and announced only
-after COMMIT; only StoreError subclasses leave this module.
+so races are settled by the database (one winner, across stores and processes; a save checked
+against its client and a change to that client are serialized, the later one sees the
+earlier); every digest a write kills is appended to the revocation log in that write's
+transaction, and announced only after COMMIT; only StoreError subclasses leave this module.
 The schema and fixed SQL live in sqlite_schema.py, row mapping and list queries in
 sqlite_rows.py; this module alone talks to aiosqlite.
 """
@@ -24,7 +25,7 @@ from typing import TypeVar
 
 import aiosqlite
 
-from edgeauth.errors import Conflict, StoreError, StoreUnavailable
+from edgeauth.errors import ClientChanged, Conflict, StoreError, StoreUnavailable
 from edgeauth.models import AuthCode, Consumer, Credential, TokenRecord, TokenView
 from edgeauth.store.base import (
     ConsumerPatch,
@@ -41,10 +42,12 @@ from edgeauth.store.sqlite_rows import (
     CREDENTIAL_PATCH,
     Where,
     credential_params,
+    expected_client,
     json_list,
     page,
     page_query,
     patch_values,
+    refusal,
     revoke_query,
     tags_where,
     to_code,
@@ -57,6 +60,7 @@ from edgeauth.store.sqlite_rows import (
     update_query,
 )
 from edgeauth.store.sqlite_schema import (
+    CLIENTS,
     FIND_LIVE_REFRESH,
     INSERT_CODE,
     INSERT_CONSUMER,
@@ -88,6 +92,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Params = Sequence[object] | Mapping[str, object]
 Work = Callable[[aiosqlite.Connection], Awaitable[tuple[T, Sequence[bytes]]]]
+# A token waiting for its group commit: TOKENS_INSERT's parameters, and the client its request
+# was checked against (None: saved unchecked).
+Pending = tuple[dict[str, object], Credential | None]
 
 # How long the sweep keeps revocation-log entries: pollers must read them sooner than this.
 REVOCATION_LOG_SECONDS = 3600.0
@@ -298,20 +305,28 @@ class SQLiteStore:
         return await self._write(work)
 
     # tokens --------------------------------------------------------------------------
-    async def save_token(self, record: TokenRecord) -> None:
-        await self._tokens.add(token_params(record))
+    async def save_token(self, record: TokenRecord, issued_to: Credential | None = None) -> None:
+        expected = expected_client(record.credential_id, issued_to)
+        await self._tokens.add((token_params(record), expected))
 
-    async def _insert_tokens(self, rows: list[dict[str, object]]) -> None:
-        """One transaction for a whole group of issued tokens (see store/batch.py)."""
+    async def _insert_tokens(self, rows: list[Pending]) -> list[ClientChanged | None]:
+        """One transaction for a whole group of issued tokens (see store/batch.py): the
+        credentials they expect are read once, and a token whose client changed since its
+        request was checked is left out and refused alone."""
 
-        async def work(db: aiosqlite.Connection) -> tuple[None, list[bytes]]:
-            async with db.executemany(TOKENS_INSERT, rows):
-                return None, []
+        async def work(db: aiosqlite.Connection) -> tuple[list[ClientChanged | None], list[bytes]]:
+            clients = await _clients(db, [client.id for _, client in rows if client is not None])
+            outcomes = [refusal(clients, client, redirects=False) for _, client in rows]
+            kept = [params for (params, _), no in zip(rows, outcomes, strict=True) if no is None]
+            async with db.executemany(TOKENS_INSERT, kept):
+                return outcomes, []
 
-        await self._write(work)
+        return await self._write(work)
 
-    async def _insert_token(self, row: dict[str, object]) -> None:
-        await self._change(TOKENS_INSERT, row)
+    async def _insert_token(self, row: Pending) -> None:
+        [refused] = await self._insert_tokens([row])
+        if refused is not None:
+            raise refused
 
     async def find_token(self, access_digest: bytes) -> TokenView | None:
         rows = await self._read(f"{VIEWS_SELECT} WHERE t.access_digest = ?", (access_digest,))
@@ -414,8 +429,18 @@ class SQLiteStore:
         return [(int(row[0]), bytes(row[1])) for row in rows]
 
     # authorization codes ---------------------------------------------------------------
-    async def save_code(self, code: AuthCode) -> None:
-        await self._change(INSERT_CODE, asdict(code))
+    async def save_code(self, code: AuthCode, issued_to: Credential | None = None) -> None:
+        expected = expected_client(code.credential_id, issued_to)
+
+        async def work(db: aiosqlite.Connection) -> tuple[None, list[bytes]]:
+            clients = await _clients(db, [expected.id] if expected is not None else [])
+            refused = refusal(clients, expected, redirects=True)
+            if refused is not None:
+                raise refused
+            await _exec(db, INSERT_CODE, asdict(code))
+            return None, []
+
+        await self._write(work)
 
     async def take_code(self, digest: bytes, now: float) -> AuthCode | None:
         rows = await self._change("DELETE FROM codes WHERE digest = ? RETURNING *", (digest,))
@@ -583,6 +608,14 @@ async def _fetch(db: aiosqlite.Connection, sql: str, params: Params = ()) -> lis
 
 async def _digests(db: aiosqlite.Connection, sql: str, params: Params) -> list[bytes]:
     return [bytes(row[0]) for row in await _fetch(db, sql, params)]
+
+
+async def _clients(db: aiosqlite.Connection, ids: Sequence[str]) -> dict[str, Credential]:
+    """The credentials among `ids` that exist now, by id."""
+    if not ids:
+        return {}
+    rows = await _fetch(db, CLIENTS, (json_list(tuple(ids)),))
+    return {row["id"]: to_credential(row) for row in rows}
 
 
 async def _revoke_credential(db: aiosqlite.Connection, credential_id: str) -> list[bytes]:

@@ -1,4 +1,5 @@
-"""Between SQLite rows and edgeauth's records, and the dynamic SQL of the admin lists.
+"""Between SQLite rows and edgeauth's records, the dynamic SQL of the admin lists, and the
+pure rules both backends share (patches, saves checked against their client).
 
 No I/O. Lists are keyset-paginated on (created_at, id) ascending; a page cursor is the
 unpadded urlsafe base64 of the JSON `[created_at, id]` of the last row of the previous page.
@@ -17,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypeVar
 
-from edgeauth.errors import StoreError
+from edgeauth.errors import ClientChanged, StoreError
 from edgeauth.models import AuthCode, ClientType, Consumer, Credential, TokenRecord, TokenView
 from edgeauth.store.base import NewCredential, Page, TagFilter, TokenFilter
 
@@ -96,6 +97,34 @@ def to_token_view(row: sqlite3.Row) -> TokenView:
 
 def to_code(row: sqlite3.Row) -> AuthCode:
     return AuthCode(**_columns(row, _CODE_FIELDS))
+
+
+# saves checked against their client ---------------------------------------------------------
+def expected_client(credential_id: str, issued_to: Credential | None) -> Credential | None:
+    """The `issued_to` of a save; a credential other than the row's is the caller's bug."""
+    if issued_to is not None and issued_to.id != credential_id:
+        raise StoreError("issued_to is not the credential the token or code belongs to")
+    return issued_to
+
+
+def refusal(
+    clients: Mapping[str, Credential], expected: Credential | None, *, redirects: bool
+) -> ClientChanged | None:
+    """Why a save checked against `expected` must not land, now that the credentials are
+    `clients` (by id): its credential is gone, or has another owner, secret hash or client
+    type (and, for a code, other redirect URIs) than the request was checked against. None
+    when it may land."""
+    if expected is None:
+        return None
+    current = clients.get(expected.id)
+    if current is not None and _issued_as(current, redirects) == _issued_as(expected, redirects):
+        return None
+    return ClientChanged()
+
+
+def _issued_as(credential: Credential, redirects: bool) -> tuple[object, ...]:
+    fingerprint = (credential.consumer_id, credential.secret_hash, credential.client_type)
+    return (*fingerprint, credential.redirect_uris) if redirects else fingerprint
 
 
 # patches ------------------------------------------------------------------------------------

@@ -131,6 +131,8 @@ LIVE_OF_CONSUMER = """SELECT t.access_digest FROM tokens t
 JOIN credentials c ON c.id = t.credential_id WHERE c.consumer_id = ? AND t.revoked_at IS NULL"""
 LIVE_OF_CREDENTIAL = """SELECT access_digest FROM tokens
 WHERE credential_id = ? AND revoked_at IS NULL"""
+# The credentials whose ids are in a JSON array (what a batch of checked saves expects).
+CLIENTS = "SELECT * FROM credentials WHERE id IN (SELECT value FROM json_each(?))"
 REVOKE_CREDENTIAL = """UPDATE tokens SET revoked_at = ?
 WHERE credential_id = ? AND revoked_at IS NULL RETURNING access_digest"""
 REVOKE_FAMILY = """UPDATE tokens SET revoked_at = ?

@@ -11,18 +11,20 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
+from typing import TypeVar
 
 import pytest
 
-from edgeauth.errors import Conflict, StoreError, StoreUnavailable
-from edgeauth.models import ClientType
-from edgeauth.store.base import NewCredential, Store
+from edgeauth.errors import ClientChanged, Conflict, StoreError, StoreUnavailable
+from edgeauth.models import ClientType, Credential
+from edgeauth.store.base import CredentialPatch, NewCredential, Store, TokenFilter
 from tests.store.conftest import Database
 from tests.store.records import (
     Announcements,
     App,
+    Minted,
     auth_code,
     digest,
     hash_secret,
@@ -30,6 +32,8 @@ from tests.store.records import (
     new_credential,
     saved,
 )
+
+T = TypeVar("T")
 
 
 # issuance under load -----------------------------------------------------------------------
@@ -51,6 +55,184 @@ async def test_tokens_saved_at_once_all_land_and_a_duplicate_fails_alone(
         assert found is not None
         assert found.token.id == m.record.id
     assert await store.find_token(clash.access_digest) is None
+
+
+# saves checked against their client ---------------------------------------------------------
+OTHER_SECRET = "$pbkdf2-sha512$i=1000,l=32$b3RoZXI$b3RoZXI"
+ClientChange = Callable[[Store, App], Awaitable[object]]
+
+
+async def _moved_to_another_consumer(store: Store, app: App) -> None:
+    other = await store.create_consumer("bob", None)
+    await store.upsert_credential(new_credential(other.id, client_id=app.credential.client_id))
+
+
+# Changes to what a token is issued against: each must refuse a save checked before it.
+TOKEN_CLIENT_CHANGES: dict[str, ClientChange] = {
+    "secret": lambda s, a: s.update_credential(a.credential.id, {"secret_hash": OTHER_SECRET}),
+    "public-without-secret": lambda s, a: s.update_credential(
+        a.credential.id, {"secret_hash": None, "client_type": ClientType.PUBLIC}
+    ),
+    "type": lambda s, a: s.update_credential(a.credential.id, {"client_type": ClientType.PUBLIC}),
+    "consumer": _moved_to_another_consumer,
+    "deleted": lambda s, a: s.delete_credential(a.credential.id),
+}
+CODE_CLIENT_CHANGES: dict[str, ClientChange] = {
+    **TOKEN_CLIENT_CHANGES,
+    "redirect-uris": lambda s, a: s.update_credential(
+        a.credential.id, {"redirect_uris": ("https://app.example/cb",)}
+    ),
+}
+
+
+@pytest.mark.parametrize("change", list(TOKEN_CLIENT_CHANGES))
+async def test_a_token_checked_against_a_client_that_changed_since_is_not_saved(
+    store: Store, app: App, change: str
+) -> None:
+    await TOKEN_CLIENT_CHANGES[change](store, app)
+    minted = mint(app.credential.id, time.time())
+    with pytest.raises(ClientChanged):
+        await store.save_token(minted.record, issued_to=app.credential)
+    assert await store.find_token(minted.record.access_digest) is None
+    assert minted.refresh is not None
+    assert await store.find_refresh(digest(minted.refresh)) is None
+
+
+@pytest.mark.parametrize("change", list(CODE_CLIENT_CHANGES))
+async def test_a_code_checked_against_a_client_that_changed_since_is_not_saved(
+    store: Store, app: App, change: str
+) -> None:
+    await CODE_CLIENT_CHANGES[change](store, app)
+    now = time.time()
+    raw, code = auth_code(app.credential.id, now)
+    with pytest.raises(ClientChanged):
+        await store.save_code(code, issued_to=app.credential)
+    assert await store.take_code(digest(raw), now) is None
+
+
+async def test_saves_checked_against_an_unchanged_client_land(store: Store, app: App) -> None:
+    """Only owner, secret hash and type (and a code's redirect URIs) are checked; a secret
+    hash that is None on both sides matches."""
+    now = time.time()
+    await store.update_credential(app.credential.id, {"name": "renamed", "tags": ("x",)})
+    public = new_credential(app.consumer.id, secret_hash=None, client_type=ClientType.PUBLIC)
+    for client in (app.credential, await store.create_credential(public)):
+        minted = mint(client.id, now)
+        await store.save_token(minted.record, issued_to=client)
+        view = await store.find_token(minted.record.access_digest)
+        assert view is not None
+        assert view.token == minted.record
+        raw, code = auth_code(client.id, now)
+        await store.save_code(code, issued_to=client)
+        assert await store.take_code(digest(raw), now) == code
+    await store.update_credential(
+        app.credential.id, {"client_id": "renamed", "redirect_uris": ("https://b.example/cb",)}
+    )
+    late = mint(app.credential.id, now)
+    await store.save_token(late.record, issued_to=app.credential)
+    assert await store.find_token(late.record.access_digest) is not None
+
+
+async def test_issued_to_another_credential_is_the_callers_error(store: Store, app: App) -> None:
+    other = await store.create_credential(new_credential(app.consumer.id))
+    now = time.time()
+    minted = mint(other.id, now)
+    raw, code = auth_code(other.id, now)
+    with pytest.raises(StoreError) as token_error:
+        await store.save_token(minted.record, issued_to=app.credential)
+    with pytest.raises(StoreError) as code_error:
+        await store.save_code(code, issued_to=app.credential)
+    assert type(token_error.value) is StoreError
+    assert type(code_error.value) is StoreError
+    assert await store.find_token(minted.record.access_digest) is None
+    assert await store.take_code(digest(raw), now) is None
+
+
+@pytest.mark.parametrize("with_duplicate", [False, True], ids=["batch", "row-by-row"])
+async def test_tokens_saved_at_once_are_each_checked_against_their_client(
+    store: Store, app: App, with_duplicate: bool
+) -> None:
+    """Saves that share a commit get their own outcomes, also when a duplicate sends the
+    batch row by row."""
+    now = time.time()
+    stale = app.credential
+    unchecked = await store.create_credential(new_credential(app.consumer.id))
+    current = await store.update_credential(stale.id, {"secret_hash": OTHER_SECRET})
+    assert current is not None
+    plan: list[tuple[Minted, Credential | None]] = [
+        pair
+        for _ in range(10)
+        for pair in (
+            (mint(stale.id, now), stale),
+            (mint(stale.id, now), current),
+            (mint(unchecked.id, now), None),
+        )
+    ]
+    clash = replace(mint(stale.id, now).record, id=plan[1][0].record.id)
+    extra = [store.save_token(clash, issued_to=current)] if with_duplicate else []
+    results = await asyncio.gather(
+        *(store.save_token(m.record, issued_to=client) for m, client in plan),
+        *extra,
+        return_exceptions=True,
+    )
+    for (minted, client), result in zip(plan, results[: len(plan)], strict=True):
+        found = await store.find_token(minted.record.access_digest)
+        if client is stale:
+            assert isinstance(result, ClientChanged)
+            assert found is None
+        else:
+            assert result is None
+            assert found is not None
+    if with_duplicate:
+        assert isinstance(results[-1], Conflict)
+
+
+async def _after(seconds: float, call: Awaitable[T]) -> T:
+    await asyncio.sleep(seconds)
+    return await call
+
+
+async def test_tokens_saved_while_the_secret_changes_never_outlive_it(
+    store: Store, database: Database, app: App
+) -> None:
+    """The race an admin's new secret runs against token requests checked with the old one,
+    on two stores (workers, nodes) at once: every token saved against an old secret is
+    either refused or revoked by the change, whichever commits first."""
+    other = database.make()
+    await other.open()
+    try:
+        stores = (store, other)
+        client = app.credential
+        for round_ in range(5):
+            now = time.time()
+            early = mint(client.id, now)
+            await stores[round_ % 2].save_token(early.record, issued_to=client)
+            minted = [mint(client.id, now) for _ in range(40)]
+            saves = [  # spread over 20 ms, the change in the middle
+                _after(i / 2000, stores[i % 2].save_token(m.record, issued_to=client))
+                for i, m in enumerate(minted)
+            ]
+            new_secret: CredentialPatch = {"secret_hash": hash_secret(f"secret {round_}")}
+            change = _after(0.01, stores[round_ % 2].update_credential(client.id, new_secret))
+            results = await asyncio.gather(*saves[:20], change, *saves[20:], return_exceptions=True)
+            updated = results.pop(20)
+            assert isinstance(updated, Credential)
+            late = mint(client.id, now)
+            with pytest.raises(ClientChanged):
+                await stores[round_ % 2 - 1].save_token(late.record, issued_to=client)
+            for one, result in [(early, None), *zip(minted, results, strict=True)]:
+                view = await store.find_token(one.record.access_digest)
+                if result is None:
+                    assert view is not None
+                    assert view.token.revoked_at is not None
+                else:
+                    assert isinstance(result, ClientChanged)
+                    assert view is None
+            client = updated
+        live = TokenFilter(credential_id=app.credential.id, active=True)
+        assert (await other.list_tokens(live, time.time())).items == ()
+    finally:
+        await other.close()
 
 
 # consumers and credentials ----------------------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from edgeauth.config import StoreSettings
-from edgeauth.errors import Conflict, StoreError, StoreUnavailable
+from edgeauth.errors import ClientChanged, Conflict, StoreError, StoreUnavailable
 from edgeauth.models import Consumer
 from edgeauth.store import open_store
 from edgeauth.store.sqlite_rows import encode_cursor
@@ -198,6 +198,37 @@ async def test_a_transaction_that_loses_a_deadlock_is_retried(
             await other.commit()  # the store lost the deadlock, and retries after this
         assert await asyncio.wait_for(revoking, 10) is True
     assert any("retrying" in record.getMessage() for record in caplog.records)
+
+
+async def test_a_checked_save_waits_for_a_change_of_its_client_and_sees_it(pg: PgSchema) -> None:
+    """A save checked against the old secret while the new one is being committed waits for
+    that commit (FOR SHARE against FOR UPDATE) and re-checks the committed row."""
+    async with opened(PostgresStore(pg.dsn)) as (store,):
+        app = await make_app(store)
+        now = time.time()
+        minted = mint(app.credential.id, now)
+        raw_code, code = auth_code(app.credential.id, now)
+        async with raw(pg) as conn:
+            change = conn.transaction()
+            await change.start()
+            await conn.execute(
+                "SELECT 1 FROM credentials WHERE id = $1 FOR UPDATE", app.credential.id
+            )
+            await conn.execute(
+                "UPDATE credentials SET secret_hash = 'new' WHERE id = $1", app.credential.id
+            )
+            saves = asyncio.gather(
+                store.save_token(minted.record, issued_to=app.credential),
+                store.save_code(code, issued_to=app.credential),
+                return_exceptions=True,
+            )
+            await asyncio.sleep(QUIET)
+            assert not saves.done()
+            await change.commit()
+        results = await asyncio.wait_for(saves, 5)
+        assert [type(result) for result in results] == [ClientChanged, ClientChanged]
+        assert await store.find_token(minted.record.access_digest) is None
+        assert await store.take_code(digest(raw_code), now) is None
 
 
 async def test_nodes_seeding_the_same_records_at_once_agree(pg: PgSchema) -> None:

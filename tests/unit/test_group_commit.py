@@ -6,26 +6,32 @@ import asyncio
 
 import pytest
 
-from edgeauth.errors import Conflict
-from edgeauth.store.batch import MAX_BATCH, GroupCommit
+from edgeauth.errors import ClientChanged, Conflict
+from edgeauth.store.batch import MAX_BATCH, GroupCommit, Outcome
 
 
 class Table:
-    """A tiny in-memory table with a unique key and a slow commit, like a disk would have."""
+    """A tiny in-memory table with a unique key and a slow commit, like a disk would have;
+    it refuses the rows in `refused` one by one, keeping the rest of their commit."""
 
-    def __init__(self) -> None:
+    def __init__(self, refused: frozenset[int] = frozenset()) -> None:
+        self.refused = refused
         self.rows: list[int] = []
         self.commits: list[int] = []
 
-    async def many(self, rows: list[int]) -> None:
+    async def many(self, rows: list[int]) -> list[Outcome]:
         await asyncio.sleep(0.001)
-        if len(set(rows)) != len(rows) or any(r in self.rows for r in rows):
+        kept = [r for r in rows if r not in self.refused]
+        if len(set(kept)) != len(kept) or any(r in self.rows for r in kept):
             raise Conflict("duplicate")
-        self.rows.extend(rows)
-        self.commits.append(len(rows))
+        self.rows.extend(kept)
+        self.commits.append(len(kept))
+        return [ClientChanged() if r in self.refused else None for r in rows]
 
     async def one(self, row: int) -> None:
-        await self.many([row])
+        [outcome] = await self.many([row])
+        if outcome is not None:
+            raise outcome
 
 
 async def test_rows_arriving_together_share_one_commit_and_all_land() -> None:
@@ -59,6 +65,31 @@ async def test_a_failing_batch_is_retried_row_by_row_so_only_the_duplicate_fails
         "NoneType",
     ]
     assert sorted(table.rows) == [5, 6, 7, 8, 9]
+
+
+async def test_a_row_refused_by_its_batch_fails_alone_in_the_same_commit() -> None:
+    table = Table(refused=frozenset({2, 5}))
+    group = GroupCommit(table.many, table.one)
+    results = await asyncio.gather(*(group.add(i) for i in range(8)), return_exceptions=True)
+    assert [i for i, r in enumerate(results) if isinstance(r, ClientChanged)] == [2, 5]
+    assert all(r is None for i, r in enumerate(results) if i not in (2, 5))
+    assert sorted(table.rows) == [0, 1, 3, 4, 6, 7]
+    assert table.commits == [6]  # one commit, no retry row by row
+
+
+async def test_a_refused_row_in_a_failing_batch_is_refused_again_row_by_row() -> None:
+    table = Table(refused=frozenset({6}))
+    group = GroupCommit(table.many, table.one)
+    await group.add(7)
+    results = await asyncio.gather(*(group.add(i) for i in range(5, 10)), return_exceptions=True)
+    assert [type(r).__name__ for r in results] == [
+        "NoneType",
+        "ClientChanged",
+        "Conflict",
+        "NoneType",
+        "NoneType",
+    ]
+    assert sorted(table.rows) == [5, 7, 8, 9]
 
 
 async def test_a_cancelled_caller_does_not_cancel_the_commit_of_its_row() -> None:
