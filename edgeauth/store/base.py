@@ -4,7 +4,9 @@ Rule 1: nothing raw is ever written: tokens and codes by SHA-256 digest, secrets
 Rule 2: every call that can race (code consumption, refresh rotation) is atomic in the store,
 so that of N concurrent callers exactly one wins, whichever node or worker they run on.
 Rule 3: every call that kills tokens returns only once the change is durable, and announces
-the dead access-token digests to the listeners registered with `on_revoked`.
+the dead access-token digests to the listeners registered with `on_revoked`; so does every
+call that makes what caches hold for live tokens stale (their expiry, scope or identity),
+without revoking them.
 Rule 4: implementations raise only StoreError subclasses (StoreUnavailable when the database
 cannot be reached, Conflict on a uniqueness clash), never a driver's exception.
 """
@@ -81,7 +83,8 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     def on_revoked(self, listener: RevocationListener) -> None:
-        """Call `listener(access_digests)` after every revocation this store performs."""
+        """Call `listener(access_digests)` after every revocation this store performs, and
+        every change that makes cached copies stale (see revocations_since)."""
 
     async def ping(self) -> bool:
         """Whether the database answers (for readiness and 503 decisions)."""
@@ -95,12 +98,14 @@ class Store(Protocol):
     async def upsert_consumer(
         self, username: str, custom_id: str | None, tags: tuple[str, ...] = ()
     ) -> Consumer:
-        """Create or update by username (the declarative seed); idempotent."""
+        """Create or update by username (the declarative seed); idempotent. A changed
+        custom_id announces as update_consumer does."""
 
     async def get_consumer(self, id_or_username: str) -> Consumer | None: ...
 
     async def delete_consumer(self, consumer_id: str) -> bool:
-        """Delete with its credentials and tokens; announces the tokens' digests."""
+        """Delete with its credentials and tokens; announces the unrevoked tokens' digests and
+        crypto.consumer_marker(consumer_id)."""
 
     # credentials ---------------------------------------------------------------------
     async def create_credential(self, new: NewCredential) -> Credential:
@@ -108,7 +113,9 @@ class Store(Protocol):
 
     async def upsert_credential(self, new: NewCredential) -> Credential:
         """Create or update by client_id (the declarative seed); idempotent. A changed
-        secret hash or client type revokes the credential's tokens."""
+        consumer, secret hash or client type revokes the credential's tokens (announced) and
+        drops its codes; removed redirect URIs drop the codes sent to them (and, when the old
+        first URI, the default, is removed, the codes without a redirect_uri)."""
 
     async def find_credential(self, client_id: str) -> Credential | None: ...
 
@@ -173,7 +180,11 @@ class Store(Protocol):
         A malformed cursor raises StoreError (never a driver error)."""
 
     async def update_consumer(self, consumer_id: str, patch: ConsumerPatch) -> Consumer | None:
-        """Apply the keys present in `patch`; None if no such consumer; Conflict on a clash."""
+        """Apply the keys present in `patch`; None if no such consumer; Conflict on a clash.
+        A changed username or custom_id (cached with every token as identity headers)
+        announces, without revoking them, the access digests of the unrevoked tokens of the
+        consumer's credentials and crypto.consumer_marker(consumer_id); other changes
+        announce nothing."""
 
     async def list_credentials(
         self,
@@ -187,8 +198,10 @@ class Store(Protocol):
     async def update_credential(
         self, credential_id: str, patch: CredentialPatch
     ) -> Credential | None:
-        """As update_consumer; a changed secret_hash or client_type revokes the credential's
-        tokens (announced), like upsert_credential."""
+        """As update_consumer. A changed secret_hash or client_type revokes the credential's
+        tokens (announced) and drops its codes, and removed redirect URIs drop their codes,
+        as upsert_credential does; a changed client_id (cached with every token) announces,
+        without revoking them, the access digests of the credential's unrevoked tokens."""
 
     async def list_tokens(
         self, which: TokenFilter, now: float, *, after: str | None = None, size: int = 100
@@ -212,8 +225,11 @@ class Store(Protocol):
 
     async def revocations_since(self, seq: int, limit: int = 10_000) -> list[tuple[int, bytes]]:
         """(seq, access_digest) entries with seq > `seq`, oldest first. Every call that kills
-        a token (revoke_*, rotate_refresh, replace_access, update_token, deletes, upserts that
-        revoke) appends the killed access digests in the same transaction."""
+        a token (revoke_*, rotate_refresh, replace_access, deletes, upserts and updates that
+        revoke) appends the killed access digests in the same transaction; so does every call
+        that makes cached copies stale: update_token, identity changes (update_consumer,
+        upsert_consumer, update_credential's client_id), and deletes and identity changes of
+        a consumer also append its crypto.consumer_marker."""
 
     # housekeeping ------------------------------------------------------------------------
     async def sweep(self, now: float, grace_seconds: float = 3600.0) -> int:

@@ -5,17 +5,18 @@ one), and races are settled by row locks (a waiting UPDATE, DELETE or FOR UPDATE
 WHERE on the winner's row, so exactly one of concurrent callers wins, on any node; a save
 checked against its client holds the credential row FOR SHARE, every change to a credential
 takes it FOR UPDATE first, so the later of the two sees the earlier); every digest a write
-kills is appended to the revocation log and NOTIFYed in that write's transaction, and
-announced to `on_revoked` listeners only after COMMIT; only StoreError subclasses leave this
-module. A transaction that loses a deadlock or serialization check is retried (up to three
-attempts in all).
+kills, or whose cached copies it makes stale (a token's expiry or scope, its client's
+client_id, its consumer's username or custom_id, with the consumer's marker), is appended to
+the revocation log and NOTIFYed in that write's transaction, and announced to `on_revoked`
+listeners only after COMMIT; only StoreError subclasses leave this module. A transaction that
+loses a deadlock or serialization check is retried (up to three attempts in all).
 
-NOTIFY: channel `edgeauth_revocations` (NOTIFY_CHANNEL); the payload is the killed access
-digests as lowercase hex, comma-separated, at most 100 per notification (6,499 bytes, under
-PostgreSQL's 8,000-byte limit), so a large revocation sends several; `parse_notification`
-decodes one. They are delivered at COMMIT, never for a rolled-back transaction. The channel is
-per database: deployments in several schemas of one database hear each other (harmless: an
-extra eviction).
+NOTIFY: channel `edgeauth_revocations` (NOTIFY_CHANNEL); the payload is the logged digests
+(killed or stale access digests, consumer markers) as lowercase hex, comma-separated, at most
+100 per notification (6,499 bytes, under PostgreSQL's 8,000-byte limit), so a large
+revocation sends several; `parse_notification` decodes one. They are delivered at COMMIT,
+never for a rolled-back transaction. The channel is per database: deployments in several
+schemas of one database hear each other (harmless: an extra eviction).
 
 Revocation log order: a sequence would hand out seqs in nextval order, not commit order, and a
 poller could skip a smaller seq committed late. Instead every log write advances the one row
@@ -47,6 +48,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
 
+from edgeauth.crypto import consumer_marker
 from edgeauth.errors import ClientChanged, Conflict, StoreError, StoreUnavailable
 from edgeauth.models import AuthCode, Consumer, Credential, TokenRecord, TokenView
 from edgeauth.store import postgres_schema as q
@@ -83,7 +85,7 @@ from edgeauth.store.postgres_schema import (
     update_params,
     update_query,
 )
-from edgeauth.store.sqlite_rows import expected_client, patch_values
+from edgeauth.store.sqlite_rows import dropped_redirects, expected_client, patch_values
 
 __all__ = [
     "MIGRATIONS",
@@ -283,7 +285,10 @@ class PostgresStore:
 
         async def work(db: Connection) -> tuple[Consumer, list[bytes]]:
             await db.execute(q.LOCK_USERNAME, q.SEED_LOCK_CLASS, username)
-            return to_consumer((await db.fetch(q.UPSERT_CONSUMER, *params))[0]), []
+            old = await db.fetch(q.LOCK_CONSUMER_NAMED, username)
+            consumer = to_consumer((await db.fetch(q.UPSERT_CONSUMER, *params))[0])
+            stale = await _identity_changed(db, to_consumer(old[0]), consumer) if old else []
+            return consumer, stale
 
         return await self._write(work)
 
@@ -304,10 +309,17 @@ class PostgresStore:
         values = patch_values(patch, CONSUMER_PATCH)
         if not values:
             rows = await self._read("SELECT * FROM consumers WHERE id = $1", consumer_id)
-        else:
+            return to_consumer(rows[0]) if rows else None
+
+        async def work(db: Connection) -> tuple[Consumer | None, list[bytes]]:
+            old = await db.fetch(q.LOCK_CONSUMER, consumer_id)
+            if not old:
+                return None, []
             sql = update_query("consumers", values, "*")
-            rows = await self._change(sql, consumer_id, *values.values())
-        return to_consumer(rows[0]) if rows else None
+            consumer = to_consumer((await db.fetch(sql, consumer_id, *values.values()))[0])
+            return consumer, await _identity_changed(db, to_consumer(old[0]), consumer)
+
+        return await self._write(work)
 
     async def delete_consumer(self, consumer_id: str) -> bool:
         async def work(db: Connection) -> tuple[bool, list[bytes]]:
@@ -316,7 +328,7 @@ class PostgresStore:
             await db.execute(q.LOCK_CREDENTIALS_OF, consumer_id)
             dead = await _digests(db, q.LIVE_OF_CONSUMER, consumer_id)
             await db.execute("DELETE FROM consumers WHERE id = $1", consumer_id)
-            return True, dead
+            return True, [*dead, consumer_marker(consumer_id)]
 
         return await self._write(work)
 
@@ -326,8 +338,7 @@ class PostgresStore:
         return to_credential((await self._change(q.INSERT_CREDENTIAL, *params))[0])
 
     async def upsert_credential(self, new: NewCredential) -> Credential:
-        """Also revokes the credential's tokens and drops its codes when its secret hash,
-        client type or consumer changes: they were granted to a different client."""
+        """What a change does to the credential's tokens and codes: see _client_changed."""
 
         async def work(db: Connection) -> tuple[Credential, list[bytes]]:
             rows = await db.fetch(q.LOCK_CLIENT, new.client_id)
@@ -340,15 +351,9 @@ class PostgresStore:
                 if not rows:
                     raise Conflict("the client_id changed hands during the upsert")
             old = to_credential(rows[0])
-            dead: list[bytes] = []
-            if (old.secret_hash, old.client_type, old.consumer_id) != (
-                new.secret_hash,
-                new.client_type,
-                new.consumer_id,
-            ):
-                dead = await _revoke_credential(db, old.id)
             rows = await db.fetch(q.UPDATE_CREDENTIAL, *update_params(new, old.id))
-            return to_credential(rows[0]), dead
+            updated = to_credential(rows[0])
+            return updated, await _client_changed(db, old, updated)
 
         return await self._write(work)
 
@@ -379,22 +384,19 @@ class PostgresStore:
     async def update_credential(
         self, credential_id: str, patch: CredentialPatch
     ) -> Credential | None:
-        """A changed secret_hash or client_type revokes the credential's tokens and drops its
-        codes, as upsert_credential does."""
+        """What a change does to the credential's tokens and codes: see _client_changed."""
         values = patch_values(patch, CREDENTIAL_PATCH)
 
         async def work(db: Connection) -> tuple[Credential | None, list[bytes]]:
             rows = await db.fetch(q.LOCK_CREDENTIAL, credential_id)
             if not rows:
                 return None, []
-            old = rows[0]
+            old = to_credential(rows[0])
             if values:
                 sql = update_query("credentials", values, "*")
                 rows = await db.fetch(sql, credential_id, *values.values())
-            dead: list[bytes] = []
-            if any(rows[0][name] != old[name] for name in ("secret_hash", "client_type")):
-                dead = await _revoke_credential(db, credential_id)
-            return to_credential(rows[0]), dead
+            updated = to_credential(rows[0])
+            return updated, await _client_changed(db, old, updated)
 
         return await self._write(work)
 
@@ -588,9 +590,9 @@ class PostgresStore:
 
     async def _write(self, work: Work[T], *, atomic: bool = True) -> T:
         """Runs `work` (in one transaction if `atomic`) that also logs and NOTIFYs the
-        digests it killed, then announces them. A cancelled caller waits for the commit and
-        its announcement before its cancellation proceeds: the two are never parted, and
-        what the caller does next sees the write."""
+        digests it killed or made stale, then announces them. A cancelled caller waits for the
+        commit and its announcement before its cancellation proceeds: the two are never
+        parted, and what the caller does next sees the write."""
         task = asyncio.ensure_future(self._write_now(work, atomic))
         try:
             return await asyncio.shield(task)
@@ -676,6 +678,37 @@ async def _log(db: Connection, dead: Sequence[bytes]) -> None:
 
 async def _digests(db: Connection, sql: str, *params: object) -> list[bytes]:
     return [bytes(row["access_digest"]) for row in await db.fetch(sql, *params)]
+
+
+async def _identity_changed(db: Connection, old: Consumer, new: Consumer) -> list[bytes]:
+    """A new username or custom_id makes the identity cached with the consumer's tokens
+    stale: their digests and the consumer's marker, to be logged and announced. The
+    credentials are locked first, so that a token being saved for one of them either is
+    read here or commits after this change."""
+    if (old.username, old.custom_id) == (new.username, new.custom_id):
+        return []
+    await db.execute(q.LOCK_CREDENTIALS_OF, old.id)
+    return [*await _digests(db, q.LIVE_OF_CONSUMER, old.id), consumer_marker(old.id)]
+
+
+async def _client_changed(db: Connection, old: Credential, new: Credential) -> list[bytes]:
+    """What a change to a credential (its row locked FOR UPDATE) does beyond its row; the
+    digests to log and announce. Another owner, secret hash or client type revokes its tokens
+    and drops its codes (they were granted to a different client); removed redirect URIs drop
+    the codes sent to them; a new client_id makes the identity cached with its unrevoked
+    tokens stale."""
+    if (old.consumer_id, old.secret_hash, old.client_type) != (
+        new.consumer_id,
+        new.secret_hash,
+        new.client_type,
+    ):
+        return await _revoke_credential(db, old.id)
+    removed, default = dropped_redirects(old.redirect_uris, new.redirect_uris)
+    if removed:
+        await db.execute(q.DROP_CODES_TO, old.id, list(removed), default)
+    if old.client_id != new.client_id:
+        return await _digests(db, q.LIVE_OF_CREDENTIAL, old.id)
+    return []
 
 
 async def _revoke_credential(db: Connection, credential_id: str) -> list[bytes]:

@@ -132,7 +132,8 @@ UPDATE_CREDENTIAL = """UPDATE credentials SET consumer_id = $2, name = $3, secre
 WHERE id = $1 RETURNING *"""
 # FOR UPDATE also holds back concurrent inserts that reference the row (their foreign-key
 # check waits), so that the tokens read next are all the tokens a delete or revoke removes.
-LOCK_CONSUMER = "SELECT id FROM consumers WHERE id = $1 FOR UPDATE"
+LOCK_CONSUMER = "SELECT * FROM consumers WHERE id = $1 FOR UPDATE"
+LOCK_CONSUMER_NAMED = "SELECT * FROM consumers WHERE username = $1 FOR UPDATE"
 LOCK_CREDENTIALS_OF = "SELECT id FROM credentials WHERE consumer_id = $1 FOR UPDATE"
 LOCK_CREDENTIAL = "SELECT * FROM credentials WHERE id = $1 FOR UPDATE"
 LOCK_CLIENT = "SELECT * FROM credentials WHERE client_id = $1 FOR UPDATE"
@@ -195,6 +196,10 @@ _CODE_MARKS = ", ".join(f"${i}" for i in range(1, len(_CODE_FIELDS) + 1))
 INSERT_CODE = f"INSERT INTO codes ({', '.join(_CODE_FIELDS)}) VALUES ({_CODE_MARKS})"  # noqa: S608
 INSERT_CODE_CHECKED = _checked_insert("codes", _CODE_FIELDS, redirects=True)
 TAKE_CODE = "DELETE FROM codes WHERE digest = $1 RETURNING *"
+# A credential's codes sent to the redirect URIs $2, and (when $3) those sent to its default,
+# the codes without a redirect_uri.
+DROP_CODES_TO = """DELETE FROM codes WHERE credential_id = $1
+    AND (redirect_uri = ANY($2::text[]) OR ($3 AND redirect_uri IS NULL))"""
 
 # revocation log -----------------------------------------------------------------------------
 # One statement: advance the head row (its row lock is held to COMMIT, so log writers commit

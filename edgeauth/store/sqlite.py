@@ -3,8 +3,10 @@
 Invariants: every statement runs under one asyncio.Lock and every write inside BEGIN IMMEDIATE,
 so races are settled by the database (one winner, across stores and processes; a save checked
 against its client and a change to that client are serialized, the later one sees the
-earlier); every digest a write kills is appended to the revocation log in that write's
-transaction, and announced only after COMMIT; only StoreError subclasses leave this module.
+earlier); every digest a write kills, or whose cached copies it makes stale (a token's expiry
+or scope, its client's client_id, its consumer's username or custom_id, with the consumer's
+marker), is appended to the revocation log in that write's transaction, and announced only
+after COMMIT; only StoreError subclasses leave this module.
 The schema and fixed SQL live in sqlite_schema.py, row mapping and list queries in
 sqlite_rows.py; this module alone talks to aiosqlite.
 """
@@ -25,6 +27,7 @@ from typing import TypeVar
 
 import aiosqlite
 
+from edgeauth.crypto import consumer_marker
 from edgeauth.errors import ClientChanged, Conflict, StoreError, StoreUnavailable
 from edgeauth.models import AuthCode, Consumer, Credential, TokenRecord, TokenView
 from edgeauth.store.base import (
@@ -42,6 +45,7 @@ from edgeauth.store.sqlite_rows import (
     CREDENTIAL_PATCH,
     Where,
     credential_params,
+    dropped_redirects,
     expected_client,
     json_list,
     page,
@@ -61,6 +65,7 @@ from edgeauth.store.sqlite_rows import (
 )
 from edgeauth.store.sqlite_schema import (
     CLIENTS,
+    DROP_CODES_TO,
     FIND_LIVE_REFRESH,
     INSERT_CODE,
     INSERT_CONSUMER,
@@ -188,7 +193,14 @@ class SQLiteStore:
         self, username: str, custom_id: str | None, tags: tuple[str, ...] = ()
     ) -> Consumer:
         params = (str(uuid.uuid4()), username, custom_id, json_list(tags), int(time.time()))
-        return to_consumer((await self._change(UPSERT_CONSUMER, params))[0])
+
+        async def work(db: aiosqlite.Connection) -> tuple[Consumer, list[bytes]]:
+            old = await _fetch(db, "SELECT * FROM consumers WHERE username = ?", (username,))
+            consumer = to_consumer((await _fetch(db, UPSERT_CONSUMER, params))[0])
+            stale = await _identity_changed(db, to_consumer(old[0]), consumer) if old else []
+            return consumer, stale
+
+        return await self._write(work)
 
     async def get_consumer(self, id_or_username: str) -> Consumer | None:
         rows = await self._read(
@@ -208,18 +220,28 @@ class SQLiteStore:
 
     async def update_consumer(self, consumer_id: str, patch: ConsumerPatch) -> Consumer | None:
         values = patch_values(patch, CONSUMER_PATCH)
+        select = "SELECT * FROM consumers WHERE id = ?"
         if not values:
-            rows = await self._read("SELECT * FROM consumers WHERE id = ?", (consumer_id,))
-        else:
+            rows = await self._read(select, (consumer_id,))
+            return to_consumer(rows[0]) if rows else None
+
+        async def work(db: aiosqlite.Connection) -> tuple[Consumer | None, list[bytes]]:
+            old = await _fetch(db, select, (consumer_id,))
+            if not old:
+                return None, []
             sql = update_query("consumers", values, "*")
-            rows = await self._change(sql, {**values, "id": consumer_id})
-        return to_consumer(rows[0]) if rows else None
+            consumer = to_consumer((await _fetch(db, sql, {**values, "id": consumer_id}))[0])
+            return consumer, await _identity_changed(db, to_consumer(old[0]), consumer)
+
+        return await self._write(work)
 
     async def delete_consumer(self, consumer_id: str) -> bool:
         async def work(db: aiosqlite.Connection) -> tuple[bool, list[bytes]]:
             dead = await _digests(db, LIVE_OF_CONSUMER, (consumer_id,))
             sql = "DELETE FROM consumers WHERE id = ? RETURNING id"
-            return bool(await _fetch(db, sql, (consumer_id,))), dead
+            if not await _fetch(db, sql, (consumer_id,)):
+                return False, []
+            return True, [*dead, consumer_marker(consumer_id)]
 
         return await self._write(work)
 
@@ -229,8 +251,7 @@ class SQLiteStore:
         return to_credential((await self._change(INSERT_CREDENTIAL, params))[0])
 
     async def upsert_credential(self, new: NewCredential) -> Credential:
-        """Also revokes the credential's tokens and drops its codes when its secret hash,
-        client type or consumer changes: they were granted to a different client."""
+        """What a change does to the credential's tokens and codes: see _client_changed."""
 
         async def work(db: aiosqlite.Connection) -> tuple[Credential, list[bytes]]:
             sql = "SELECT * FROM credentials WHERE client_id = ?"
@@ -239,15 +260,9 @@ class SQLiteStore:
                 params = credential_params(new, str(uuid.uuid4()), int(time.time()))
                 return to_credential((await _fetch(db, INSERT_CREDENTIAL, params))[0]), []
             old = to_credential(rows[0])
-            dead: list[bytes] = []
-            if (old.secret_hash, old.client_type, old.consumer_id) != (
-                new.secret_hash,
-                new.client_type,
-                new.consumer_id,
-            ):
-                dead = await _revoke_credential(db, old.id)
             params = credential_params(new, old.id, old.created_at)
-            return to_credential((await _fetch(db, UPDATE_CREDENTIAL, params))[0]), dead
+            updated = to_credential((await _fetch(db, UPDATE_CREDENTIAL, params))[0])
+            return updated, await _client_changed(db, old, updated)
 
         return await self._write(work)
 
@@ -277,22 +292,19 @@ class SQLiteStore:
     async def update_credential(
         self, credential_id: str, patch: CredentialPatch
     ) -> Credential | None:
-        """A changed secret_hash or client_type revokes the credential's tokens and drops its
-        codes, as upsert_credential does."""
+        """What a change does to the credential's tokens and codes: see _client_changed."""
         values = patch_values(patch, CREDENTIAL_PATCH)
 
         async def work(db: aiosqlite.Connection) -> tuple[Credential | None, list[bytes]]:
             rows = await _fetch(db, "SELECT * FROM credentials WHERE id = ?", (credential_id,))
             if not rows:
                 return None, []
-            old = rows[0]
+            old = to_credential(rows[0])
             if values:
                 sql = update_query("credentials", values, "*")
                 rows = await _fetch(db, sql, {**values, "id": credential_id})
-            dead: list[bytes] = []
-            if any(rows[0][name] != old[name] for name in ("secret_hash", "client_type")):
-                dead = await _revoke_credential(db, credential_id)
-            return to_credential(rows[0]), dead
+            updated = to_credential(rows[0])
+            return updated, await _client_changed(db, old, updated)
 
         return await self._write(work)
 
@@ -489,8 +501,8 @@ class SQLiteStore:
 
     async def _write(self, work: Work[T]) -> T:
         """Runs `work` in one BEGIN IMMEDIATE transaction that also logs the digests it
-        killed, then announces them. Shielded: a cancelled caller cannot part a commit from
-        its announcement."""
+        killed or made stale, then announces them. Shielded: a cancelled caller cannot part a
+        commit from its announcement."""
         return await asyncio.shield(self._write_now(work))
 
     async def _write_now(self, work: Work[T]) -> T:
@@ -616,6 +628,35 @@ async def _clients(db: aiosqlite.Connection, ids: Sequence[str]) -> dict[str, Cr
         return {}
     rows = await _fetch(db, CLIENTS, (json_list(tuple(ids)),))
     return {row["id"]: to_credential(row) for row in rows}
+
+
+async def _identity_changed(db: aiosqlite.Connection, old: Consumer, new: Consumer) -> list[bytes]:
+    """A new username or custom_id makes the identity cached with the consumer's tokens
+    stale: their digests and the consumer's marker, to be logged and announced."""
+    if (old.username, old.custom_id) == (new.username, new.custom_id):
+        return []
+    return [*await _digests(db, LIVE_OF_CONSUMER, (old.id,)), consumer_marker(old.id)]
+
+
+async def _client_changed(
+    db: aiosqlite.Connection, old: Credential, new: Credential
+) -> list[bytes]:
+    """What a change to a credential does beyond its row; the digests to log and announce.
+    Another owner, secret hash or client type revokes its tokens and drops its codes (they
+    were granted to a different client); removed redirect URIs drop the codes sent to them; a
+    new client_id makes the identity cached with its unrevoked tokens stale."""
+    if (old.consumer_id, old.secret_hash, old.client_type) != (
+        new.consumer_id,
+        new.secret_hash,
+        new.client_type,
+    ):
+        return await _revoke_credential(db, old.id)
+    removed, default = dropped_redirects(old.redirect_uris, new.redirect_uris)
+    if removed:
+        await _exec(db, DROP_CODES_TO, (old.id, json_list(removed), default))
+    if old.client_id != new.client_id:
+        return await _digests(db, LIVE_OF_CREDENTIAL, (old.id,))
+    return []
 
 
 async def _revoke_credential(db: aiosqlite.Connection, credential_id: str) -> list[bytes]:

@@ -1,5 +1,6 @@
 """Between SQLite rows and edgeauth's records, the dynamic SQL of the admin lists, and the
-pure rules both backends share (patches, saves checked against their client).
+pure rules both backends share (patches, saves checked against their client, dropped redirect
+URIs).
 
 No I/O. Lists are keyset-paginated on (created_at, id) ascending; a page cursor is the
 unpadded urlsafe base64 of the JSON `[created_at, id]` of the last row of the previous page.
@@ -125,6 +126,13 @@ def refusal(
 def _issued_as(credential: Credential, redirects: bool) -> tuple[object, ...]:
     fingerprint = (credential.consumer_id, credential.secret_hash, credential.client_type)
     return (*fingerprint, credential.redirect_uris) if redirects else fingerprint
+
+
+def dropped_redirects(old: tuple[str, ...], new: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
+    """The redirect URIs a change removed, and whether the default (the old first one) is
+    among them: codes issued without a redirect_uri went to that default."""
+    removed = tuple(uri for uri in old if uri not in new)
+    return removed, bool(old) and old[0] in removed
 
 
 # patches ------------------------------------------------------------------------------------

@@ -145,6 +145,10 @@ INSERT_CODE = """INSERT INTO codes (digest, credential_id, service, authenticate
     redirect_uri, code_challenge, code_challenge_method, created_at, expires_at)
 VALUES (:digest, :credential_id, :service, :authenticated_userid, :scope, :redirect_uri,
     :code_challenge, :code_challenge_method, :created_at, :expires_at)"""
+# A credential's codes sent to the redirect URIs in a JSON array, and (when the third
+# parameter is true) those sent to its default, the codes without a redirect_uri.
+DROP_CODES_TO = """DELETE FROM codes WHERE credential_id = ?
+    AND (redirect_uri IN (SELECT value FROM json_each(?)) OR (? AND redirect_uri IS NULL))"""
 
 # revocation log -----------------------------------------------------------------------------
 LOG_REVOCATION = "INSERT INTO revocations (access_digest, at) VALUES (?, ?)"

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from edgeauth.crypto import consumer_marker
 from edgeauth.errors import Conflict, StoreError
 from edgeauth.models import ClientType, Consumer, Credential
 from edgeauth.store.base import (
@@ -32,7 +33,16 @@ from edgeauth.store.base import (
 )
 from edgeauth.store.sqlite import MIGRATIONS, SQLiteStore
 from tests.store.conftest import Database
-from tests.store.records import Announcements, App, Minted, digest, mint, new_credential, saved
+from tests.store.records import (
+    Announcements,
+    App,
+    Minted,
+    auth_code,
+    digest,
+    mint,
+    new_credential,
+    saved,
+)
 
 T = TypeVar("T")
 OTHER_SECRET = "$pbkdf2-sha512$i=1000,l=32$b3RoZXI$b3RoZXI"
@@ -443,10 +453,12 @@ async def test_update_credential_applies_only_the_given_keys(
     assert updated == replace(
         original, name="renamed", redirect_uris=("https://new.example/cb",), tags=()
     )
+    assert heard.batches == []
     updated = await store.update_credential(original.id, {"client_id": "new-client-id"})
     assert updated is not None
     assert updated.client_id == "new-client-id"
     assert await store.find_credential("new-client-id") == updated
+    assert heard.batches == [(token.record.access_digest,)]  # its cached client_id is stale
     same_secret: CredentialPatch = {"secret_hash": original.secret_hash}
     assert await store.update_credential(original.id, same_secret) == updated
     same_type: CredentialPatch = {"client_type": ClientType.CONFIDENTIAL}
@@ -456,8 +468,8 @@ async def test_update_credential_applies_only_the_given_keys(
     view = await store.find_token(token.record.access_digest)
     assert view is not None
     assert view.token.revoked_at is None
-    assert heard.batches == []
-    assert await store.revocations_since(head) == []
+    assert len(heard.batches) == 1
+    assert [d for _, d in await store.revocations_since(head)] == [token.record.access_digest]
 
 
 async def test_update_credential_unknown_is_none(store: Store) -> None:
@@ -515,6 +527,162 @@ async def test_update_credential_with_new_secret_or_type_revokes(
     view = await store.find_token(bystander.record.access_digest)
     assert view is not None
     assert view.token.revoked_at is None
+
+
+# identity changes: announced (cached identity headers are stale), never revoked -------------
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """A consumer's tokens on two credentials, and a stranger's."""
+
+    unrevoked: list[Minted]  # expired ones included: their refresh token may still be live
+    revoked: Minted
+    stranger: Minted
+    second: Credential
+
+
+@pytest.fixture
+async def holdings(store: Store, app: App) -> Holdings:
+    now = time.time()
+    second = await store.create_credential(new_credential(app.consumer.id))
+    bob = await store.create_consumer("bob", None)
+    unrevoked = [
+        await saved(store, mint(app.credential.id, now)),
+        await saved(store, mint(second.id, now)),
+        await saved(store, mint(app.credential.id, now - 7200, expires_in=60)),
+    ]
+    return Holdings(
+        unrevoked=unrevoked,
+        revoked=await saved(store, mint(app.credential.id, now, revoked_at=now)),
+        stranger=await saved(
+            store, mint((await store.create_credential(new_credential(bob.id))).id, now)
+        ),
+        second=second,
+    )
+
+
+async def assert_unrevoked(store: Store, tokens: Sequence[Minted]) -> None:
+    for minted in tokens:
+        view = await store.find_token(minted.record.access_digest)
+        assert view is not None
+        assert view.token.revoked_at is None
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [{"username": "alicia"}, {"custom_id": "alice-2"}, {"custom_id": None, "tags": ("x",)}],
+    ids=["username", "custom_id", "custom_id-cleared"],
+)
+async def test_a_new_username_or_custom_id_announces_the_consumers_tokens_and_marker(
+    store: Store, app: App, holdings: Holdings, heard: Announcements, patch: ConsumerPatch
+) -> None:
+    expected = sorted(
+        [*(m.record.access_digest for m in holdings.unrevoked), consumer_marker(app.consumer.id)]
+    )
+    logged = await killed_by(store, store.update_consumer(app.consumer.id, patch))
+    assert sorted(logged) == expected
+    assert len(heard.batches) == 1
+    assert sorted(heard.digests) == expected
+    await assert_unrevoked(store, [*holdings.unrevoked, holdings.stranger])
+    view = await store.find_token(holdings.unrevoked[1].record.access_digest)
+    assert view is not None
+    assert (view.username, view.custom_id) == (
+        patch.get("username", "alice"),
+        patch.get("custom_id", "alice-1"),
+    )
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [{}, {"tags": ("x",)}, {"username": "alice"}, {"username": "alice", "custom_id": "alice-1"}],
+    ids=["empty", "tags", "same-username", "same-both"],
+)
+async def test_a_consumer_patch_changing_no_identity_announces_nothing(
+    store: Store, app: App, holdings: Holdings, heard: Announcements, patch: ConsumerPatch
+) -> None:
+    assert await killed_by(store, store.update_consumer(app.consumer.id, patch)) == []
+    assert heard.batches == []
+
+
+async def test_the_seed_announces_a_new_custom_id_only(
+    store: Store, app: App, holdings: Holdings, heard: Announcements
+) -> None:
+    same = store.upsert_consumer("alice", "alice-1", ("other", "tags"))
+    assert await killed_by(store, same) == []
+    assert heard.batches == []
+    logged = await killed_by(store, store.upsert_consumer("alice", "alice-2"))
+    expected = sorted(
+        [*(m.record.access_digest for m in holdings.unrevoked), consumer_marker(app.consumer.id)]
+    )
+    assert sorted(logged) == sorted(heard.digests) == expected
+    await assert_unrevoked(store, holdings.unrevoked)
+
+
+async def test_a_new_client_id_announces_the_credentials_unrevoked_tokens(
+    store: Store, app: App, holdings: Holdings, heard: Announcements
+) -> None:
+    on_credential = [m for m in holdings.unrevoked if m.record.credential_id == app.credential.id]
+    expected = sorted(m.record.access_digest for m in on_credential)
+    patch: CredentialPatch = {"client_id": "renamed", "name": "renamed"}
+    logged = await killed_by(store, store.update_credential(app.credential.id, patch))
+    assert sorted(logged) == sorted(heard.digests) == expected
+    await assert_unrevoked(store, [*holdings.unrevoked, holdings.stranger])
+    view = await store.find_token(on_credential[0].record.access_digest)
+    assert view is not None
+    assert view.client_id == "renamed"
+    assert await killed_by(store, store.update_credential(app.credential.id, patch)) == []
+    heard.batches.clear()
+    both: CredentialPatch = {"client_id": "again", "secret_hash": OTHER_SECRET}
+    logged = await killed_by(store, store.update_credential(app.credential.id, both))
+    assert sorted(logged) == sorted(heard.digests) == expected  # revoked, each logged once
+
+
+# redirect URIs: dropping one drops the codes sent to it ---------------------------------------
+URI_A, URI_B, URI_C = (f"https://app.example/{name}" for name in ("a", "b", "c"))
+
+
+@pytest.mark.parametrize("via", ["update", "upsert"])
+@pytest.mark.parametrize(
+    ("redirect_uris", "dropped"),
+    [
+        ((URI_B, "https://app.example/d"), {URI_A, URI_C, None}),  # the default went too
+        ((URI_A, URI_C), {URI_B}),
+        ((URI_B, URI_A, URI_C), set()),  # the old default is still registered
+        ((URI_A, URI_B, URI_C), set()),
+    ],
+    ids=["first-and-last", "middle", "reordered", "unchanged"],
+)
+async def test_dropped_redirect_uris_drop_the_codes_sent_to_them(
+    store: Store,
+    app: App,
+    heard: Announcements,
+    via: str,
+    redirect_uris: tuple[str, ...],
+    dropped: set[str | None],
+) -> None:
+    now = time.time()
+    new = replace(new_credential(app.consumer.id), redirect_uris=(URI_A, URI_B, URI_C))
+    credential = await store.create_credential(new)
+    codes: dict[str | None, str] = {}
+    for uri in (URI_A, URI_B, URI_C, None):
+        raw, code = auth_code(credential.id, now)
+        await store.save_code(replace(code, redirect_uri=uri))
+        codes[uri] = raw
+    raw_other, other_code = auth_code(app.credential.id, now)
+    await store.save_code(replace(other_code, redirect_uri=URI_A))
+    if via == "update":
+        patch: CredentialPatch = {"redirect_uris": redirect_uris}
+        updated = await store.update_credential(credential.id, patch)
+    else:
+        updated = await store.upsert_credential(replace(new, redirect_uris=redirect_uris))
+    assert updated is not None
+    assert updated.redirect_uris == redirect_uris
+    for uri, raw in codes.items():
+        taken = await store.take_code(digest(raw), now)
+        assert (taken is None) == (uri in dropped), uri
+    assert await store.take_code(digest(raw_other), now) is not None
+    assert heard.batches == []
 
 
 async def test_update_token_expiry_and_scope(store: Store, app: App, heard: Announcements) -> None:
@@ -714,7 +882,8 @@ async def test_every_killing_call_logs_exactly_its_digests(
 
     third = await store.create_credential(new_credential(app.consumer.id))
     on_consumer = [await saved(store, mint(cid, now)), await saved(store, mint(third.id, now))]
-    await check(store.delete_consumer(app.consumer.id), on_consumer)
+    marker = consumer_marker(app.consumer.id)
+    await check(store.delete_consumer(app.consumer.id), [*on_consumer, marker])
     await check(store.delete_consumer(app.consumer.id), [])
 
 

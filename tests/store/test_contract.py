@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import pytest
 
+from edgeauth.crypto import consumer_marker
 from edgeauth.errors import ClientChanged, Conflict, StoreError, StoreUnavailable
 from edgeauth.models import ClientType, Credential
 from edgeauth.store.base import CredentialPatch, NewCredential, Store, TokenFilter
@@ -642,7 +643,7 @@ async def test_delete_consumer_cascades_and_announces(
     raw, code = auth_code(app.credential.id, now)
     await store.save_code(code)
     assert await store.delete_consumer(app.consumer.id) is True
-    assert heard.batches == [(live.record.access_digest,)]
+    assert heard.batches == [(live.record.access_digest, consumer_marker(app.consumer.id))]
     assert await store.get_credential(app.credential.id) is None
     assert await store.find_token(live.record.access_digest) is None
     assert await store.find_token(dead.record.access_digest) is None

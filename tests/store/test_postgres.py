@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from edgeauth.config import StoreSettings
+from edgeauth.crypto import consumer_marker
 from edgeauth.errors import ClientChanged, Conflict, StoreError, StoreUnavailable
 from edgeauth.models import Consumer
 from edgeauth.store import open_store
@@ -431,6 +432,31 @@ async def test_every_killing_call_is_notified(pg: PgSchema) -> None:
             new.record.access_digest: 1,
             changed.record.access_digest: 2,  # by update_token, then by the delete
         }
+
+
+async def test_identity_changes_are_notified_without_revoking(pg: PgSchema) -> None:
+    async with opened(PostgresStore(pg.dsn)) as (store,), listening(pg) as heard:
+        app = await make_app(store)
+        token = await saved(store, mint(app.credential.id, time.time()))
+        access, marker = token.record.access_digest, consumer_marker(app.consumer.id)
+
+        async def heard_times(access_times: int, marker_times: int) -> None:
+            async def counted() -> bool:
+                return heard.count([access, marker]) == {access: access_times, marker: marker_times}
+
+            await wait_until(counted)
+
+        await store.update_consumer(app.consumer.id, {"username": "alicia"})
+        await heard_times(1, 1)
+        await store.update_credential(app.credential.id, {"client_id": "renamed"})
+        await heard_times(2, 1)
+        await store.upsert_consumer("alicia", "alicia-2")
+        await heard_times(3, 2)
+        await asyncio.sleep(QUIET)
+        assert heard.count([access, marker]) == {access: 3, marker: 2}
+        view = await store.find_token(access)
+        assert view is not None
+        assert view.token.revoked_at is None
 
 
 async def test_a_large_revocation_is_notified_in_chunks(pg: PgSchema) -> None:
