@@ -3,6 +3,9 @@
 Rule 1: every problem of a body is reported at once, in Kong's schema-violation shape; array
 fields report per position (`redirect_uris: [null, "cannot parse 'x'"]`).
 Rule 2: unknown fields are violations, as in Kong, so a typo never silently does nothing.
+Rule 3: values that reach backends in identity headers (usernames, custom_ids, client_ids,
+user ids, scopes) hold no control characters; usernames and client_ids, which admin paths take
+in place of an id, never have the form of one (config/schema.py `identity_problem`).
 """
 
 from __future__ import annotations
@@ -13,18 +16,16 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from edgeauth.config.schema import has_control, identity_problem
+from edgeauth.config.schema import is_uuid as is_uuid
 from edgeauth.errors import SchemaViolation
 
 Body = Mapping[str, Any]
-UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 CLIENT_TYPES = ("confidential", "public")
 MAX_SECONDS = 10 * 366 * 86400  # ten years: a bound keeps time arithmetic finite
 TAG = re.compile(r"[!-~]+")  # printable ASCII without space
 _RESERVED_IN_TAGS = (",", "/")
-
-
-def is_uuid(value: str) -> bool:
-    return UUID.fullmatch(value) is not None
+ID_SHAPED = "must not have the form of a UUID (token ids have it)"
 
 
 class Fields:
@@ -48,6 +49,15 @@ class Fields:
             return None
         if len(value) > max_len:
             self.problems[name] = f"length must be at most {max_len}"
+            return None
+        return value
+
+    def identity(self, name: str, *, key: bool) -> str | None:
+        """A text field that names a consumer, client or user (see Rule 3)."""
+        value = self.text(name)
+        problem = None if value is None else identity_problem(value, key=key)
+        if problem is not None:
+            self.problems[name] = problem
             return None
         return value
 
@@ -138,7 +148,9 @@ def needs_identity(username: str | None, custom_id: str | None) -> None:
 
 def consumer(body: Body, *, partial: bool = False) -> ConsumerInput:
     f = Fields(body, ("username", "custom_id", "tags", "id", "created_at", "updated_at", "type"))
-    username, custom_id, tags = f.text("username"), f.text("custom_id"), f.tags()
+    username = f.identity("username", key=True)
+    custom_id = f.identity("custom_id", key=False)
+    tags = f.tags()
     if not partial and username is None and custom_id is None and not f.problems:
         f.problems["@entity"] = [ENTITY_RULE]
     f.done()
@@ -180,7 +192,7 @@ def secret_rules(client_type: str, has_secret: bool, sends_secret: bool) -> None
 def credential(body: Body, *, partial: bool = False) -> CredentialInput:
     f = Fields(body, CREDENTIAL_FIELDS)
     name = f.text("name", required=not partial)
-    client_id = f.text("client_id")
+    client_id = f.identity("client_id", key=True)
     secret = f.text("client_secret", max_len=1024)
     uris = f.strings("redirect_uris")
     if uris is not None:
@@ -234,19 +246,32 @@ def _ref(f: Fields, name: str) -> str | None:
     return value
 
 
+def _scope(f: Fields) -> str | None:
+    """Any string, empty included (no scope); it reaches backends as X-Authenticated-Scope."""
+    scope = f.body.get("scope")
+    if scope is None:
+        return None
+    if not isinstance(scope, str):
+        f.problems["scope"] = "expected a string"
+        return None
+    if has_control(scope):
+        f.problems["scope"] = "must not contain control characters"
+        return None
+    return scope
+
+
 def token(body: Body, *, partial: bool = False) -> TokenInput:
     f = Fields(body, TOKEN_FIELDS)
     access = f.text("access_token", max_len=4096)
+    if access is not None and is_uuid(access):  # admin paths take a token's id or value
+        f.problems["access_token"] = ID_SHAPED
     refresh = f.text("refresh_token", max_len=4096)
     credential_id = _ref(f, "credential")
     if credential_id is None and not partial and "credential" not in f.problems:
         f.problems["credential"] = "required field missing"
     service = _ref(f, "service")
-    userid = f.text("authenticated_userid")
-    scope = body.get("scope")
-    if scope is not None and not isinstance(scope, str):
-        f.problems["scope"] = "expected a string"
-        scope = None
+    userid = f.identity("authenticated_userid", key=False)
+    scope = _scope(f)
     expires_in = f.number("expires_in")
     f.done()
     return TokenInput(access, refresh, credential_id, service, userid, scope, expires_in)

@@ -7,6 +7,7 @@ values that the walker converts like written ones. Pure: no I/O, imports only th
 
 import enum
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -25,6 +26,35 @@ class Mark(enum.Enum):
     EXISTS = "exists"  # a file edgeauth only reads (certificate, CA bundle): checked at startup
     LOWER = "lower"
     UPPER = "upper"
+    IDENTITY = "identity"  # reaches backends in an identity header: see identity_problem
+    IDENTITY_KEY = "identity-key"  # an IDENTITY that admin paths also take in place of an id
+
+
+# Usernames, custom_ids, client_ids and user ids reach backends in request headers; usernames
+# and client_ids also share the admin API's paths with entity ids, which are tried first.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc: C0, DEL and C1
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def is_uuid(text: str) -> bool:
+    return _UUID.fullmatch(text) is not None
+
+
+def has_control(text: str) -> bool:
+    """Control characters would reach backends raw in an identity header (CR or LF: the
+    header could not be sent at all, and every request with that identity would fail)."""
+    return _CONTROL.search(text) is not None
+
+
+def identity_problem(text: str, *, key: bool) -> str | None:
+    """Why `text` cannot name a consumer, client or user. A `key` (username, client_id) is
+    also what admin paths accept in place of an id: shaped like one, it could name (and hand
+    a lookup to) another entity."""
+    if has_control(text):
+        return "must not contain control characters"
+    if key and is_uuid(text):
+        return "must not have the form of a UUID (the admin API would read it as an id)"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +84,7 @@ DROPPED_REQUEST_HEADERS = (
     "x-method-override",
 )
 _Name = Annotated[str, Mark.NON_EMPTY]
+_Key = Annotated[str, Mark.NON_EMPTY, Mark.IDENTITY_KEY]
 _Seconds = Annotated[float, Range(0, above=True)]
 _Count = Annotated[int, Range(1)]
 _Unsigned = Annotated[int, Range(0)]
@@ -189,7 +220,7 @@ class ServiceSettings:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CredentialSettings:
     name: _Name
-    client_id: _Name
+    client_id: _Key
     client_secret: Annotated[str | None, Mark.FROM_FILE] = None
     client_secret_hash: str | None = None
     redirect_uris: tuple[str, ...] = ()
@@ -198,8 +229,8 @@ class CredentialSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConsumerSettings:
-    username: _Name
-    custom_id: str | None = None
+    username: _Key
+    custom_id: Annotated[str | None, Mark.IDENTITY] = None
     oauth2: tuple[CredentialSettings, ...] = ()
 
 

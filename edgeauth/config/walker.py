@@ -14,7 +14,7 @@ from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from edgeauth.config.scalars import LEAVES, show, string
-from edgeauth.config.schema import Address, Bad, Mark, Network, Range
+from edgeauth.config.schema import Address, Bad, Mark, Network, Range, identity_problem
 
 INVALID: Any = object()  # a value already reported as a problem; poisons its parent quietly
 
@@ -106,12 +106,22 @@ def _annotated(base: Any, marks: tuple[Any, ...], value: object, path: str, ctx:
         result = result.upper() if Mark.UPPER in marks else result
     if Mark.NON_EMPTY in marks and isinstance(result, str | tuple) and len(result) == 0:
         raise Bad("must not be empty")
+    if isinstance(result, str):
+        _identity(result, marks)
     for mark in marks:
         if isinstance(mark, Range) and isinstance(result, int | float):
             mark.check(result)
     if Mark.EXISTS in marks and isinstance(result, Path):
         _readable_file(result)
     return result
+
+
+def _identity(text: str, marks: tuple[Any, ...]) -> None:
+    """Names that reach backends in identity headers (schema.identity_problem)."""
+    if Mark.IDENTITY in marks or Mark.IDENTITY_KEY in marks:
+        problem = identity_problem(text, key=Mark.IDENTITY_KEY in marks)
+        if problem is not None:
+            raise Bad(problem)
 
 
 def _readable_file(file: Path) -> None:
