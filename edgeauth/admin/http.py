@@ -3,6 +3,9 @@
 Rule 1: every request must carry the admin token (`Authorization: Bearer` or
 `Kong-Admin-Token`), compared in constant time; anything else is 401.
 Rule 2: errors are Kong's bodies; no exception reaches the client as a stack trace.
+Rule 3: text that is not UTF-8 (in the path, the query or a form body, once percent-decoded)
+is a 400, never guessed at: aiohttp would keep such an escape as literal text, so a PUT to
+`/consumers/%ED%A0%80` named a consumer "%ED%A0%80".
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 import orjson
 from aiohttp import web
@@ -68,6 +71,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         if not authorized(request.headers, ctx(request).token):
             raise AdminUnauthorized()
+        _check_target(request.raw_path)
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status == 404:
@@ -97,6 +101,14 @@ def _route_of(request: web.Request) -> str:
     return info.canonical if info is not None else "?"
 
 
+def _check_target(raw_path: str) -> None:
+    """Path and query, percent-decoded, must be UTF-8 (Rule 3)."""
+    try:
+        unquote_to_bytes(raw_path).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("The request target is not valid UTF-8 once percent-decoded") from exc
+
+
 async def body_of(request: web.Request) -> dict[str, Any]:
     """JSON or form body, at most 64 KiB; malformed JSON is a 400 with a message."""
     if request.content_length is not None and request.content_length > MAX_BODY:
@@ -123,8 +135,12 @@ async def body_of(request: web.Request) -> dict[str, Any]:
 
 
 def _form(raw: bytes) -> dict[str, Any]:
+    try:
+        pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError as exc:
+        raise BadRequest("Cannot parse form body: not valid UTF-8") from exc
     body: dict[str, Any] = {}
-    for name, value in parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True):
+    for name, value in pairs:
         key = name.removesuffix("[]")
         if key in body or name.endswith("[]"):
             existing = body.get(key, [])

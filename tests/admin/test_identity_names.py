@@ -3,7 +3,8 @@
 Admin paths take an id or a name in one place (`/oauth2/{id or client_id}`, `/consumers/{id or
 username}`, `{"credential": ...}`) and try the id first: a client_id or username shaped like
 a UUID could hand those lookups to another entity, so it is refused. Values that reach
-backends in identity headers hold no control characters.
+backends in identity headers hold no control characters. Text that is not UTF-8 (in a path,
+a query or a form body) is a 400, never a guess.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from tests.oauth.conftest import events_service
 
 UUID_SHAPED = "must not have the form of a UUID (the admin API would read it as an id)"
 CONTROL = "must not contain control characters"
+NOT_UTF8_TARGET = {"message": "The request target is not valid UTF-8 once percent-decoded"}
+NOT_UTF8_FORM = {"message": "Cannot parse form body: not valid UTF-8"}
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 
 
 async def _get(world: AdminWorld, path: str) -> Any:
@@ -168,3 +172,33 @@ async def test_the_seed_refuses_what_the_admin_api_refuses(
         ("consumers[0].oauth2[1].client_id", CONTROL),
         ("consumers[1].username", CONTROL),
     }
+
+
+# C. malformed text --------------------------------------------------------------------------
+async def test_text_that_is_not_utf8_is_a_400(admin_world: AdminWorld) -> None:
+    """aiohttp keeps an escape that does not decode as UTF-8 as literal text: a PUT to
+    /consumers/%ED%A0%80 made a consumer named "%ED%A0%80", a form body's bad bytes became
+    U+FFFD; now both are refused, in the admin API's `{"message"}` shape."""
+    w = admin_world
+    for method, target in (
+        ("PUT", "/consumers/%ED%A0%80"),
+        ("GET", "/consumers/%ED%A0%80"),
+        ("DELETE", "/consumers/%FF"),
+        ("PUT", "/consumers/Other/oauth2/%ED%A0%80"),
+        ("GET", "/consumers?tags=%FF"),
+        ("GET", "/consumers?offset=%ED%A0%80"),
+        ("GET", "/oauth2?size=10&tags=a%C3"),
+        ("GET", "/oauth2_tokens?authenticated_userid=%ED%A0%80"),
+        ("DELETE", "/oauth2_tokens?authenticated_userid=%FF"),
+        ("GET", "/default/oauth2_tokens/%ED%A0%80"),
+    ):
+        reply = await w.admin(method, target, json={"name": "n"})
+        assert (reply.status, reply.body) == (400, NOT_UTF8_TARGET), (method, target)
+    for raw in (b"username=%ED%A0%80", b"username=\xff", b"username=ok&tags=%FF"):
+        reply = await w.admin("POST", "/consumers", data=raw, headers=FORM)
+        assert (reply.status, reply.body) == (400, NOT_UTF8_FORM), raw
+    reply = await w.admin("POST", "/consumers", data=b'{"username":"\\ud800"}')
+    assert reply.status == 400
+    assert reply.body["message"].startswith("Cannot parse JSON body")
+    names = {consumer["username"] for consumer in (await _get(w, "/consumers"))["data"]}
+    assert names == {"ClientApp", "Other"}
