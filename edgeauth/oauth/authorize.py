@@ -15,6 +15,7 @@ from urllib.parse import urlencode, urlsplit
 
 from edgeauth import crypto
 from edgeauth.errors import (
+    ClientChanged,
     InvalidClient,
     InvalidRequest,
     OAuthError,
@@ -89,6 +90,10 @@ class AuthorizeEndpoint:
             return await self._grant(params, client, userid, uri if named else None, now, uri)
         except OAuthError as exc:
             raise Redirected(exc, uri, fragment, state) from exc
+        except ClientChanged as exc:
+            # The client changed while this request was answered (its redirect URIs may be
+            # among the changes): a plain refusal, never a redirect.
+            raise InvalidClient() from exc
 
     async def _grant(
         self,
@@ -118,14 +123,15 @@ class AuthorizeEndpoint:
                     code_challenge_method="S256" if challenge else None,
                     created_at=now,
                     expires_at=now + CODE_SECONDS,
-                )
+                ),
+                client,
             )
             reply = {"code": code}
             fragment = False
         elif response_type == "token" and s.enable_implicit_grant:
             granted = scopes.grant(params.get("scope"), s.scopes, s.mandatory_scope)
             minted = mint(Issue(client, userid, granted, with_refresh=False), self.policy, now)
-            await self.store.save_token(minted.record)
+            await self.store.save_token(minted.record, client)
             reply = {"access_token": minted.access_token, "token_type": "bearer"}
             seconds = expires_in(minted.record.expires_at, now)
             if seconds is not None:

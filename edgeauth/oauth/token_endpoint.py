@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeauth import crypto
-from edgeauth.errors import ClientThrottled, InvalidClient, InvalidRequest, UnsupportedGrantType
+from edgeauth.errors import (
+    ClientChanged,
+    ClientThrottled,
+    InvalidClient,
+    InvalidRequest,
+    UnsupportedGrantType,
+)
 from edgeauth.models import Credential
 from edgeauth.oauth import issuer
 from edgeauth.oauth.client_auth import (
@@ -111,7 +117,8 @@ class TokenEndpoint:
         self, params: Params, authorization: str | None, source: str, now: float
     ) -> dict[str, Any]:
         """The success body; raises an OAuthError for every refusal."""
-        client = await self.auth.authenticate(credentials_from(authorization, params), source)
+        creds = credentials_from(authorization, params)
+        client = await self.auth.authenticate(creds, source)
         grant_type = params.get("grant_type")
         if not grant_type:
             raise InvalidRequest("Missing grant_type parameter")
@@ -119,7 +126,13 @@ class TokenEndpoint:
         if grant is None:
             raise UnsupportedGrantType()
         ctx = GrantContext(self.policy, self.auth.store, now)
-        minted = await grant(params, client, ctx)
+        try:
+            minted = await grant(params, client, ctx)
+        except ClientChanged as exc:
+            # The secret, type or owner changed (or the client went away) after this request
+            # was authenticated: the token was not kept, and the request is refused as it
+            # would be a moment later.
+            raise InvalidClient(basic=creds.basic) from exc
         return issuer.response_body(
             minted.access_token, minted.refresh_token, minted.record, now, params.get("state")
         )

@@ -50,5 +50,5 @@ async def exchange(params: Params, client: Credential, ctx: GrantContext) -> Min
     granted = scopes.parse(code.scope)
     issue = Issue(client, code.authenticated_userid, granted, True, family_of(digest))
     minted = mint(issue, ctx.policy, ctx.now)
-    await ctx.store.save_token(minted.record)
+    await ctx.store.save_token(minted.record, client)
     return minted

@@ -25,5 +25,5 @@ def decide(params: Params, client: Credential, ctx: GrantContext) -> Issue:
 
 async def exchange(params: Params, client: Credential, ctx: GrantContext) -> Minted:
     minted = mint(decide(params, client, ctx), ctx.policy, ctx.now)
-    await ctx.store.save_token(minted.record)
+    await ctx.store.save_token(minted.record, client)
     return minted

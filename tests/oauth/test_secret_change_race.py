@@ -1,0 +1,68 @@
+"""A token asked for with a client's old secret never outlives the change of that secret
+(issue 13, point 2).
+
+Four clients keep asking for `client_credentials` tokens with the current secret while the
+admin API sets a new one. Whatever the interleaving, once the PATCH has answered and the
+requests in flight have been answered too, no token obtained with the old secret is accepted:
+it was issued before the change (and revoked by it) or refused (never stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import Backend, GatewayFactory, RunningGateway
+from tests.oauth.conftest import SECRET, consumers, events_service
+
+ROUNDS = 4
+ASKERS = 4
+
+
+async def _ask_until(
+    client: aiohttp.ClientSession, gw: RunningGateway, secret: str, stop: asyncio.Event
+) -> list[str]:
+    """Tokens issued for `secret` until `stop` (refusals are expected once it changed)."""
+    tokens = []
+    form = {"grant_type": "client_credentials", "client_id": "clientid", "client_secret": secret}
+    while not stop.is_set():
+        async with client.post(f"{gw.url}/events/oauth2/token", data=form) as resp:
+            body = await resp.json()
+            if resp.status == 200:
+                tokens.append(str(body["access_token"]))
+            else:
+                assert (resp.status, body["error"]) == (400, "invalid_client"), body
+    return tokens
+
+
+async def test_no_token_asked_for_with_an_old_secret_survives_its_change(
+    backend: Backend, gateway: GatewayFactory, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    gw = await gateway(
+        [events_service(backend, max_failed_client_auth=0)], consumers=consumers(tmp_path)
+    )
+    secret = SECRET
+    issued = 0
+    for round_ in range(ROUNDS):
+        stop = asyncio.Event()
+        askers = [asyncio.create_task(_ask_until(client, gw, secret, stop)) for _ in range(ASKERS)]
+        await asyncio.sleep(0.3)
+        secret = f"new-secret-{round_}"
+        async with client.patch(
+            f"{gw.admin_url}/oauth2/clientid",
+            json={"client_secret": secret},
+            headers=gw.admin_headers,
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+        await asyncio.sleep(0.2)  # old-secret requests keep coming a while
+        stop.set()
+        tokens = [token for batch in await asyncio.gather(*askers) for token in batch]
+        issued += len(tokens)
+        for token in tokens:
+            async with client.get(
+                f"{gw.url}/events/echo", headers={"Authorization": f"Bearer {token}"}
+            ) as resp:
+                assert resp.status == 401, f"round {round_}: an old-secret token is accepted"
+    assert issued > 100  # the race was really run
