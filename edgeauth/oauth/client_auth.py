@@ -3,7 +3,10 @@
 Rule 1: one method per request: HTTP Basic or `client_id` + `client_secret` in the body,
 never both (§2.3); a body `client_id` beside Basic must name the same client.
 Rule 2: Basic credentials are form-decoded (§2.3.1); a secret that only matches undecoded is
-accepted too, because Kong compares the raw value and its clients rarely encode.
+accepted too, because Kong compares the raw value and its clients rarely encode. Basic
+credentials that are not UTF-8 (decoded, or the client_id once form-decoded), or a client_id
+with a NUL, are refused as failed client authentication (401, §5.2) before any lookup, never
+guessed at with replacement characters.
 Rule 3: a public client never sends a secret; a confidential one always does.
 Rule 4: once a secret was sent, every refusal runs the same PBKDF2 work as a wrong secret for
 a real client (`crypto.DUMMY_HASH` for unknown and public clients), so timing does not tell
@@ -36,14 +39,23 @@ def _basic(header: str) -> tuple[str, tuple[str, ...]] | None:
         return None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        raw_id, sep, raw_secret = decoded.partition(":")
+        client_id = unquote_plus(raw_id, errors="strict")
     except (binascii.Error, ValueError) as exc:  # non-ASCII input is a plain ValueError
         raise InvalidClient(basic=True) from exc
-    raw_id, sep, raw_secret = decoded.partition(":")
-    if not sep or not raw_id:
+    if not sep or not raw_id or "\x00" in client_id:  # no client_id holds a NUL
         raise InvalidClient(basic=True)
-    secret = unquote_plus(raw_secret)
-    candidates = (secret,) if secret == raw_secret else (secret, raw_secret)
-    return unquote_plus(raw_id), candidates
+    return client_id, _secrets(raw_secret)
+
+
+def _secrets(raw: str) -> tuple[str, ...]:
+    """The form-decoded secret first, then the raw one (Rule 2); the raw one alone when
+    decoding changes nothing or would not give UTF-8."""
+    try:
+        secret = unquote_plus(raw, errors="strict")
+    except UnicodeDecodeError:
+        return (raw,)
+    return (secret,) if secret == raw else (secret, raw)
 
 
 def credentials_from(authorization: str | None, params: Params) -> ClientCredentials:

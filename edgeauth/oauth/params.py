@@ -4,6 +4,10 @@ Rule 1: form-urlencoded (the RFC), JSON (Kong and the seed's examples) and multi
 are accepted; anything else is `invalid_request`.
 Rule 2: a repeated parameter is `invalid_request` (RFC 6749 §3.1), never first-or-last wins.
 Rule 3: credentials never come from the query string; their presence there is refused.
+Rule 4: every name and value is text a store can keep: a lone surrogate (which a JSON `\\u`
+escape can spell; SQLite cannot encode it) or a NUL (PostgreSQL refuses it) is
+`invalid_request` here, so it never reaches the store (whose refusal would answer 503), a log
+or a reply.
 """
 
 from __future__ import annotations
@@ -33,11 +37,24 @@ SECRET_PARAMS = frozenset(
 Params = dict[str, str]
 
 
+def _is_text(value: str) -> bool:
+    """Rule 4: no NUL, and well-formed Unicode (only lone surrogates fail strict UTF-8)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _unique(pairs: list[tuple[str, str]]) -> Params:
     params: Params = {}
     for name, value in pairs:
         if name in params:
             raise InvalidRequest("A parameter was sent more than once")
+        if not (_is_text(name) and _is_text(value)):
+            raise InvalidRequest("A parameter holds a NUL or malformed text")
         params[name] = value
     return params
 
@@ -75,7 +92,10 @@ def _json(body: bytes) -> Params:
 
 
 def _multipart(content_type: str, body: bytes) -> Params:
-    head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("latin-1")
+    try:
+        head = f"Content-Type: {content_type}\r\nMIME-Version: 1.0\r\n\r\n".encode("ascii")
+    except UnicodeEncodeError as exc:  # a boundary is ASCII (RFC 2046 §5.1.1)
+        raise InvalidRequest("The request body is not valid multipart data") from exc
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
     if not message.is_multipart():
         raise InvalidRequest("The request body is not valid multipart data")

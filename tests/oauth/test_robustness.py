@@ -25,12 +25,13 @@ async def test_non_ascii_basic_header_is_invalid_client(
 async def test_lone_surrogates_in_secrets_are_refused_not_crashed_on(
     world: OAuthWorld, client: aiohttp.ClientSession
 ) -> None:
+    """Malformed text is `invalid_request` wherever it is (tests/oauth/test_issue_inputs.py)."""
     secret = b'{"client_id":"clientid","client_secret":"\\ud800","grant_type":"client_credentials"}'
     headers = {"Content-Type": "application/json"}
     async with client.post(world.token_url, data=secret, headers=headers) as resp:
         assert resp.status == 400
-        assert (await resp.json())["error"] == "invalid_client"
+        assert (await resp.json())["error"] == "invalid_request"
     key = b'{"client_id":"publicclient","grant_type":"password","provision_key":"\\ud800"}'
     async with client.post(world.token_url, data=key, headers=headers) as resp:
         assert resp.status == 400
-        assert (await resp.json())["error"] == "invalid_provision_key"
+        assert (await resp.json())["error"] == "invalid_request"
