@@ -449,6 +449,38 @@ async def test_a_redirect_uri_registered_through_the_admin_api(
     assert_tokens(tokens)
 
 
+async def test_dropping_a_redirect_uri_drops_the_codes_delivered_to_it(
+    gw: RunningGateway, client: aiohttp.ClientSession
+) -> None:
+    """Issue 13, point 6: a code must not outlive the registration of the URI it went to."""
+    named = code_of(
+        await authorize(client, gw, client_id="multiclient", redirect_uri=MULTI_QUERY),
+        base=MULTI_QUERY,
+    )
+    default = code_of(await authorize(client, gw, client_id="multiclient"), base=MULTI_FIRST)
+    kept = code_of(
+        await authorize(client, gw, client_id="multiclient", redirect_uri=MULTI_FIRST),
+        base=MULTI_FIRST,
+    )
+    async with (
+        aiohttp.ClientSession(headers=gw.admin_headers) as admin,
+        admin.patch(
+            f"{gw.admin_url}/oauth2/multiclient", json={"redirect_uris": [MULTI_FIRST]}
+        ) as r,
+    ):
+        assert r.status == 200, await r.text()
+    gone = await exchange(
+        client, gw, named, client_id="multiclient", secret=MULTI_SECRET, redirect_uri=MULTI_QUERY
+    )
+    assert_refused(gone, INVALID_CODE)
+    # Codes delivered to the URI still registered (named, or as the default) stay good.
+    assert_tokens(await exchange(client, gw, default, client_id="multiclient", secret=MULTI_SECRET))
+    kept_tokens = await exchange(
+        client, gw, kept, client_id="multiclient", secret=MULTI_SECRET, redirect_uri=MULTI_FIRST
+    )
+    assert_tokens(kept_tokens)
+
+
 async def test_authorization_code_disabled_is_unsupported(
     gateway: GatewayFactory, backend: Backend, tmp_path: Path, client: aiohttp.ClientSession
 ) -> None:
