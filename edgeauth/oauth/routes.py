@@ -191,7 +191,10 @@ async def handle(
 
 
 def metadata(policy: Policy, issuer: str) -> dict[str, Any]:
-    """RFC 8414 authorization server metadata for one protected route prefix."""
+    """RFC 8414 authorization server metadata for one protected route prefix. "none" is
+    listed for every endpoint: a public client authenticates with its client_id alone at
+    the token, revocation and introspection endpoints alike (client_auth.secret_check)."""
+    auth_methods = ["client_secret_basic", "client_secret_post", "none"]
     s = policy.settings
     grants = ["refresh_token"] if policy.issues_refresh else []
     if s.enable_authorization_code:
@@ -216,16 +219,9 @@ def metadata(policy: Policy, issuer: str) -> dict[str, Any]:
         "response_types_supported": response_types,
         "scopes_supported": list(s.scopes),
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": [
-            "client_secret_basic",
-            "client_secret_post",
-            "none",
-        ],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "introspection_endpoint_auth_methods_supported": [
-            "client_secret_basic",
-            "client_secret_post",
-        ],
+        "token_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "introspection_endpoint_auth_methods_supported": auth_methods,
     }
     if response_types:
         document["authorization_endpoint"] = f"{issuer}/oauth2/authorize"

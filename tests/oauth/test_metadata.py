@@ -17,7 +17,7 @@ from tests.oauth.conftest import PROVISION_KEY, SECRET, consumers, events_servic
 
 WELL_KNOWN = "/.well-known/oauth-authorization-server"
 NO_ROUTE = {"message": "no Route matched with those values"}
-AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 
 
 async def get(client: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, Any]]:
@@ -46,7 +46,7 @@ def expected(
         "response_types_supported": response_types,
         "scopes_supported": ["read", "write"] if scopes is None else scopes,
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": [*AUTH_METHODS, "none"],
+        "token_endpoint_auth_methods_supported": AUTH_METHODS,
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
         "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
     }
@@ -78,6 +78,35 @@ async def test_metadata_of_the_walkthrough_service(
         data={"token": token, "client_id": "clientid", "client_secret": SECRET},
     ) as resp:
         assert (await resp.json())["active"] is True
+
+
+async def test_public_clients_use_every_endpoint_with_their_client_id_alone(
+    backend: Backend, gateway: GatewayFactory, client: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    """ "none" is advertised for each endpoint because a public client really authenticates
+    there with its client_id alone (RFC 8414 §2: the lists say what the endpoint accepts)."""
+    gw = await gateway([events_service(backend)], consumers=consumers(tmp_path))
+    _, body = await get(client, f"{gw.url}{WELL_KNOWN}/events")
+    for endpoint in ("token", "revocation", "introspection"):
+        assert "none" in body[f"{endpoint}_endpoint_auth_methods_supported"], endpoint
+    public = {"client_id": "publicclient"}
+    login = {
+        **public,
+        "grant_type": "password",
+        "provision_key": PROVISION_KEY,
+        "authenticated_userid": "1",
+    }
+    async with client.post(body["token_endpoint"], data=login) as resp:
+        assert resp.status == 200, await resp.text()
+        token = (await resp.json())["access_token"]
+    async with client.post(body["introspection_endpoint"], data={**public, "token": token}) as resp:
+        assert resp.status == 200
+        introspected = await resp.json()
+        assert (introspected["active"], introspected["client_id"]) == (True, "publicclient")
+    async with client.post(body["revocation_endpoint"], data={**public, "token": token}) as resp:
+        assert (resp.status, await resp.json()) == (200, {})
+    async with client.post(body["introspection_endpoint"], data={**public, "token": token}) as resp:
+        assert await resp.json() == {"active": False}
 
 
 async def test_grant_types_follow_the_enabled_grants(
