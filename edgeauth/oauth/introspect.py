@@ -6,6 +6,9 @@ neither endpoint can be used to probe for valid tokens.
 Rule 2: only tokens valid on the service whose endpoint is called are acted upon.
 Rule 3: revoking either half of a pair revokes the whole family (both halves and every token
 rotated from the same grant), and the revocation reaches every worker like any other.
+Rule 4: introspection's `username` is the resource owner (`authenticated_userid`, RFC 7662
+§2.2), absent for a token of the client alone; the application's owner is `consumer`, in
+the admin API's shape.
 """
 
 from __future__ import annotations
@@ -76,19 +79,31 @@ class TokenAdmin:
             return {"active": False}
         if view is None:
             view = await self.store.find_token(record.access_digest)
-        expires_at = record.refresh_expires_at if refresh else record.expires_at
-        body: dict[str, Any] = {
-            "active": True,
-            "client_id": client.client_id,
-            "token_type": "refresh_token" if refresh else "bearer",
-            "iat": int(record.created_at),
-            "sub": record.authenticated_userid or client.client_id,
-            "aud": record.service or self.policy.service,
-        }
-        if record.scope:
-            body["scope"] = record.scope
-        if view is not None and view.username:
-            body["username"] = view.username
-        if expires_at is not None:
-            body["exp"] = math.floor(expires_at)
-        return body
+        return _active(record, refresh, client, view, self.policy.service)
+
+
+def _active(
+    record: TokenRecord, refresh: bool, client: Credential, view: TokenView | None, service: str
+) -> dict[str, Any]:
+    """The answer for an active token (Rule 4); a refresh token has the scope it refreshes to."""
+    expires_at = record.refresh_expires_at if refresh else record.expires_at
+    scope = (record.refresh_scope or record.scope) if refresh else record.scope
+    body: dict[str, Any] = {
+        "active": True,
+        "client_id": client.client_id,
+        "token_type": "refresh_token" if refresh else "bearer",
+        "iat": int(record.created_at),
+        "sub": record.authenticated_userid or client.client_id,
+        "aud": record.service or service,
+        "consumer": {
+            "id": client.consumer_id,
+            "username": view.username if view is not None else None,
+        },
+    }
+    if scope:
+        body["scope"] = scope
+    if record.authenticated_userid:
+        body["username"] = record.authenticated_userid
+    if expires_at is not None:
+        body["exp"] = math.floor(expires_at)
+    return body

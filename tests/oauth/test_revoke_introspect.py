@@ -132,6 +132,17 @@ async def refresh_with(client: aiohttp.ClientSession, gw: RunningGateway, refres
     return await post(client, f"{gw.url}/events/oauth2/token", params)
 
 
+async def owner(
+    client: aiohttp.ClientSession, gw: RunningGateway, username: str = "ClientApp"
+) -> dict[str, Any]:
+    """`{"id", "username"}` of a consumer, as the admin API has it."""
+    url = f"{gw.admin_url}/consumers/{username}"
+    async with client.get(url, headers=gw.admin_headers) as resp:
+        assert resp.status == 200
+        found = await resp.json()
+    return {"id": found["id"], "username": found["username"]}
+
+
 @pytest.fixture
 async def gw(gateway: GatewayFactory, backend: Backend, tmp_path: Path) -> RunningGateway:
     return await gateway([events_service(backend)], consumers=consumers(tmp_path))
@@ -289,7 +300,8 @@ async def test_introspect_an_active_access_token(
         "active": True,
         "scope": "read write",
         "client_id": "clientid",
-        "username": "ClientApp",
+        "username": "1",  # the resource owner (RFC 7662 §2.2), not the client's owner
+        "consumer": await owner(client, gw),
         "token_type": "bearer",
         "sub": "1",
         "aud": "events",
@@ -316,7 +328,8 @@ async def test_introspect_without_user_has_the_client_as_subject(
     assert body["sub"] == "clientid"
     assert body["scope"] == "read"
     assert body["token_type"] == "bearer"
-    assert body["username"] == "ClientApp"
+    assert "username" not in body  # no resource owner
+    assert body["consumer"] == await owner(client, gw)
 
 
 async def test_introspect_a_refresh_token(
@@ -329,7 +342,8 @@ async def test_introspect_a_refresh_token(
         "active": True,
         "scope": "read write",
         "client_id": "clientid",
-        "username": "ClientApp",
+        "username": "1",
+        "consumer": await owner(client, gw),
         "token_type": "refresh_token",
         "sub": "1",
         "aud": "events",
@@ -337,6 +351,20 @@ async def test_introspect_a_refresh_token(
     assert exp - iat in (1209599, 1209600)  # refresh_token_ttl default
     # Without the hint it is found as well.
     assert (await introspect(client, gw, refresh))["token_type"] == "refresh_token"
+
+
+async def test_a_refresh_token_is_introspected_with_the_scope_it_refreshes_to(
+    gw: RunningGateway, client: aiohttp.ClientSession
+) -> None:
+    """After a narrowing refresh the access token carries the narrow scope and its refresh
+    token still the grant's (RFC 6749 §6): introspection tells each one's own."""
+    _, first = await login(client, gw)
+    params = {**me(), "grant_type": "refresh_token", "refresh_token": first, "scope": "read"}
+    answer = await post(client, f"{gw.url}/events/oauth2/token", params)
+    assert answer.status == 200, answer.body
+    access, refresh = answer.body["access_token"], answer.body["refresh_token"]
+    assert (await introspect(client, gw, access))["scope"] == "read"
+    assert (await introspect(client, gw, refresh))["scope"] == "read write"
 
 
 async def test_introspect_expired_token_is_inactive(
@@ -347,14 +375,15 @@ async def test_introspect_expired_token_is_inactive(
     assert (await introspect(client, gw, access))["active"] is True
     await asyncio.sleep(2)
     assert await introspect(client, gw, access) == INACTIVE
-    # Its refresh token outlives it, and still names the consumer.
+    # Its refresh token outlives it, and still names the user and the consumer.
     body = await introspect(client, gw, refresh)
     assert (body["active"], body["token_type"], body["username"], body["sub"]) == (
         True,
         "refresh_token",
-        "ClientApp",
+        "1",
         "1",
     )
+    assert body["consumer"] == await owner(client, gw)
 
 
 async def test_introspect_revoked_unknown_and_foreign_tokens_are_inactive(
