@@ -51,7 +51,7 @@ test: $(VENV)/.installed-test
 fuzz: $(VENV)/.installed-test
 	$(BIN)/python -m tests.fuzz $(FUZZ_ARGS)
 
-lint: $(VENV)/.installed-test
+lint: $(VENV)/.installed-test $(VENV)/.installed-bench
 	$(BIN)/ruff check edgeauth tests benchmarks
 	$(BIN)/ruff format --check edgeauth tests benchmarks
 	$(BIN)/mypy
