@@ -95,16 +95,18 @@ async def forward(
         up = await upstream.send(
             request.method, upstream_target(target, path, raw_query), out_headers, body
         )
+        ex.upstream_ms = (time.perf_counter() - sent) * 1000
+        try:
+            resp = await _relay(request, up, body, ex, server)
+        except BaseException:
+            up.close()
+            raise
+        upstream.release(up)
     finally:
         if body is not None:
+            # Counted once the exchange is over: after an early answer the upload goes on
+            # while the answer is relayed, until the connection is pooled or closed.
             ex.bytes_in = body.size
-    ex.upstream_ms = (time.perf_counter() - sent) * 1000
-    try:
-        resp = await _relay(request, up, body, ex, server)
-    except BaseException:
-        up.close()
-        raise
-    upstream.release(up)
     return resp
 
 

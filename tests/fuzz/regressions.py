@@ -244,4 +244,33 @@ CASES: list[tuple[str, Example]] = [
             )
         ),
     ),
+    # found by the long run on 2d53fad: after an early answer the upload goes on while the
+    # answer is relayed, but the access log counted the body as it stood when the answer
+    # came, so the upstream had more body bytes than the gateway said it read
+    (
+        "body counted before an early answer's upload ended",
+        Example(
+            (
+                Conversation(
+                    (
+                        _u(
+                            "m1x",
+                            "POST",
+                            b"POST /app/m1x HTTP/1.1\r\n"
+                            + H
+                            + TOKEN
+                            + b"Content-Length: 40\r\n\r\n"
+                            + b"b" * 40,
+                            answer="split",
+                            early=True,
+                            token=True,
+                        ),
+                    ),
+                    pipelined=True,
+                    cuts=(139, 149, 159, 169),  # the head is 133 bytes with the token in
+                    pause=0.001,
+                ),
+            )
+        ),
+    ),
 ]
