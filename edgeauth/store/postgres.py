@@ -450,6 +450,7 @@ class PostgresStore:
             values["expires_at"] = expires_at
         if scope is not None:
             values["scope"] = scope
+            values["refresh_scope"] = None  # an operator's scope binds the refresh token too
         if not values:
             return await self.get_token(token_id)
 

@@ -367,6 +367,7 @@ class SQLiteStore:
             values["expires_at"] = expires_at
         if scope is not None:
             values["scope"] = scope
+            values["refresh_scope"] = None  # an operator's scope binds the refresh token too
         if not values:
             return await self.get_token(token_id)
 

@@ -243,6 +243,26 @@ async def test_a_narrower_refresh_keeps_the_grants_scope_for_the_next_refresh(
     assert_pair(await post(client, world.token_url, refresh(fifth)), "read write")
 
 
+async def test_an_operators_scope_change_binds_the_next_refresh(
+    world: OAuthWorld, client: aiohttp.ClientSession
+) -> None:
+    """After a narrowing refresh, an admin PATCH of the scope replaces the grant's scope too:
+    the next refresh cannot bring back what the operator took away."""
+    _, first = assert_pair(
+        await post(client, world.token_url, login(scope="read write")), "read write"
+    )
+    narrow, second = assert_pair(
+        await post(client, world.token_url, refresh(first, scope="read")), "read"
+    )
+    async with client.patch(
+        f"{world.gw.admin_url}/oauth2_tokens/{narrow}",
+        json={"scope": "read"},
+        headers=world.gw.admin_headers,
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+    assert_pair(await post(client, world.token_url, refresh(second)), "read")
+
+
 async def test_refresh_may_not_widen_the_scope(
     world: OAuthWorld, client: aiohttp.ClientSession
 ) -> None:

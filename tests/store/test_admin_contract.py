@@ -708,6 +708,24 @@ async def test_update_token_expiry_and_scope(store: Store, app: App, heard: Anno
     assert heard.batches == [(access,)] * 4
 
 
+async def test_an_admin_scope_binds_the_refresh_token_too(store: Store, app: App) -> None:
+    """After a narrowing refresh the row keeps the grant's scope for its refresh token; an
+    operator's new scope replaces both, or the next refresh would undo it."""
+    record = replace(mint(app.credential.id, time.time()).record, refresh_scope="read write")
+    await store.save_token(record)
+    updated = await store.update_token(record.id, scope="")
+    assert updated is not None
+    assert (updated.token.scope, updated.token.refresh_scope) == ("", None)
+    assert record.refresh_digest is not None
+    assert await store.find_refresh(record.refresh_digest) == updated.token
+    # An expiry change leaves the refresh scope alone.
+    other = replace(mint(app.credential.id, time.time()).record, refresh_scope="read write")
+    await store.save_token(other)
+    expiry = await store.update_token(other.id, expires_at=None)
+    assert expiry is not None
+    assert (expiry.token.scope, expiry.token.refresh_scope) == ("read write", "read write")
+
+
 async def test_update_token_without_changes_returns_it_and_logs_nothing(
     store: Store, app: App, heard: Announcements
 ) -> None:
