@@ -381,9 +381,8 @@ class Gateway:
     async def _anonymous_identity(self, anonymous: str, ex: Exchange) -> tuple[Header, ...]:
         """Kong's `anonymous`: the named consumer's identity, flagged as anonymous."""
         assert self.validator is not None  # noqa: S101 - set by start()
-        identity = await self.validator.anonymous(anonymous)
+        identity = await self.validator.anonymous.identity(anonymous)
         if identity is None:
-            log.error("anonymous consumer %r does not exist; refusing", anonymous)
             raise InvalidToken()
         ex.consumer = anonymous
         return identity

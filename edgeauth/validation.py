@@ -7,8 +7,7 @@ Rule 3: a store failure is `temporarily_unavailable` (503): never a guess either
 Rule 4: an answer read before a revocation of that token was heard is never given to anyone:
 the read is repeated, so a request that arrives after the revocation (and joins a read in
 flight) cannot be let through by it.
-Rule 5: the anonymous consumer's identity is cached like a token's, and dropped when the
-revocation feed carries its consumer's marker (it was renamed or deleted).
+Rule 5: what the revocation feed carries reaches the anonymous identities too (anonymous.py).
 """
 
 from __future__ import annotations
@@ -19,9 +18,10 @@ import time
 from collections.abc import Sequence
 
 from edgeauth import crypto
+from edgeauth.anonymous import AnonymousConsumers
 from edgeauth.cache import EXPIRES_AT, SCOPES, SERVICE, Entry, Header, TokenCache
 from edgeauth.errors import InsufficientScope, InvalidToken, StoreError, TemporarilyUnavailable
-from edgeauth.models import Consumer, TokenView
+from edgeauth.models import TokenView
 from edgeauth.oauth.policy import Policy
 from edgeauth.store.base import Store
 
@@ -36,17 +36,6 @@ def identity_headers(view: TokenView) -> tuple[Header, ...]:
         ("X-Credential-Identifier", view.client_id),
         ("X-Authenticated-Scope", token.scope),
         ("X-Authenticated-Userid", token.authenticated_userid),
-    )
-    return tuple((name, value) for name, value in pairs if value)
-
-
-def anonymous_identity(consumer: Consumer) -> tuple[Header, ...]:
-    """Kong's `anonymous`: the named consumer's identity, flagged as anonymous."""
-    pairs = (
-        ("X-Consumer-ID", consumer.id),
-        ("X-Consumer-Custom-ID", consumer.custom_id),
-        ("X-Consumer-Username", consumer.username),
-        ("X-Anonymous-Consumer", "true"),
     )
     return tuple((name, value) for name, value in pairs if value)
 
@@ -79,39 +68,34 @@ class Validator:
         self._loading: dict[bytes, asyncio.Task[Entry | None]] = {}
         self._stale: set[bytes] = set()  # digests whose read in flight predates a revocation
         self._revocations = 0
-        # anonymous consumer name -> identity, and the markers that drop them
-        self._anonymous: dict[str, tuple[Header, ...]] = {}
-        self._markers: set[bytes] = set()
+        self.anonymous = AnonymousConsumers(store)
         self.trusted = True
         store.on_revoked(self.revoked)
 
     def distrust(self) -> None:
         """Revocations may go unheard: drop the cache and read every token from the store."""
         self.trusted = False
+        self.anonymous.caching = False
         self._forget_all()
 
     def trust(self) -> None:
         """Revocations are heard again; start from an empty cache (some may have been missed)."""
         self._forget_all()
         self.trusted = True
+        self.anonymous.caching = True
 
     def _forget_all(self) -> None:
         self._revocations += 1
         self.cache.clear()
         self._stale.update(self._loading)
-        self._forget_anonymous()
-
-    def _forget_anonymous(self) -> None:
-        self._anonymous.clear()
-        self._markers.clear()
+        self.anonymous.forget()
 
     def revoked(self, digests: Sequence[bytes]) -> None:
         """Evict revoked (or changed) tokens; a store read of one of them already in flight
         is repeated before anyone gets its answer, and no read in flight caches its answer."""
         self._revocations += 1
         self.cache.evict(digests)
-        if self._markers and not self._markers.isdisjoint(digests):
-            self._forget_anonymous()
+        self.anonymous.heard(digests)
         loading = self._loading
         if loading:
             if len(digests) < len(loading):
@@ -132,25 +116,6 @@ class Validator:
         if required and not all(scope in entry[SCOPES] for scope in required):
             raise InsufficientScope(required)
         return entry
-
-    async def anonymous(self, name: str) -> tuple[Header, ...] | None:
-        """The identity of the anonymous consumer `name` (id or username), None if there is
-        no such consumer. Read once, then cached until that consumer changes."""
-        identity = self._anonymous.get(name)
-        if identity is not None:
-            return identity
-        generation = self._revocations
-        try:
-            consumer = await self.store.get_consumer(name)
-        except StoreError as exc:
-            raise TemporarilyUnavailable() from exc
-        if consumer is None:
-            return None
-        identity = anonymous_identity(consumer)
-        if self.trusted and generation == self._revocations:  # else it may have changed
-            self._anonymous[name] = identity
-            self._markers.add(crypto.consumer_marker(consumer.id))
-        return identity
 
     async def _load(self, digest: bytes, now: float) -> Entry | None:
         """One store read per digest however many requests wait for it. The read runs as

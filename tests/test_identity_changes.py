@@ -11,7 +11,9 @@ consumer; after the anonymous consumer is deleted, each worker must refuse (401)
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import aiohttp
 
 from edgeauth import tls
+from edgeauth.anonymous import MISSING_SECONDS
 from tests.conftest import Backend, ServeProcess, read_access_log, write_config
 from tests.oauth.conftest import PROVISION_KEY, SECRET, consumers, events_service
 
@@ -137,6 +140,11 @@ async def test_renaming_a_consumer_or_client_id_changes_every_workers_identity_h
     assert all(answers == {old} for answers in before.values()), before
 
     await node.call("PATCH", "/consumers/ClientApp", {"username": "Renamed", "custom_id": "r-1"})
+    await asyncio.sleep(0.2)  # many times the workers' revocation poll interval
+    renamed = await node.seen_by_worker(token, IDENTITY)  # cached again, by both workers
+    consumer = (200, ("Renamed", "r-1", "clientid"))
+    assert all(answers == {consumer} for answers in renamed.values()), renamed
+
     await node.call("PATCH", "/oauth2/clientid", {"client_id": "renamed-client"})
     # The old names now belong to someone else.
     await node.call("POST", "/consumers", {"username": "ClientApp", "custom_id": "client-app-1"})
@@ -165,11 +173,16 @@ async def test_the_anonymous_consumer_follows_changes_and_deletion_on_every_work
 
     await node.call("DELETE", "/consumers/Guest")
     await asyncio.sleep(0.2)
+    started = time.monotonic()
     deleted = await node.seen_by_worker(None, ANONYMOUS)
     assert all(answers == {(401, (None, None))} for answers in deleted.values()), deleted
+    # Missing is remembered: not one store read and one error line per request.
+    errors = [e for e in node.proc.log if "does not exist" in str(e.get("msg"))]
+    bound = 2 * (math.ceil((time.monotonic() - started) / MISSING_SECONDS) + 1)
+    assert 2 <= len(errors) <= bound < ROUNDS, errors
 
-    # A new consumer under the same name is the anonymous consumer from then on.
+    # A new consumer under the same name is the anonymous consumer (within MISSING_SECONDS).
     await node.call("POST", "/consumers", {"username": "Guest", "custom_id": "guest-3"})
-    await asyncio.sleep(0.2)
+    await asyncio.sleep(MISSING_SECONDS + 0.2)
     again = await node.seen_by_worker(None, ANONYMOUS)
     assert all(answers == {(200, ("Guest", "guest-3"))} for answers in again.values()), again

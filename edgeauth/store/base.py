@@ -213,7 +213,8 @@ class Store(Protocol):
         self, token_id: str, *, expires_at: float | bool | None = False, scope: str | None = None
     ) -> TokenView | None:
         """Change a token's expiry (`expires_at`: a time, None = never; False = unchanged) or
-        scope (None = unchanged). Announces the access digest (cached copies must re-read)."""
+        scope (None = unchanged; a new scope is its refresh token's too: refresh_scope
+        None). Announces the access digest (cached copies must re-read)."""
 
     async def revoke_tokens(self, which: TokenFilter, now: float) -> int:
         """Bulk revoke the live tokens matching `which`; returns rows revoked (an access token
