@@ -4,9 +4,9 @@ Rule 1: a cache hit is synchronous: one SHA-256, one dict lookup, one comparison
 Rule 2: a miss reads the store once per digest however many requests wait for it
 (single-flight); unknown or dead tokens are remembered briefly (negative cache).
 Rule 3: a store failure is `temporarily_unavailable` (503): never a guess either way.
-Rule 4: an answer read before a revocation of that token was heard is never given to anyone:
-the read is repeated, so a request that arrives after the revocation (and joins a read in
-flight) cannot be let through by it.
+Rule 4: a read in flight when a revocation of its token is heard is repeated, so a request
+that arrives after the revocation (and joins that read) is never let through by an answer
+read before it.
 Rule 5: what the revocation feed carries reaches the anonymous identities too (anonymous.py).
 """
 
@@ -92,7 +92,7 @@ class Validator:
 
     def revoked(self, digests: Sequence[bytes]) -> None:
         """Evict revoked (or changed) tokens; a store read of one of them already in flight
-        is repeated before anyone gets its answer, and no read in flight caches its answer."""
+        is repeated before its answer is given, and no read in flight caches its answer."""
         self._revocations += 1
         self.cache.evict(digests)
         self.anonymous.heard(digests)
