@@ -85,7 +85,12 @@ from edgeauth.store.postgres_schema import (
     update_params,
     update_query,
 )
-from edgeauth.store.sqlite_rows import dropped_redirects, expected_client, patch_values
+from edgeauth.store.sqlite_rows import (
+    dropped_redirects,
+    expected_client,
+    grants_void,
+    patch_values,
+)
 
 __all__ = [
     "MIGRATIONS",
@@ -698,11 +703,7 @@ async def _client_changed(db: Connection, old: Credential, new: Credential) -> l
     and drops its codes (they were granted to a different client); removed redirect URIs drop
     the codes sent to them; a new client_id makes the identity cached with its unrevoked
     tokens stale."""
-    if (old.consumer_id, old.secret_hash, old.client_type) != (
-        new.consumer_id,
-        new.secret_hash,
-        new.client_type,
-    ):
+    if grants_void(old, new):
         return await _revoke_credential(db, old.id)
     removed, default = dropped_redirects(old.redirect_uris, new.redirect_uris)
     if removed:

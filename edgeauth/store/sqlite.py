@@ -47,6 +47,7 @@ from edgeauth.store.sqlite_rows import (
     credential_params,
     dropped_redirects,
     expected_client,
+    grants_void,
     json_list,
     page,
     page_query,
@@ -646,11 +647,7 @@ async def _client_changed(
     Another owner, secret hash or client type revokes its tokens and drops its codes (they
     were granted to a different client); removed redirect URIs drop the codes sent to them; a
     new client_id makes the identity cached with its unrevoked tokens stale."""
-    if (old.consumer_id, old.secret_hash, old.client_type) != (
-        new.consumer_id,
-        new.secret_hash,
-        new.client_type,
-    ):
+    if grants_void(old, new):
         return await _revoke_credential(db, old.id)
     removed, default = dropped_redirects(old.redirect_uris, new.redirect_uris)
     if removed:

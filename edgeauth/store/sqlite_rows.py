@@ -123,6 +123,12 @@ def refusal(
     return ClientChanged()
 
 
+def grants_void(old: Credential, new: Credential) -> bool:
+    """Whether what was granted to `old` does not belong to `new`: another owner, secret hash
+    or client type (its tokens are revoked and its codes dropped)."""
+    return _issued_as(old, False) != _issued_as(new, False)
+
+
 def _issued_as(credential: Credential, redirects: bool) -> tuple[object, ...]:
     fingerprint = (credential.consumer_id, credential.secret_hash, credential.client_type)
     return (*fingerprint, credential.redirect_uris) if redirects else fingerprint
