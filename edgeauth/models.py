@@ -9,6 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+# The tag of consumers and applications declared in config.toml (`[[consumers]]`): config owns
+# them, so the admin API refuses to change or delete them, and a reload changes only them.
+MANAGED_TAG = "managed-by-config"
+
 
 class ClientType(StrEnum):
     CONFIDENTIAL = "confidential"

@@ -74,6 +74,8 @@ class NewCredential:
     redirect_uris: tuple[str, ...]
     client_type: ClientType
     tags: tuple[str, ...] = ()
+    id: str | None = None  # None: a new uuid (Kong's id is kept on import or when given)
+    created_at: int | None = None  # None: now
 
 
 class Store(Protocol):
@@ -91,9 +93,16 @@ class Store(Protocol):
 
     # consumers -----------------------------------------------------------------------
     async def create_consumer(
-        self, username: str | None, custom_id: str | None, tags: tuple[str, ...] = ()
+        self,
+        username: str | None,
+        custom_id: str | None,
+        tags: tuple[str, ...] = (),
+        *,
+        id: str | None = None,
+        created_at: int | None = None,
     ) -> Consumer:
-        """Raises Conflict if the username or custom_id is taken."""
+        """Raises Conflict if the id, username or custom_id is taken. `id` None: a new uuid;
+        `created_at` None: now (both are kept when given: Kong's ids and times survive)."""
 
     async def upsert_consumer(
         self, username: str, custom_id: str | None, tags: tuple[str, ...] = ()
@@ -134,6 +143,11 @@ class Store(Protocol):
 
     async def find_token(self, access_digest: bytes) -> TokenView | None:
         """The token by access digest, revoked or expired ones included (callers judge)."""
+
+    async def import_tokens(self, records: Sequence[TokenRecord]) -> int:
+        """Insert many tokens at once (a migration from Kong), in few transactions; a record
+        whose id or access or refresh digest is already stored is skipped, so re-running an
+        import is idempotent. Returns how many were inserted."""
 
     async def find_refresh(self, refresh_digest: bytes) -> TokenRecord | None:
         """The token row holding this refresh digest, in whatever state."""
