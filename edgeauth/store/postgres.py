@@ -71,6 +71,7 @@ from edgeauth.store.postgres_schema import (
     client_params,
     code_params,
     credential_params,
+    import_params,
     page,
     page_query,
     revoke_query,
@@ -89,6 +90,7 @@ from edgeauth.store.sqlite_rows import (
     dropped_redirects,
     expected_client,
     grants_void,
+    identity,
     patch_values,
 )
 
@@ -111,6 +113,7 @@ REVOCATION_LOG_SECONDS = 3600.0  # as SQLite's: pollers must read the log sooner
 _ATTEMPTS = 3
 _MIGRATION_SECONDS = 600.0
 _INT64 = 2**63 - 1
+IMPORT_CHUNK = 5000  # tokens per transaction of an import
 
 
 class Connection(Protocol):
@@ -275,9 +278,16 @@ class PostgresStore:
 
     # consumers -----------------------------------------------------------------------
     async def create_consumer(
-        self, username: str | None, custom_id: str | None, tags: tuple[str, ...] = ()
+        self,
+        username: str | None,
+        custom_id: str | None,
+        tags: tuple[str, ...] = (),
+        *,
+        id: str | None = None,
+        created_at: int | None = None,
     ) -> Consumer:
-        params = (str(uuid.uuid4()), username, custom_id, list(tags), int(time.time()))
+        consumer_id, at = identity(id, created_at)
+        params = (consumer_id, username, custom_id, list(tags), at)
         rows = await self._change(f"{q.INSERT_CONSUMER} RETURNING *", *params)
         return to_consumer(rows[0])
 
@@ -339,7 +349,7 @@ class PostgresStore:
 
     # credentials ---------------------------------------------------------------------
     async def create_credential(self, new: NewCredential) -> Credential:
-        params = credential_params(new, str(uuid.uuid4()), int(time.time()))
+        params = credential_params(new, *identity(new.id, new.created_at))
         return to_credential((await self._change(q.INSERT_CREDENTIAL, *params))[0])
 
     async def upsert_credential(self, new: NewCredential) -> Credential:
@@ -348,7 +358,7 @@ class PostgresStore:
         async def work(db: Connection) -> tuple[Credential, list[bytes]]:
             rows = await db.fetch(q.LOCK_CLIENT, new.client_id)
             if not rows:
-                params = credential_params(new, str(uuid.uuid4()), int(time.time()))
+                params = credential_params(new, *identity(new.id, new.created_at))
                 created = await db.fetch(q.SEED_CREDENTIAL, *params)
                 if created:
                     return to_credential(created[0]), []
@@ -425,6 +435,15 @@ class PostgresStore:
         checked = client_params(expected, redirects=False)
         if not await self._change(q.TOKENS_INSERT_CHECKED, *token_params(record), *checked):
             raise ClientChanged()
+
+    async def import_tokens(self, records: Sequence[TokenRecord]) -> int:
+        """IMPORT_CHUNK rows per statement, each its own transaction; nothing is announced
+        (no cache holds a token that was not stored yet)."""
+        inserted = 0
+        for start in range(0, len(records), IMPORT_CHUNK):
+            columns = import_params(records[start : start + IMPORT_CHUNK])
+            inserted += await self._write(_imported(columns), atomic=False)
+        return inserted
 
     async def find_token(self, access_digest: bytes) -> TokenView | None:
         sql = f"{q.VIEWS_SELECT} WHERE t.access_digest = $1"
@@ -718,6 +737,15 @@ async def _revoke_credential(db: Connection, credential_id: str) -> list[bytes]:
     dead = await _digests(db, q.REVOKE_CREDENTIAL, time.time(), credential_id)
     await db.execute("DELETE FROM codes WHERE credential_id = $1", credential_id)
     return dead
+
+
+def _imported(columns: list[list[object]]) -> Work[int]:
+    """The work of inserting one chunk of an import; its result is how many rows landed."""
+
+    async def work(db: Connection) -> tuple[int, list[bytes]]:
+        return _count(await db.execute(q.IMPORT_TOKENS, *columns)), []
+
+    return work
 
 
 def _count(status: str) -> int:

@@ -11,7 +11,7 @@ always bound parameters.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import astuple, dataclass, field, fields
 from typing import Any, TypeVar
 
@@ -143,6 +143,29 @@ _TOKEN_FIELDS = tuple(f.name for f in fields(TokenRecord))
 _CODE_FIELDS = tuple(f.name for f in fields(AuthCode))
 _MARKS = ", ".join(f"${i}" for i in range(1, len(_TOKEN_FIELDS) + 1))
 TOKENS_INSERT = f"INSERT INTO tokens ({', '.join(_TOKEN_FIELDS)}) VALUES ({_MARKS})"  # noqa: S608
+# A migration's bulk insert: one array per column ($n, in _TOKEN_FIELDS order, import_params),
+# a row whose id or a digest is already stored left out. A TokenRecord field missing here
+# fails at import time.
+_TOKEN_TYPES = {
+    "id": "text",
+    "access_digest": "bytea",
+    "refresh_digest": "bytea",
+    "prefix": "text",
+    "credential_id": "text",
+    "service": "text",
+    "authenticated_userid": "text",
+    "scope": "text",
+    "family_id": "text",
+    "created_at": "float8",
+    "expires_at": "float8",
+    "refresh_expires_at": "float8",
+    "revoked_at": "float8",
+    "refresh_used_at": "float8",
+    "refresh_scope": "text",
+}
+_ARRAYS = ", ".join(f"${i}::{_TOKEN_TYPES[name]}[]" for i, name in enumerate(_TOKEN_FIELDS, 1))
+IMPORT_TOKENS = f"""INSERT INTO tokens ({", ".join(_TOKEN_FIELDS)})
+SELECT * FROM unnest({_ARRAYS}) ON CONFLICT DO NOTHING"""  # noqa: S608
 
 
 def _checked_insert(table: str, columns: tuple[str, ...], *, redirects: bool) -> str:
@@ -275,6 +298,12 @@ def to_credential(row: Row) -> Credential:
 
 def token_params(record: TokenRecord) -> tuple[object, ...]:
     return astuple(record)
+
+
+def import_params(records: Sequence[TokenRecord]) -> list[list[object]]:
+    """IMPORT_TOKENS's parameters: each column's values, in _TOKEN_FIELDS order."""
+    rows = [astuple(record) for record in records]
+    return [list(column) for column in zip(*rows, strict=True)] if rows else []
 
 
 def code_params(code: AuthCode) -> tuple[object, ...]:

@@ -48,6 +48,7 @@ from edgeauth.store.sqlite_rows import (
     dropped_redirects,
     expected_client,
     grants_void,
+    identity,
     json_list,
     page,
     page_query,
@@ -68,6 +69,7 @@ from edgeauth.store.sqlite_schema import (
     CLIENTS,
     DROP_CODES_TO,
     FIND_LIVE_REFRESH,
+    IMPORT_TOKENS,
     INSERT_CODE,
     INSERT_CONSUMER,
     INSERT_CREDENTIAL,
@@ -102,6 +104,8 @@ Work = Callable[[aiosqlite.Connection], Awaitable[tuple[T, Sequence[bytes]]]]
 # was checked against (None: saved unchecked).
 Pending = tuple[dict[str, object], Credential | None]
 
+# Tokens per transaction of an import: the gateway's own writes wait at most one chunk.
+IMPORT_CHUNK = 5000
 # How long the sweep keeps revocation-log entries: pollers must read them sooner than this.
 REVOCATION_LOG_SECONDS = 3600.0
 
@@ -185,9 +189,16 @@ class SQLiteStore:
 
     # consumers -----------------------------------------------------------------------
     async def create_consumer(
-        self, username: str | None, custom_id: str | None, tags: tuple[str, ...] = ()
+        self,
+        username: str | None,
+        custom_id: str | None,
+        tags: tuple[str, ...] = (),
+        *,
+        id: str | None = None,
+        created_at: int | None = None,
     ) -> Consumer:
-        params = (str(uuid.uuid4()), username, custom_id, json_list(tags), int(time.time()))
+        consumer_id, at = identity(id, created_at)
+        params = (consumer_id, username, custom_id, json_list(tags), at)
         return to_consumer((await self._change(f"{INSERT_CONSUMER} RETURNING *", params))[0])
 
     async def upsert_consumer(
@@ -248,7 +259,7 @@ class SQLiteStore:
 
     # credentials ---------------------------------------------------------------------
     async def create_credential(self, new: NewCredential) -> Credential:
-        params = credential_params(new, str(uuid.uuid4()), int(time.time()))
+        params = credential_params(new, *identity(new.id, new.created_at))
         return to_credential((await self._change(INSERT_CREDENTIAL, params))[0])
 
     async def upsert_credential(self, new: NewCredential) -> Credential:
@@ -258,7 +269,7 @@ class SQLiteStore:
             sql = "SELECT * FROM credentials WHERE client_id = ?"
             rows = await _fetch(db, sql, (new.client_id,))
             if not rows:
-                params = credential_params(new, str(uuid.uuid4()), int(time.time()))
+                params = credential_params(new, *identity(new.id, new.created_at))
                 return to_credential((await _fetch(db, INSERT_CREDENTIAL, params))[0]), []
             old = to_credential(rows[0])
             params = credential_params(new, old.id, old.created_at)
@@ -340,6 +351,15 @@ class SQLiteStore:
         [refused] = await self._insert_tokens([row])
         if refused is not None:
             raise refused
+
+    async def import_tokens(self, records: Sequence[TokenRecord]) -> int:
+        """IMPORT_CHUNK rows per transaction; nothing is announced (no cache holds a token
+        that was not stored yet)."""
+        inserted = 0
+        for start in range(0, len(records), IMPORT_CHUNK):
+            chunk = [token_params(record) for record in records[start : start + IMPORT_CHUNK]]
+            inserted += await self._write(_imported(chunk))
+        return inserted
 
     async def find_token(self, access_digest: bytes) -> TokenView | None:
         rows = await self._read(f"{VIEWS_SELECT} WHERE t.access_digest = ?", (access_digest,))
@@ -622,6 +642,16 @@ async def _fetch(db: aiosqlite.Connection, sql: str, params: Params = ()) -> lis
 
 async def _digests(db: aiosqlite.Connection, sql: str, params: Params) -> list[bytes]:
     return [bytes(row[0]) for row in await _fetch(db, sql, params)]
+
+
+def _imported(rows: list[dict[str, object]]) -> Work[int]:
+    """The work of inserting one chunk of an import; its result is how many rows landed."""
+
+    async def work(db: aiosqlite.Connection) -> tuple[int, list[bytes]]:
+        async with db.executemany(IMPORT_TOKENS, rows) as cursor:
+            return cursor.rowcount, []
+
+    return work
 
 
 async def _clients(db: aiosqlite.Connection, ids: Sequence[str]) -> dict[str, Credential]:

@@ -15,6 +15,8 @@ import binascii
 import json
 import math
 import sqlite3
+import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, TypeVar
@@ -70,6 +72,14 @@ def credential_params(new: NewCredential, credential_id: str, created_at: int) -
         created_at=created_at,
     )
     return params
+
+
+def identity(given_id: str | None, given_created_at: int | None) -> tuple[str, int]:
+    """The id and created_at of a new consumer or credential: those given (an import keeps
+    Kong's), else a new uuid and now."""
+    entity_id = str(uuid.uuid4()) if given_id is None else given_id
+    created_at = int(time.time()) if given_created_at is None else int(given_created_at)
+    return entity_id, created_at
 
 
 def to_credential(row: sqlite3.Row) -> Credential:

@@ -112,6 +112,8 @@ TOKENS_INSERT = """INSERT INTO tokens (id, access_digest, refresh_digest, prefix
 VALUES (:id, :access_digest, :refresh_digest, :prefix, :credential_id, :service,
     :authenticated_userid, :scope, :family_id, :created_at, :expires_at, :refresh_expires_at,
     :revoked_at, :refresh_used_at, :refresh_scope)"""
+# A migration's bulk insert: a row whose id or a digest is already stored is left out.
+IMPORT_TOKENS = f"{TOKENS_INSERT} ON CONFLICT DO NOTHING"
 # A token joined with its credential and consumer (a TokenView); callers append WHERE/ORDER.
 VIEWS_SELECT = """SELECT t.*, c.client_id, c.consumer_id, k.username, k.custom_id
 FROM tokens t JOIN credentials c ON c.id = t.credential_id
