@@ -23,6 +23,7 @@ from edgeauth.errors import SchemaViolation
 Body = Mapping[str, Any]
 CLIENT_TYPES = ("confidential", "public")
 MAX_SECONDS = 10 * 366 * 86400  # ten years: a bound keeps time arithmetic finite
+MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z
 TAG = re.compile(r"[!-~]+")  # printable ASCII without space
 _RESERVED_IN_TAGS = (",", "/")
 ID_SHAPED = "must not have the form of a UUID (token ids have it)"
@@ -109,6 +110,15 @@ class Fields:
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
             self.problems[name] = f"expected an integer from {minimum} to {maximum}"
+            return None
+        return value
+
+    def timestamp(self, name: str, now: float) -> int | None:
+        """Seconds since the epoch, not after `now`: a lifetime counts from it, so a creation
+        time in the future would stretch the lifetime."""
+        value = self.number(name, maximum=MAX_TIMESTAMP)
+        if value is not None and value > now:
+            self.problems[name] = "must not be in the future"
             return None
         return value
 
@@ -216,6 +226,8 @@ class TokenInput:
     authenticated_userid: str | None
     scope: str | None
     expires_in: int | None
+    created_at: int | None
+    ttl: int | None  # Kong's row time-to-live: seconds from now
 
 
 TOKEN_FIELDS = (
@@ -260,7 +272,7 @@ def _scope(f: Fields) -> str | None:
     return scope
 
 
-def token(body: Body, *, partial: bool = False) -> TokenInput:
+def token(body: Body, *, now: float, partial: bool = False) -> TokenInput:
     f = Fields(body, TOKEN_FIELDS)
     access = f.text("access_token", max_len=4096)
     if access is not None and is_uuid(access):  # admin paths take a token's id or value
@@ -273,5 +285,9 @@ def token(body: Body, *, partial: bool = False) -> TokenInput:
     userid = f.identity("authenticated_userid", key=False)
     scope = _scope(f)
     expires_in = f.number("expires_in")
+    created_at = f.timestamp("created_at", now)
+    ttl = f.number("ttl", minimum=1)
     f.done()
-    return TokenInput(access, refresh, credential_id, service, userid, scope, expires_in)
+    return TokenInput(
+        access, refresh, credential_id, service, userid, scope, expires_in, created_at, ttl
+    )

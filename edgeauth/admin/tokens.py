@@ -18,6 +18,7 @@ from edgeauth.admin import schemas, views
 from edgeauth.admin.consumers import find_consumer
 from edgeauth.admin.credentials import find_credential
 from edgeauth.admin.http import AdminContext, body_of, ctx, json, no_content, offset_of, size_of
+from edgeauth.config import OAuth2Settings
 from edgeauth.errors import BadRequest, Conflict, NotFound, SchemaViolation, UniqueViolation
 from edgeauth.models import TokenRecord, TokenView
 from edgeauth.store.base import Store, TokenFilter
@@ -80,13 +81,46 @@ async def find_token(store: Store, key: str) -> TokenView:
     return found
 
 
-def _expires_in(c: AdminContext, given: schemas.TokenInput) -> int:
-    if given.expires_in is not None:
-        return given.expires_in
-    for service in c.settings.services:
-        if service.name == given.service and service.oauth2 is not None:
-            return service.oauth2.token_expiration
-    return DEFAULT_EXPIRES_IN
+def _oauth2_of(c: AdminContext, service: str | None) -> OAuth2Settings | None:
+    for settings in c.settings.services:
+        if settings.name == service:
+            return settings.oauth2
+    return None
+
+
+def _end(created: float, seconds: int) -> float | None:
+    """`seconds` after the creation time; 0: never."""
+    return created + seconds if seconds > 0 else None
+
+
+def _capped(end: float | None, ttl: int | None, now: float) -> float | None:
+    """`end` cut at the row's time to live (Kong's `ttl`: seconds from now, after which Kong
+    deletes the row and with it both tokens)."""
+    if ttl is None:
+        return end
+    return now + ttl if end is None else min(end, now + ttl)
+
+
+def _lifetime(
+    c: AdminContext, given: schemas.TokenInput, now: float
+) -> tuple[float, float | None, float | None]:
+    """(created_at, expires_at, refresh_expires_at) of a new token. Both halves count from
+    its creation (the refresh token by the service's refresh_token_ttl, as ours do) and die
+    with Kong's row at the `ttl`. A token already expired is refused rather than revived."""
+    created = now if given.created_at is None else float(given.created_at)
+    oauth2 = _oauth2_of(c, given.service)
+    expires_in = given.expires_in
+    if expires_in is None:
+        expires_in = DEFAULT_EXPIRES_IN if oauth2 is None else oauth2.token_expiration
+    expires_at = _capped(_end(created, expires_in), given.ttl, now)
+    if expires_at is not None and expires_at <= now:
+        raise SchemaViolation(
+            {"expires_in": f"the token expired at {int(expires_at)} (created_at + expires_in)"}
+        )
+    if not given.refresh_token:
+        return created, expires_at, None
+    refresh_ttl = 0 if oauth2 is None else oauth2.refresh_token_ttl
+    return created, expires_at, _capped(_end(created, refresh_ttl), given.ttl, now)
 
 
 async def _record(c: AdminContext, given: schemas.TokenInput, access: str) -> TokenRecord:
@@ -98,8 +132,7 @@ async def _record(c: AdminContext, given: schemas.TokenInput, access: str) -> To
         raise SchemaViolation({"credential": "does not exist"}) from exc
     if given.service is not None and given.service not in {s.name for s in c.settings.services}:
         raise SchemaViolation({"service": "does not exist"})
-    now = time.time()
-    expires_in = _expires_in(c, given)
+    created, expires_at, refresh_expires_at = _lifetime(c, given, time.time())
     return TokenRecord(
         id=str(uuid.uuid4()),
         access_digest=crypto.digest(access),
@@ -110,9 +143,9 @@ async def _record(c: AdminContext, given: schemas.TokenInput, access: str) -> To
         authenticated_userid=given.authenticated_userid,
         scope=given.scope or "",
         family_id=str(uuid.uuid4()),
-        created_at=now,
-        expires_at=now + expires_in if expires_in > 0 else None,
-        refresh_expires_at=None,
+        created_at=created,
+        expires_at=expires_at,
+        refresh_expires_at=refresh_expires_at,
     )
 
 
@@ -132,7 +165,7 @@ async def _import(
 
 async def create(request: web.Request) -> web.Response:
     """Import (migration from Kong) or mint a token for an application."""
-    given = schemas.token(await body_of(request))
+    given = schemas.token(await body_of(request), now=time.time())
     return await _import(ctx(request), given, given.access_token or crypto.mint())
 
 
@@ -141,11 +174,18 @@ async def get(request: web.Request) -> web.Response:
     return json(views.token(found, time.time()))
 
 
+def _new_expiry(found: TokenView, given: schemas.TokenInput, now: float) -> float | bool | None:
+    """The changed expiry (False: unchanged): `expires_in` counts from the token's creation,
+    a `ttl` (PUT) cuts it at now + ttl."""
+    t = found.token
+    if given.expires_in is None and given.ttl is None:
+        return False
+    end = t.expires_at if given.expires_in is None else _end(t.created_at, given.expires_in)
+    return _capped(end, given.ttl, now)
+
+
 async def _update(c: AdminContext, found: TokenView, given: schemas.TokenInput) -> web.Response:
-    expires_at: float | bool | None = False
-    if given.expires_in is not None:
-        created = found.token.created_at
-        expires_at = created + given.expires_in if given.expires_in > 0 else None
+    expires_at = _new_expiry(found, given, time.time())
     updated = await c.store.update_token(found.token.id, expires_at=expires_at, scope=given.scope)
     if updated is None:
         raise NotFound()
@@ -159,7 +199,7 @@ async def patch(request: web.Request) -> web.Response:
     unknown = set(body) - {"expires_in", "scope"}
     if unknown:
         raise SchemaViolation({name: "cannot be changed" for name in sorted(unknown)})
-    return await _update(c, found, schemas.token(body, partial=True))
+    return await _update(c, found, schemas.token(body, now=time.time(), partial=True))
 
 
 async def put(request: web.Request) -> web.Response:
@@ -173,8 +213,9 @@ async def put(request: web.Request) -> web.Response:
         if schemas.is_uuid(key):
             raise
         body["access_token"] = key
-        return await _import(c, schemas.token(body), key, status=200)  # PUT answers 200
-    return await _update(c, found, schemas.token(body, partial=True))
+        given = schemas.token(body, now=time.time())
+        return await _import(c, given, key, status=200)  # PUT answers 200
+    return await _update(c, found, schemas.token(body, now=time.time(), partial=True))
 
 
 async def delete(request: web.Request) -> web.Response:

@@ -15,6 +15,8 @@ from tests.admin.conftest import (
     INVALID_TOKEN,
     NOT_FOUND,
     AdminWorld,
+    Reply,
+    call,
     schema_violation,
     unique_violation,
     upstream_headers,
@@ -274,6 +276,112 @@ async def test_post_schema_violations(
     assert reply.status == 400
     schema_violation(reply.body, fields)
     assert await _listed(admin_world, "") == []
+
+
+async def _until(moment: float) -> None:
+    """Sleep until just after `moment` (seconds since the epoch)."""
+    await asyncio.sleep(max(0.0, moment - time.time()) + 0.2)
+
+
+async def _refresh(world: AdminWorld, refresh_token: str) -> Reply:
+    body = {
+        "grant_type": "refresh_token",
+        "refresh_token": refresh_token,
+        "client_id": "clientid",
+        "client_secret": SECRET,
+    }
+    return await call(world.proxy, "POST", world.token_url, json=body)
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+async def test_an_imported_token_lives_from_its_created_at(
+    admin_world: AdminWorld, method: str
+) -> None:
+    """A Kong token made an hour ago with expires_in 3600 has two seconds left, not an hour."""
+    created = int(time.time()) - 3598
+    body = {"credential": "clientid", "service": "events", "expires_in": 3600}
+    body |= {"created_at": created, "access_token": IMPORTED}
+    path = "/oauth2_tokens" if method == "POST" else f"/oauth2_tokens/{IMPORTED}"
+    made = await admin_world.admin(method, path, json=body)
+    assert made.status in (200, 201), made.text
+    assert made.body["created_at"] == created
+    assert made.body["expires_in"] == 3600
+    assert made.body["expires_at"] == created + 3600
+    assert (await admin_world.proxied(IMPORTED)).status == 200
+    await _until(created + 3600)
+    refused = await admin_world.proxied(IMPORTED)
+    assert refused.status == 401
+    assert refused.body == INVALID_TOKEN
+    [entry] = await _listed(admin_world, "")
+    assert entry["active"] is False
+
+
+async def test_an_imported_token_dies_with_its_ttl(admin_world: AdminWorld) -> None:
+    """Kong's `ttl` is the row's time to live: at its end both halves of the pair are gone."""
+    refresh_token = "imported-refresh-0123456789-abcdefghijk"
+    body: dict[str, Any] = {
+        "credential": "clientid",
+        "service": "events",
+        "access_token": IMPORTED,
+        "refresh_token": refresh_token,
+        "expires_in": 3600,
+        "ttl": 2,
+    }
+    before = time.time()
+    made = await admin_world.admin("POST", "/oauth2_tokens", json=body)
+    assert made.status == 201, made.text
+    assert made.body["expires_at"] <= time.time() + 2
+    assert made.body["expires_in"] <= 3
+    assert (await admin_world.proxied(IMPORTED)).status == 200
+    await _until(before + 2 + 1)
+    assert (await admin_world.proxied(IMPORTED)).body == INVALID_TOKEN
+    refused = await _refresh(admin_world, refresh_token)
+    assert refused.status == 400
+    assert refused.body == {
+        "error": "invalid_grant",
+        "error_description": "The refresh_token has expired",
+    }
+
+
+async def test_a_ttl_put_on_a_stored_token_cuts_its_life(admin_world: AdminWorld) -> None:
+    issued = await admin_world.password_token("clientid", SECRET, "u1")
+    access = issued["access_token"]
+    assert (await admin_world.proxied(access)).status == 200  # cached from here on
+    before = time.time()
+    cut = await admin_world.admin("PUT", f"/oauth2_tokens/{access}", json={"ttl": 1})
+    assert cut.status == 200, cut.text
+    assert before <= cut.body["expires_at"] <= time.time() + 1
+    await _until(before + 2)
+    assert (await admin_world.proxied(access)).body == INVALID_TOKEN
+
+
+@pytest.mark.parametrize(
+    ("extra", "fields"),
+    [
+        (
+            {"created_at": 1_700_000_000, "expires_in": 3600},
+            {"expires_in": "the token expired at 1700003600 (created_at + expires_in)"},
+        ),
+        ({"created_at": 4_000_000_000}, {"created_at": "must not be in the future"}),
+        (
+            {"created_at": "yesterday"},
+            {"created_at": "expected an integer from 0 to 253402300799"},
+        ),
+        ({"ttl": 0}, {"ttl": "expected an integer from 1 to 316224000"}),
+    ],
+    ids=["expired", "future-created-at", "bad-created-at", "zero-ttl"],
+)
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+async def test_an_import_that_cannot_live_is_refused(
+    admin_world: AdminWorld, method: str, extra: dict[str, Any], fields: dict[str, Any]
+) -> None:
+    body = {"credential": "clientid", "service": "events", "access_token": IMPORTED, **extra}
+    path = "/oauth2_tokens" if method == "POST" else f"/oauth2_tokens/{IMPORTED}"
+    reply = await admin_world.admin(method, path, json=body)
+    assert reply.status == 400
+    schema_violation(reply.body, fields)
+    assert await _listed(admin_world, "") == []
+    assert (await admin_world.proxied(IMPORTED)).status == 401
 
 
 async def test_put_imports_by_value(admin_world: AdminWorld) -> None:
