@@ -27,7 +27,7 @@ from edgeauth.admin.http import AdminContext
 from edgeauth.bootstrap import policy_for, read_or_create_secret
 from edgeauth.bus import WorkerBus
 from edgeauth.cache import CLIENT_ID, CONSUMER, IDENTITY, Header, TokenCache
-from edgeauth.config import ServiceSettings, Settings
+from edgeauth.config import OAuth2Settings, ServiceSettings, Settings
 from edgeauth.errors import (
     BadPath,
     EdgeAuthError,
@@ -49,7 +49,7 @@ from edgeauth.oauth import routes as oauth_routes
 from edgeauth.oauth.policy import Policy
 from edgeauth.protocol import Connections, GatewayProtocol, Limits
 from edgeauth.proxy import headers as hdr
-from edgeauth.proxy.routes import forward, peer_of
+from edgeauth.proxy.routes import form_cap, forward, peer_of, read_whole
 from edgeauth.proxy.upstream import Upstream
 from edgeauth.revocations import RevocationFollower
 
@@ -74,6 +74,34 @@ def _hidden_headers(settings: Settings, service: ServiceSettings) -> frozenset[s
     if service.oauth2 is not None and service.oauth2.hide_credentials:
         dropped.add(service.oauth2.auth_header_name)
     return frozenset(dropped)
+
+
+def _token_outside_body(
+    request: Request, s: OAuth2Settings, raw_query: str
+) -> tuple[str | None, str]:
+    """The token of the header or the query, and the query to forward."""
+    header_token = bearer.from_header(request.headers.getall(s.auth_header_name, []))
+    query_token: str | None = None
+    if s.accept_token_in_query or s.hide_credentials:
+        found, stripped = bearer.split_query_token(raw_query)
+        if s.accept_token_in_query:
+            query_token = found
+        if s.hide_credentials:
+            raw_query = stripped  # design §3: never forwarded, used or not
+    return bearer.choose(header_token, query_token), raw_query
+
+
+async def _token_in_body(
+    request: Request, s: OAuth2Settings, target: Target, token: str | None
+) -> tuple[str | None, bytes | None]:
+    """`accept_token_in_body`: the one token of the request, and the body to forward if it
+    was read. Only a form body is read (RFC 6750 §2.2), whole and capped (form_cap); a token
+    found elsewhere too is still invalid_request, so it is read even then."""
+    if not bearer.is_form(request.method, request.headers.getall("Content-Type", [])):
+        return token, None
+    body = await read_whole(request, form_cap(target))
+    body_token, stripped = bearer.split_form_token(body)
+    return bearer.choose(token, body_token), stripped if s.hide_credentials else body
 
 
 class Gateway:
@@ -308,6 +336,7 @@ class Gateway:
         ex.service = target.service.name
         ex.route = target.route.name
         identity: tuple[Header, ...] = ()
+        whole_body: bytes | None = None
         policy = self.policies.get(target.service.name)
         if policy is not None:
             endpoint = oauth_routes.endpoint_of(path.path)
@@ -317,7 +346,9 @@ class Gateway:
                 )
                 ex.status = resp.status
                 return resp
-            identity, raw_query = await self._authenticate(request, policy, target, raw_query, ex)
+            identity, raw_query, whole_body = await self._authenticate(
+                request, policy, target, raw_query, ex
+            )
         return await forward(
             request,
             target,
@@ -329,6 +360,7 @@ class Gateway:
             identity=identity,
             hidden=self._hidden[target.service.name],
             raw_query=raw_query,
+            whole_body=whole_body,
         )
 
     def _metadata(self, request: Request, peer: hdr.Peer, prefix: str) -> Response:
@@ -347,18 +379,14 @@ class Gateway:
         target: Target,
         raw_query: str,
         ex: Exchange,
-    ) -> tuple[tuple[Header, ...], str]:
-        """Identity headers for upstream, and the query to forward (design §5 steps 2-3)."""
+    ) -> tuple[tuple[Header, ...], str, bytes | None]:
+        """Identity headers for upstream, the query to forward, and the body to forward when it
+        had to be read to find the token (design §5 steps 2-3)."""
         s = policy.settings
-        header_token = bearer.from_header(request.headers.getall(s.auth_header_name, []))
-        query_token: str | None = None
-        if s.accept_token_in_query or s.hide_credentials:
-            found, stripped = bearer.split_query_token(raw_query)
-            if s.accept_token_in_query:
-                query_token = found
-            if s.hide_credentials:
-                raw_query = stripped  # design §3: never forwarded, used or not
-        token = bearer.choose(header_token, query_token)
+        token, raw_query = _token_outside_body(request, s, raw_query)
+        body: bytes | None = None
+        if s.accept_token_in_body and request.body_exists:  # else no body is ever read here
+            token, body = await _token_in_body(request, s, target, token)
         try:
             if token is None:
                 raise MissingToken()
@@ -369,14 +397,14 @@ class Gateway:
                 self.metrics.validation("missing" if isinstance(exc, MissingToken) else "invalid")
                 raise
             self.metrics.validation("anonymous")
-            return await self._anonymous_identity(s.anonymous, ex), raw_query
+            return await self._anonymous_identity(s.anonymous, ex), raw_query, body
         except OAuthError as exc:
             self.metrics.validation(exc.error)
             raise
         self.metrics.validation("valid")
         ex.consumer = entry[CONSUMER]
         ex.client_id = entry[CLIENT_ID]
-        return entry[IDENTITY], raw_query
+        return entry[IDENTITY], raw_query, body
 
     async def _anonymous_identity(self, anonymous: str, ex: Exchange) -> tuple[Header, ...]:
         """Kong's `anonymous`: the named consumer's identity, flagged as anonymous."""

@@ -1,9 +1,12 @@
 """The proxy handler: forward one matched request upstream and stream the answer back.
 
 Rule 1: bodies stream both ways in the chunks they arrive in, with backpressure on both legs;
-nothing buffers a whole body, so memory per request is flat whatever the size.
+nothing buffers a whole body, so memory per request is flat whatever the size. The one
+exception, a form body searched for its token (`accept_token_in_body`), is read whole only
+up to FORM_CAP bytes.
 Rule 2: `Expect: 100-continue` is answered only here, after every check that can refuse the
-request has passed, so a refused upload is never sent.
+request has passed, so a refused upload is never sent; or, for a form body that must be read
+to find the token, once its declared length is within the cap.
 Rule 3: once the response has started, a failure can only be signalled by aborting the
 connection; the upstream response is then closed, never returned half-read to the pool.
 """
@@ -18,12 +21,15 @@ from edgeauth.config import ServerSettings
 from edgeauth.errors import BodyTooLarge, UpstreamTimeout
 from edgeauth.exchange import Exchange
 from edgeauth.messages import AnyResponse, Request, Response, StreamResponse
+from edgeauth.oauth.params import MAX_BODY_BYTES
 from edgeauth.proxy import headers as hdr
 from edgeauth.proxy.connection import UpstreamConnection
 from edgeauth.proxy.upstream import BodyStream, Upstream, translate
 from edgeauth.routing import Target
 
 log = logging.getLogger(__name__)
+
+FORM_CAP = MAX_BODY_BYTES  # a form body read whole, like the OAuth endpoints' bodies
 
 
 def peer_of(request: Request, server: ServerSettings) -> hdr.Peer:
@@ -49,6 +55,31 @@ def check_declared_length(request: Request, target: Target) -> None:
         raise BodyTooLarge()
 
 
+def form_cap(target: Target) -> int:
+    """The most of a form body read whole to find its token: FORM_CAP, or the route's
+    `max_request_body_bytes` if smaller."""
+    limit = target.service.max_request_body_bytes
+    return min(FORM_CAP, limit) if limit else FORM_CAP
+
+
+async def read_whole(request: Request, cap: int) -> bytes:
+    """The whole body, never holding more than `cap` bytes of it: over `cap` is 413, by its
+    declared length before `100 Continue` and before any byte is read. The body timers of
+    protocol.py bound the wait."""
+    length = request.content_length
+    if length is not None and length > cap:
+        raise BodyTooLarge()
+    request.send_continue()
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read_any():
+        size += len(chunk)
+        if size > cap:
+            raise BodyTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def upstream_target(target: Target, path: str, raw_query: str) -> str:
     """The request-target to send upstream: the service's path and the query as received."""
     upstream_path = target.upstream_path(path)
@@ -67,8 +98,10 @@ async def forward(
     identity: Iterable[tuple[str, str]] = (),
     hidden: frozenset[str] = frozenset(),
     raw_query: str = "",
+    whole_body: bytes | None = None,
 ) -> AnyResponse:
-    """Proxy the request to the target's service and stream the response back."""
+    """Proxy the request to the target's service and stream the response back; `whole_body`
+    is the body to send instead of the client's, which the gateway has already read."""
     check_declared_length(request, target)
     strip = target.route.strip_path and target.prefix != "/"
     fwd = hdr.forwarded(
@@ -83,7 +116,9 @@ async def forward(
         hidden=hidden,
     )
     body = None
-    if request.body_exists:
+    if whole_body is not None:
+        body = BodyStream.whole(whole_body)
+    elif request.body_exists:
         body = BodyStream(
             request.content.iter_any(),
             target.service.max_request_body_bytes,

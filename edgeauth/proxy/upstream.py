@@ -79,6 +79,17 @@ class BodyStream:
     def too_large(self) -> bool:
         return bool(self._limit) and self.size > self._limit
 
+    @classmethod
+    def whole(cls, data: bytes) -> BodyStream:
+        """A body the gateway has already read (and may have changed): sent as one piece with
+        the length of these bytes, never the client's."""
+        return cls(_once(data), 0, len(data))
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    if data:
+        yield data
+
 
 def _ssl_for(service: ServiceSettings) -> ssl.SSLContext | None:
     if not service.url.startswith("https:"):
