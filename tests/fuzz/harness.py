@@ -21,7 +21,7 @@ from tests.conftest import ServeProcess, write_config
 from tests.fuzz import answers, oracle
 from tests.fuzz.client import Outcome, converse, parse
 from tests.fuzz.model import Conversation, Example, Unit
-from tests.fuzz.strategies import TOKEN_PLACEHOLDER
+from tests.fuzz.strategies import FORM_TOKEN_PLACEHOLDER, TOKEN_PLACEHOLDER
 from tests.fuzz.upstream import Answer, RecordingUpstream
 
 CONSUMER = "fuzzer"
@@ -71,7 +71,11 @@ class Harness:
                 "name": "priv",
                 "url": url,
                 "routes": [protected_route],
-                "oauth2": {"enable_client_credentials": True, "scopes": ["read"]},
+                "oauth2": {
+                    "enable_client_credentials": True,
+                    "scopes": ["read"],
+                    "accept_token_in_body": True,
+                },
                 **timeouts,
             },
         ]
@@ -105,6 +109,7 @@ class Harness:
         self.log = oracle.AccessLog(directory / "access.log")
         self.pids = sorted(self.gateway.worker_pids())
         self.token = self._get_token()
+        assert len(self.token) == len(FORM_TOKEN_PLACEHOLDER)  # the framing relies on it
         self.rss_start = self.rss()
         self.examples = 0
         self.failures_seen = 0
@@ -160,7 +165,8 @@ class Harness:
         self.script = {u.marker: (u.answer, u.early) for u in example.units()}
         outcomes: list[Outcome] = []
         for conv in example.conversations:
-            outcomes.append(converse(self.port, self.ctx, conv, self.token, TOKEN_PLACEHOLDER))
+            sent = self._with_form_token(conv)
+            outcomes.append(converse(self.port, self.ctx, sent, self.token, TOKEN_PLACEHOLDER))
         self._flush_log()
         held = self._held()
         conns = self.upstream.take(close=True)
@@ -181,6 +187,14 @@ class Harness:
                 self._record(example, failures)
                 return []
         return failures
+
+    def _with_form_token(self, conv: Conversation) -> Conversation:
+        """The token in place of its form-body placeholder (same length: framing intact)."""
+        units = tuple(
+            dataclasses.replace(u, raw=u.raw.replace(FORM_TOKEN_PLACEHOLDER, self.token))
+            for u in conv.units
+        )
+        return dataclasses.replace(conv, units=units)
 
     def _record(self, example: Example, failures: list[str]) -> None:
         size = sum(len(u.raw) for u in example.units())

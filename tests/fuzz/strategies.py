@@ -15,6 +15,10 @@ from tests.fuzz.answers import KINDS
 from tests.fuzz.model import Conversation, Example, Unit, stronger
 
 TOKEN_PLACEHOLDER = b"@TOKEN@"  # replaced by the real bearer token when sent
+# In a form body: as long as the token (token_urlsafe(32)), so that the framing stays right.
+FORM_TOKEN_PLACEHOLDER = b"@FORM-TOKEN@".ljust(43, b"-")
+FORM = b"Content-Type: application/x-www-form-urlencoded"
+FORM_METHODS = ("POST", "PUT", "PATCH")
 PUBLIC = "/app/"
 PROTECTED = "/app/admin/"
 FORGED = (
@@ -132,6 +136,13 @@ def _body_bytes(draw: st.DrawFn, method: str, smuggle: str) -> bytes:
     if kind == "empty":
         return b""
     return draw(st.binary(min_size=1, max_size=40))
+
+
+def _form_body(draw: st.DrawFn, smuggle: str) -> bytes:
+    """A form body carrying the token (`accept_token_in_body` on the protected service)."""
+    before = draw(st.sampled_from([b"", b"a=1&", b"&"]))
+    after = draw(st.sampled_from([b"", b"&b=2", b"&", b"&r=" + smuggled_request(smuggle)]))
+    return before + b"access_token=" + FORM_TOKEN_PLACEHOLDER + after
 
 
 def _framing(draw: st.DrawFn, d: Draft, body: bytes) -> None:
@@ -418,13 +429,19 @@ def unit(draw: st.DrawFn, marker: str, smuggle: str) -> Unit:
     d = Draft(method, path)
     if note:
         d.notes.append(note)
-    if token:
+    form = protected and method in FORM_METHODS and draw(st.integers(0, 2)) == 0
+    in_body = form and token and draw(st.booleans())
+    if form:
+        d.lines.append(FORM)
+    if token and not in_body:
         d.lines.append(b"Authorization: Bearer " + TOKEN_PLACEHOLDER)
-    body = (
-        _body_bytes(draw, method, smuggle)
-        if method not in ("GET", "HEAD") or draw(st.integers(0, 5)) == 0
-        else b""
-    )
+    if in_body:
+        body = _form_body(draw, smuggle)
+        d.notes.append("token in the form body")
+    elif method not in ("GET", "HEAD") or draw(st.integers(0, 5)) == 0:
+        body = _body_bytes(draw, method, smuggle)
+    else:
+        body = b""
     _framing(draw, d, body)
     mutate = draw(st.integers(0, 9))
     if mutate in (1, 2, 3):
