@@ -1,5 +1,5 @@
-"""Command line: `edgeauth serve | check-config | gen-cert | demo | version` and the admin
-clients `consumers | apps | tokens`.
+"""Command line: `edgeauth serve | check-config | gen-cert | demo | version`, the admin
+clients `consumers | apps | tokens`, and `import kong`.
 
 The only module that reads argv, prints for humans and calls sys.exit. Exit codes: 0 ok,
 2 usage, 78 configuration (EX_CONFIG), 69 unavailable (EX_UNAVAILABLE).
@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     cert.add_argument("--force", action="store_true", help="overwrite an existing certificate")
     sub.add_parser("version", help="print the version")
     _admin_parsers(sub)
+    _import_parsers(sub)
     worker = sub.add_parser("_worker")  # started by `serve`, not by people
     worker.add_argument("-c", "--config", required=True)
     worker.add_argument("--tls-fds", default="")
@@ -111,6 +112,17 @@ def _admin_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     which.add_argument("--user", metavar="U", help="every token of this authenticated_userid")
     which.add_argument("--app", metavar="CLIENT_ID", help="every token of this application")
     which.add_argument("--consumer", metavar="C", help="every token of this consumer")
+
+
+def _import_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`import kong`: consumers, applications and tokens from Kong (edgeauth.kong)."""
+    from edgeauth.kong.command import add_arguments
+
+    text = "import from another gateway"
+    sources = sub.add_parser("import", help=text, description=text)
+    which = sources.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    text = "consumers, applications and tokens from Kong; services as [[services]] TOML"
+    add_arguments(which.add_parser("kong", help=text, description=text), _default_config())
 
 
 def _fds(text: str) -> list[int]:
@@ -203,6 +215,12 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return run(args, settings, sys.stdout, sys.stderr)
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from edgeauth.kong.command import run
+
+    return run(args, load_or_exit(args.config), sys.stdout, sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     commands = {
@@ -214,6 +232,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "consumers": cmd_admin,
         "apps": cmd_admin,
         "tokens": cmd_admin,
+        "import": cmd_import,
     }
     if args.command == "version":
         sys.stdout.write(f"edgeauth {__version__}\n")
