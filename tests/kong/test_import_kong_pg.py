@@ -26,7 +26,7 @@ require_driver()
 
 PROVISION_KEY = "kong-provision-key-0123456789"
 CLEAR, HASHED = "clear-secret-of-alice", "hashed-secret-of-bob"
-SHORT_LIFE = 4.0  # seconds an imported access token has left when imported
+SHORT_LIFE = 3.0  # seconds an imported access token has left when imported
 
 
 @dataclass
