@@ -156,11 +156,13 @@ class _Plugins:
 
 
 def _names(data: KongData) -> dict[str, str]:
-    """Entity ids → their names, for messages."""
+    """References (ids or names) → quoted names, for messages."""
     named: list[tuple[str | None, str | None]] = [(s.id, s.name) for s in data.services]
     named += [(r.id, r.name) for r in data.routes]
     named += [(c.id, c.username or c.custom_id) for c in data.consumers]
-    return {ref: f'"{name}"' for ref, name in named if ref is not None and name is not None}
+    found = {name: f'"{name}"' for _, name in named if name is not None}
+    found.update((ref, f'"{name}"') for ref, name in named if ref is not None and name is not None)
+    return found
 
 
 # one Kong service -----------------------------------------------------------------------------
