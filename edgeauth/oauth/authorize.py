@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote_plus, urlencode
 
 from edgeauth import crypto
 from edgeauth.errors import (
@@ -33,12 +33,19 @@ CODE_SECONDS = 60
 
 
 def with_params(uri: str, params: dict[str, str], *, fragment: bool = False) -> str:
-    """The registered URI with `params` appended to its query (or set as its fragment); the
-    registered query is kept byte for byte (RFC 6749 §3.1.2)."""
+    """The registered URI with `params` added to its query (or set as its fragment). The
+    registered query's other parameters are kept byte for byte (RFC 6749 §3.1.2); one named
+    like a parameter we add (a stale `code`) is replaced, so the client reads only ours."""
     if fragment:
         return f"{uri}#{urlencode(params)}"  # registered URIs never carry a fragment
-    query = urlsplit(uri).query
-    return f"{uri}{'&' if query else '?'}{urlencode(params)}"
+    base, _, query = uri.partition("?")  # and so the query runs to the end
+    pairs = query.split("&") if query else []
+    kept = [pair for pair in pairs if _name(pair) not in params]
+    return f"{base}?{'&'.join([*kept, urlencode(params)])}"
+
+
+def _name(pair: str) -> str:
+    return unquote_plus(pair.partition("=")[0])
 
 
 def redirect_uri_of(params: Params, client: Credential) -> tuple[str, bool]:

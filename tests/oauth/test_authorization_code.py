@@ -435,48 +435,70 @@ async def test_a_redirect_uri_registered_through_the_admin_api(
     gw: RunningGateway, client: aiohttp.ClientSession
 ) -> None:
     uri = "https://admin.example/cb?app=7"
-    async with (
-        aiohttp.ClientSession(headers=gw.admin_headers) as admin,
-        admin.post(
-            f"{gw.admin_url}/consumers/ClientApp/oauth2",
-            json={"name": "Added", "client_id": "addedclient", "redirect_uris": [uri]},
-        ) as resp,
-    ):
-        assert resp.status == 201, await resp.text()
-        secret = (await resp.json())["client_secret"]
+    app = {"name": "Added", "client_id": "addedclient", "redirect_uris": [uri]}
+    secret = (await _admin(gw, "POST", "/consumers/ClientApp/oauth2", app))["client_secret"]
     code = code_of(await authorize(client, gw, client_id="addedclient"), base=uri)
     tokens = await exchange(client, gw, code, client_id="addedclient", secret=secret)
     assert_tokens(tokens)
 
 
+async def test_a_code_in_the_registered_query_is_replaced_not_repeated(
+    gw: RunningGateway, client: aiohttp.ClientSession
+) -> None:
+    """A client reading the first `code` of its callback must get ours: a registered
+    `code` (or `state`) is replaced; the registered query's other parameters stay as
+    registered, in their order."""
+    uri = "https://admin.example/cb?code=stale&app=7&state=old&x=a%20b"
+    app = {"name": "Stale", "client_id": "staleclient", "redirect_uris": [uri]}
+    secret = (await _admin(gw, "POST", "/consumers/ClientApp/oauth2", app))["client_secret"]
+    answer = await authorize(client, gw, client_id="staleclient")
+    assert answer.status == 200, answer.raw
+    sent = answer.body["redirect_uri"]
+    pairs = parse_qsl(urlsplit(sent).query)
+    assert [name for name, _ in pairs] == ["app", "x", "code", "state"]
+    code = dict(pairs)["code"]
+    assert sent == f"https://admin.example/cb?app=7&x=a%20b&code={code}&state={STATE}"
+    tokens = await exchange(
+        client, gw, code, client_id="staleclient", secret=secret, redirect_uri=uri
+    )
+    assert_tokens(tokens)
+
+
+async def _admin(gw: RunningGateway, method: str, path: str, body: dict[str, Any]) -> Any:
+    """One admin API call that must succeed; its JSON body."""
+    async with (
+        aiohttp.ClientSession(headers=gw.admin_headers) as admin,
+        admin.request(method, f"{gw.admin_url}{path}", json=body) as resp,
+    ):
+        assert resp.status in (200, 201), await resp.text()
+        return await resp.json()
+
+
 async def test_dropping_a_redirect_uri_drops_the_codes_delivered_to_it(
     gw: RunningGateway, client: aiohttp.ClientSession
 ) -> None:
-    """Issue 13, point 6: a code must not outlive the registration of the URI it went to."""
+    """Issue 13, point 6: a code must not outlive the registration of the URI it went to.
+    (An application of the admin API's: config.toml's own cannot be changed there.)"""
+    app = {"name": "Droppy", "client_id": "droppy", "redirect_uris": [MULTI_FIRST, MULTI_QUERY]}
+    secret = (await _admin(gw, "POST", "/consumers/ClientApp/oauth2", app))["client_secret"]
     named = code_of(
-        await authorize(client, gw, client_id="multiclient", redirect_uri=MULTI_QUERY),
+        await authorize(client, gw, client_id="droppy", redirect_uri=MULTI_QUERY),
         base=MULTI_QUERY,
     )
-    default = code_of(await authorize(client, gw, client_id="multiclient"), base=MULTI_FIRST)
+    default = code_of(await authorize(client, gw, client_id="droppy"), base=MULTI_FIRST)
     kept = code_of(
-        await authorize(client, gw, client_id="multiclient", redirect_uri=MULTI_FIRST),
+        await authorize(client, gw, client_id="droppy", redirect_uri=MULTI_FIRST),
         base=MULTI_FIRST,
     )
-    async with (
-        aiohttp.ClientSession(headers=gw.admin_headers) as admin,
-        admin.patch(
-            f"{gw.admin_url}/oauth2/multiclient", json={"redirect_uris": [MULTI_FIRST]}
-        ) as r,
-    ):
-        assert r.status == 200, await r.text()
+    await _admin(gw, "PATCH", "/oauth2/droppy", {"redirect_uris": [MULTI_FIRST]})
     gone = await exchange(
-        client, gw, named, client_id="multiclient", secret=MULTI_SECRET, redirect_uri=MULTI_QUERY
+        client, gw, named, client_id="droppy", secret=secret, redirect_uri=MULTI_QUERY
     )
     assert_refused(gone, INVALID_CODE)
     # Codes delivered to the URI still registered (named, or as the default) stay good.
-    assert_tokens(await exchange(client, gw, default, client_id="multiclient", secret=MULTI_SECRET))
+    assert_tokens(await exchange(client, gw, default, client_id="droppy", secret=secret))
     kept_tokens = await exchange(
-        client, gw, kept, client_id="multiclient", secret=MULTI_SECRET, redirect_uri=MULTI_FIRST
+        client, gw, kept, client_id="droppy", secret=secret, redirect_uri=MULTI_FIRST
     )
     assert_tokens(kept_tokens)
 
