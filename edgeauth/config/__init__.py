@@ -48,6 +48,7 @@ __all__ = [
     "StoreSettings",
     "load_settings",
     "parse_settings",
+    "parse_toml",
 ]
 
 
@@ -64,14 +65,25 @@ def parse_settings(
     return settings
 
 
+def parse_toml(text: str, *, source: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """config.toml's text → Settings, as if read from `source` (POST /config checks a new
+    file whole before writing it there); `environ` None means no overrides."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{Path(source).name}: TOML syntax error: {exc}"]) from exc
+    return parse_settings(data, source=source, environ=environ)
+
+
 def load_settings(path: Path | str, environ: Mapping[str, str] | None = None) -> Settings:
     """Reads and validates config.toml; overrides come from os.environ unless `environ` is given."""
     source = Path(path).absolute()
     try:
-        with source.open("rb") as handle:
-            data = tomllib.load(handle)
+        raw = source.read_bytes()
     except OSError as exc:
         raise ConfigError([f"{source.name}: cannot read {source}: {reason(exc)}"]) from exc
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise ConfigError([f"{source.name}: TOML syntax error: {exc}"]) from exc
-    return parse_settings(data, source=source, environ=os.environ if environ is None else environ)
+    return parse_toml(text, source=source, environ=os.environ if environ is None else environ)

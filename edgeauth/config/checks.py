@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from edgeauth.config.scalars import fold, show
 from edgeauth.config.schema import (
     AdminSettings,
+    ConsumerSettings,
     CredentialSettings,
     LogSettings,
     OAuth2Settings,
@@ -29,6 +30,7 @@ _NAME = re.compile(r"[A-Za-z0-9._~-]+")  # Kong's name alphabet; service names a
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Z-]+")  # RFC 9110 §5.6.2, upper-case only
 _FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # the same, lower-case only
 _HASH_PREFIX = "$pbkdf2-sha512$"
+_TAG = re.compile(r"[!-~]+")  # Kong's tags: printable ASCII, no space; "," and "/" are filters
 
 
 def _is_loopback(host: str) -> bool:
@@ -181,7 +183,22 @@ def _check_credential(cred: CredentialSettings, path: str, ctx: Context) -> Cred
     for i, uri in enumerate(cred.redirect_uris):
         if problem := _url_problem(uri, ()):
             ctx.problem(f"{path}.redirect_uris[{i}]", problem)
+    _check_tags(cred.tags, join(path, "tags"), ctx)
     return cred
+
+
+def _check_consumer(consumer: ConsumerSettings, path: str, ctx: Context) -> ConsumerSettings:
+    _check_tags(consumer.tags, join(path, "tags"), ctx)
+    return consumer
+
+
+def _check_tags(tags: tuple[str, ...], path: str, ctx: Context) -> None:
+    """The admin API's rule, so that `?tags=` filters can find what config tags."""
+    for i, tag in enumerate(tags):
+        if not _TAG.fullmatch(tag) or "," in tag or "/" in tag:
+            ctx.problem(
+                f"{path}[{i}]", f'use printable ASCII without space, "," or "/"; got {show(tag)}'
+            )
 
 
 def _unique(items: Iterable[tuple[str, str]], what: str, ctx: Context) -> None:
@@ -311,6 +328,29 @@ def exposure_warnings(settings: Settings) -> list[str]:
     return warnings
 
 
+def restart_needed(old: Settings, new: Settings) -> list[str]:
+    """Keys a reload cannot apply: the supervisor binds the listeners and starts the workers
+    once, so a config changing them is refused whole rather than half applied."""
+    changes = {
+        "server.listen": (old.server.listen, new.server.listen),
+        "server.http_listen": (old.server.http_listen, new.server.http_listen),
+        "admin.listen": ((old.admin.listen,), (new.admin.listen,)),
+        "server.workers": (old.server.workers, new.server.workers),
+    }
+    return [
+        f"{new.source.name}: {key}: a reload cannot change it (running: {_shown(was)}); restart"
+        " instead"
+        for key, (was, now) in changes.items()
+        if was != now
+    ]
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, tuple):
+        return ", ".join(str(item) for item in value) or "none"
+    return str(value)
+
+
 def anonymous_notes(settings: Settings) -> list[str]:
     """Routes whose required_scopes turn off their service's `anonymous` fallback: an
     anonymous consumer holds no scope, so such a route refuses a missing or invalid token."""
@@ -337,5 +377,6 @@ CHECKS: dict[type[Any], Check] = {
     OAuth2Settings: _check_oauth2,
     ServiceSettings: _check_service,
     CredentialSettings: _check_credential,
+    ConsumerSettings: _check_consumer,
     Settings: _check_settings,
 }

@@ -225,12 +225,14 @@ class CredentialSettings:
     client_secret_hash: str | None = None
     redirect_uris: tuple[str, ...] = ()
     client_type: Literal["confidential", "public"] = "confidential"
+    tags: tuple[str, ...] = ()  # kept beside the tag that marks it config's (bootstrap.py)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConsumerSettings:
     username: _Key
     custom_id: Annotated[str | None, Mark.IDENTITY] = None
+    tags: tuple[str, ...] = ()  # kept beside the tag that marks it config's (bootstrap.py)
     oauth2: tuple[CredentialSettings, ...] = ()
 
 

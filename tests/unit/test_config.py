@@ -22,7 +22,9 @@ from edgeauth.config import (
     Settings,
     load_settings,
     parse_settings,
+    parse_toml,
 )
+from edgeauth.config.checks import restart_needed
 from edgeauth.errors import ConfigError
 
 SERVICE = """
@@ -256,6 +258,7 @@ ca_file = "ca.pem"
 [[consumers]]
 username = "ClientApp"
 custom_id = "c-1"
+tags = ["team-a"]
 
   [[consumers.oauth2]]
   name = "Public"
@@ -272,6 +275,7 @@ custom_id = "c-1"
   name = "Plain"
   client_id = "plain-app"
   client_secret = "s3cret"
+  tags = ["web", "v2"]
 """
 
 
@@ -354,7 +358,7 @@ def test_every_section_parses_to_typed_values(tmp_path: Path) -> None:
         realm="iris",
     )
     (consumer,) = settings.consumers
-    assert consumer.custom_id == "c-1"
+    assert (consumer.custom_id, consumer.tags) == ("c-1", ("team-a",))
     public, hashed, plain = consumer.oauth2
     assert (public.client_type, public.client_secret, public.client_secret_hash) == (
         "public",
@@ -364,6 +368,7 @@ def test_every_section_parses_to_typed_values(tmp_path: Path) -> None:
     assert public.redirect_uris == ("https://app.example/cb?x=1", "http://127.0.0.1:9000/cb")
     assert hashed.client_secret_hash == "$pbkdf2-sha512$i=10000,l=32$c2FsdA$aGFzaA"
     assert (plain.client_type, plain.client_secret) == ("confidential", "s3cret")
+    assert (plain.tags, public.tags) == (("web", "v2"), ())
 
 
 def test_default_certificate_files_must_exist(tmp_path: Path) -> None:
@@ -694,6 +699,15 @@ ONE_PROBLEM = [
         CONSUMER + '  client_type = "private"',
         'consumers[0].oauth2[0].client_type: expected one of "confidential", "public"',
     ),
+    (  # the admin API's tag rule: `?tags=a,b` and `a/b` are its filters
+        CONSUMER.replace('"ClientApp"', '"ClientApp"\ntags = ["a,b"]'),
+        'consumers[0].tags[0]: use printable ASCII without space, "," or "/"; got "a,b"',
+    ),
+    (
+        CONSUMER + '  tags = ["ok", "has space"]',
+        'consumers[0].oauth2[0].tags[1]: use printable ASCII without space, "," or "/"',
+    ),
+    (CONSUMER + '  tags = ["a/b"]', "consumers[0].oauth2[0].tags[0]: use printable ASCII"),
 ]
 
 
@@ -986,6 +1000,37 @@ def test_toml_syntax_error(tmp_path: Path) -> None:
     (problem,) = info.value.problems
     assert problem.startswith("config.toml: TOML syntax error: ")
     assert "line 2" in problem
+
+
+def test_parse_toml_checks_text_as_if_read_from_its_file(tmp_path: Path) -> None:
+    """POST /config checks a new file before writing it where the running one is."""
+    source = write_config(tmp_path, "")
+    settings = parse_toml('[store]\npath = "db/x.db"\n', source=source)
+    assert (settings.source, settings.store.path) == (source, tmp_path / "db/x.db")
+    with pytest.raises(ConfigError) as info:
+        parse_toml("[server]\nworkers = = 2\n", source=source)
+    (problem,) = info.value.problems
+    assert problem.startswith("config.toml: TOML syntax error: ")
+    with pytest.raises(ConfigError) as info:
+        parse_toml("[server]\nworkerz = 1\nworkers = 0\n", source=source)
+    assert len(info.value.problems) == 2
+
+
+def test_restart_needed_names_each_key_a_reload_cannot_change(tmp_path: Path) -> None:
+    running = load(tmp_path, '[server]\nlisten = "127.0.0.1:8443"\nworkers = 2\n')
+    assert restart_needed(running, running) == []
+    changed = load(
+        tmp_path,
+        '[server]\nlisten = ["127.0.0.1:8443", "[::1]:8443"]\nworkers = 3\n'
+        '[admin]\nlisten = "127.0.0.1:9001"\n',
+    )
+    assert restart_needed(running, changed) == [
+        "config.toml: server.listen: a reload cannot change it (running: 127.0.0.1:8443);"
+        " restart instead",
+        "config.toml: admin.listen: a reload cannot change it (running: 127.0.0.1:8001);"
+        " restart instead",
+        "config.toml: server.workers: a reload cannot change it (running: 2); restart instead",
+    ]
 
 
 def test_missing_config_file(tmp_path: Path) -> None:
