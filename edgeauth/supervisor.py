@@ -17,7 +17,6 @@ import select
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 from types import FrameType
 
 from edgeauth import tls
-from edgeauth.bootstrap import prepare_store
+from edgeauth.bootstrap import prepare_store, reload_problems
 from edgeauth.bus import MAX_DATAGRAM, send_nowait
 from edgeauth.config import Address, Settings, load_settings
 from edgeauth.errors import ConfigError, StoreError
@@ -275,28 +274,18 @@ class Supervisor:
         self.notify.ready(self._status())
 
     def _load_for_reload(self) -> Settings | None:
+        """The new config, or None after logging every reason it cannot be reloaded."""
         try:
             new = load_settings(self.config)
-            server = new.server
-            tls.server_context(server.tls_cert_file, server.tls_key_file, server.tls_min_version)
         except ConfigError as exc:
-            for problem in exc.problems:
-                log.error("reload refused: %s", problem)
-            return None
-        except (OSError, ssl.SSLError) as exc:
-            log.error("reload refused: the certificate or key does not load: %s", exc)
-            return None
-        old = self.settings
-        same = (
-            new.server.listen == old.server.listen
-            and new.server.http_listen == old.server.http_listen
-            and new.admin.listen == old.admin.listen
-            and new.server.workers == old.server.workers
-        )
-        if not same:
-            log.error("reload refused: listen addresses or worker count changed; restart instead")
-            return None
-        return new
+            problems = list(exc.problems)
+        else:
+            problems = reload_problems(self.settings, new)
+            if not problems:
+                return new
+        for problem in problems:
+            log.error("reload refused: %s", problem)
+        return None
 
     def _spawn(self, slot: Slot) -> None:
         read_fd, write_fd = os.pipe()
