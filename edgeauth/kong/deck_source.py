@@ -8,6 +8,7 @@ SourceError naming where, never a half-read import.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,12 @@ from edgeauth.kong.model import (
     KongRoute,
     KongService,
     SourceError,
+    not_read,
 )
 
 Doc = Mapping[str, Any]
+_READ = {"services", "routes", "consumers", "plugins", "oauth2_credentials"}
+_CONSUMER_READ = {"oauth2_credentials", "plugins"}
 _SERVICE_FIELDS = {
     "id",
     "name",
@@ -80,7 +84,21 @@ def read_deck(path: Path) -> KongData:
         routes=tuple(routes),
         plugins=tuple([*plugins, *consumer_plugins]),
         upstreams=frozenset(str(u.get("name")) for u in _items(doc, "upstreams")),
+        unread=_unread(doc),
     )
+
+
+def _unread(doc: Doc) -> tuple[str, ...]:
+    """The entities of the file this import has no use for, counted by kind."""
+    found: Counter[str] = Counter()
+    for key, value in doc.items():
+        if key not in _READ and not key.startswith("_") and isinstance(value, list):
+            found[key] += len(value)
+    for consumer in _items(doc, "consumers"):
+        for key, value in consumer.items():
+            if key not in _CONSUMER_READ and isinstance(value, list) and key != "tags":
+                found[key] += len(value)
+    return tuple(not_read(key, n) for key, n in found.items() if n)
 
 
 def _load(path: Path) -> Doc:

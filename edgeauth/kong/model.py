@@ -10,6 +10,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+_CLIENTS_ONLY = "edgeauth authenticates clients with OAuth 2.0 applications only"
+# Kong entities an import reads nothing of, and why (any other: "no equivalent").
+NOT_READ = {
+    "keyauth_credentials": _CLIENTS_ONLY,
+    "basicauth_credentials": _CLIENTS_ONLY,
+    "jwt_secrets": _CLIENTS_ONLY,
+    "hmacauth_credentials": _CLIENTS_ONLY,
+    "acls": "edgeauth has no ACL groups (use required_scopes)",
+    "consumer_groups": "edgeauth has no consumer groups",
+    "upstreams": "edgeauth has no load balancing (a service's url is one address)",
+    "targets": "edgeauth has no load balancing (a service's url is one address)",
+    "certificates": "edgeauth's certificate is [server] tls_cert_file",
+    "ca_certificates": "edgeauth trusts a service's ca_file",
+}
+
+
+def not_read(kind: str, count: int) -> str:
+    """The line reporting `count` Kong entities of `kind` that are not carried."""
+    return f"{count} {kind}: {NOT_READ.get(kind, 'edgeauth has no equivalent')}"
+
 
 class SourceError(Exception):
     """The Kong source cannot be read as one (a malformed decK file, a missing workspace)."""

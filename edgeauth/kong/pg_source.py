@@ -18,6 +18,7 @@ import asyncpg  # type: ignore[import-untyped]
 import orjson
 
 from edgeauth.kong.model import (
+    NOT_READ,
     KongConsumer,
     KongCredential,
     KongData,
@@ -27,6 +28,7 @@ from edgeauth.kong.model import (
     KongToken,
     SourceError,
     SourceUnreachable,
+    not_read,
 )
 
 Row = Mapping[str, Any]
@@ -72,7 +74,7 @@ async def read_kong(dsn: str, workspace: str = "default") -> KongData:
     """Everything the import needs from Kong's database at `dsn`."""
     async with _connection(dsn) as db, db.transaction(readonly=True, isolation="repeatable_read"):
         ws_id = await _workspace(db, workspace)
-        unread = await _other_workspaces(db, ws_id, workspace)
+        unread = (*await _other_workspaces(db, ws_id, workspace), *await _unused(db, ws_id))
         consumers = await _rows(db, "consumers", ws_id)
         credentials = await _rows(db, "oauth2_credentials", ws_id)
         services = await _rows(db, "services", ws_id)
@@ -150,6 +152,16 @@ async def _other_workspaces(db: Any, ws_id: str | None, name: str) -> tuple[str,
                 f"{count} {table} of other workspaces than {name!r}"
                 " (run the import again with --workspace NAME for each)"
             )
+    return tuple(notes)
+
+
+async def _unused(db: Any, ws_id: str | None) -> tuple[str, ...]:
+    """Rows of Kong's other entities (this workspace's), counted: never carried."""
+    notes = []
+    for table in NOT_READ:
+        count = await _count(db, table, ws_id)
+        if count:
+            notes.append(not_read(table, count))
     return tuple(notes)
 
 

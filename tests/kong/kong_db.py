@@ -182,6 +182,18 @@ CREATE TABLE oauth2_tokens (
     FOREIGN KEY (service_id, ws_id) REFERENCES services (id, ws_id) ON DELETE CASCADE
 );
 CREATE INDEX oauth2_tokens_ttl_idx ON oauth2_tokens (ttl);
+CREATE TABLE keyauth_credentials (
+    id UUID PRIMARY KEY,
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT (CURRENT_TIMESTAMP(0) AT TIME ZONE 'UTC'),
+    consumer_id UUID,
+    key TEXT,
+    tags TEXT[],
+    ttl TIMESTAMP WITH TIME ZONE,
+    ws_id UUID REFERENCES workspaces (id),
+    UNIQUE (id, ws_id),
+    UNIQUE (ws_id, key),
+    FOREIGN KEY (consumer_id, ws_id) REFERENCES consumers (id, ws_id) ON DELETE CASCADE
+);
 """
 
 
@@ -380,6 +392,15 @@ class KongDb:
         columns += ["token_type", "expires_in", "authenticated_userid", "scope", "created_at"]
         columns += ["ttl", "ws_id"]
         await self.db.copy_records_to_table("oauth2_tokens", records=records, columns=columns)
+
+    async def key_auth(self, consumer_id: str) -> None:
+        await self.db.execute(
+            "INSERT INTO keyauth_credentials (id, consumer_id, key, ws_id) VALUES ($1, $2, $3, $4)",
+            str(uuid.uuid4()),
+            consumer_id,
+            kong_token(),
+            self.ws,
+        )
 
     async def code(self, credential_id: str, service_id: str) -> None:
         await self.db.execute(

@@ -100,10 +100,15 @@ consumers:
     client_secret: generated-by-kong
     client_type: public
     redirect_uris: [https://eve.example/cb]
+  keyauth_credentials:
+  - key: eve-api-key
   plugins:
   - name: rate-limiting
     config:
       minute: 5
+certificates:
+- cert: "-----BEGIN CERTIFICATE-----"
+  key: "-----BEGIN PRIVATE KEY-----"
 """
 
 
@@ -124,6 +129,8 @@ async def test_deck_dump_import_end_to_end(
     assert "dry run" in dry.out
     assert "plugin cors (global): edgeauth has no plugins beyond OAuth 2.0" in dry.out
     assert 'plugin rate-limiting (consumer "eve")' in dry.out
+    assert "1 keyauth_credentials: edgeauth authenticates clients with OAuth 2.0" in dry.out
+    assert "1 certificates: edgeauth's certificate is [server] tls_cert_file" in dry.out
     assert f'provision_key = "{PROVISION_KEY}"' in dry.out  # the TOML, printed
     assert not (tmp_path / "edgeauth.db").exists()
 

@@ -47,7 +47,7 @@ class Kong:
 async def kong(backend: Backend) -> AsyncIterator[Kong]:
     """Kong's tables in a fresh schema: the events service with an oauth2 plugin and a
     rate-limiting one, two consumers (one clear secret, one hashed), tokens in every state,
-    an authorization code, and a consumer in another workspace."""
+    an authorization code, a key-auth credential, and a consumer in another workspace."""
     async with pg_schema() as schema:
         conn = await pg_connect(schema.dsn)
         try:
@@ -75,6 +75,7 @@ async def _fill(db: KongDb, schema: PgSchema, port: int) -> Kong:
     )
     await db.token(clear_app, service, created_at=now - 9000, expires_in=3600, ttl=now - 10)
     await db.code(clear_app, service)
+    await db.key_auth(bob)
     other = await db.workspace("team-b")
     await other.consumer("carol")
     return Kong(schema, db, service, alice, bob, clear_app, hashed_app, live, stale, expired)
@@ -124,6 +125,7 @@ async def test_kong_database_import_end_to_end(
     assert plan["authorization_codes_not_carried"] == 1
     assert any("rate-limiting" in line for line in plan["not_carried"])
     assert any("1 consumers of other workspaces" in line for line in plan["not_carried"])
+    assert any(line.startswith("1 keyauth_credentials: ") for line in plan["not_carried"])
     assert "[[services]]" in plan["services_toml"]
     assert not store_file.exists()  # a dry run writes nothing, not even an empty store
 
