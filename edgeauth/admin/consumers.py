@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from aiohttp import web
 
 from edgeauth.admin import schemas, views
@@ -35,26 +37,45 @@ async def list_consumers(request: web.Request) -> web.Response:
     return json(views.page(result, views.consumer, request.path, size, request.query))
 
 
-async def create_consumer(request: web.Request) -> web.Response:
-    given = schemas.consumer(await body_of(request))
+async def _create(store: Store, given: schemas.ConsumerInput) -> Consumer:
     try:
-        made = await ctx(request).store.create_consumer(
-            given.username, given.custom_id, given.tags or ()
+        return await store.create_consumer(
+            given.username,
+            given.custom_id,
+            given.tags or (),
+            id=given.id,
+            created_at=given.created_at,
         )
     except Conflict as exc:
-        raise unique(exc, {"username": given.username, "custom_id": given.custom_id}) from exc
-    return json(views.consumer(made), 201)
+        values = {"id": given.id, "username": given.username, "custom_id": given.custom_id}
+        raise unique(exc, values) from exc
+
+
+async def create_consumer(request: web.Request) -> web.Response:
+    given = schemas.consumer(await body_of(request), now=time.time())
+    return json(views.consumer(await _create(ctx(request).store, given)), 201)
 
 
 async def get_consumer(request: web.Request) -> web.Response:
     return json(views.consumer(await find_consumer(ctx(request).store, request.match_info["c"])))
 
 
+async def _update(store: Store, found: Consumer, patch: ConsumerPatch) -> Consumer:
+    try:
+        updated = await store.update_consumer(found.id, patch)
+    except Conflict as exc:
+        values = {"username": patch.get("username"), "custom_id": patch.get("custom_id")}
+        raise unique(exc, values) from exc
+    if updated is None:
+        raise NotFound()
+    return updated
+
+
 async def patch_consumer(request: web.Request) -> web.Response:
     store = ctx(request).store
     found = await find_consumer(store, request.match_info["c"])
     body = await body_of(request)
-    given = schemas.consumer(body, partial=True)
+    given = schemas.consumer(body, now=time.time(), current=found, partial=True)
     patch: ConsumerPatch = {}
     if "username" in body:
         patch["username"] = given.username
@@ -62,43 +83,26 @@ async def patch_consumer(request: web.Request) -> web.Response:
         patch["custom_id"] = given.custom_id
     if "tags" in body:
         patch["tags"] = given.tags or ()
-    schemas.needs_identity(
-        patch.get("username", found.username), patch.get("custom_id", found.custom_id)
-    )
-    try:
-        updated = await store.update_consumer(found.id, patch)
-    except Conflict as exc:
-        raise unique(exc, {"username": given.username, "custom_id": given.custom_id}) from exc
-    if updated is None:
-        raise NotFound()
-    return json(views.consumer(updated))
+    return json(views.consumer(await _update(store, found, patch)))
 
 
 async def put_consumer(request: web.Request) -> web.Response:
-    """Kong's upsert: by id if the path is one, else the path is the username."""
+    """Kong's upsert: by id if the path is one, else the path is the username; an existing
+    consumer is replaced whole (what the body omits is cleared), keeping its id."""
     store = ctx(request).store
     key = request.match_info["c"]
-    body = dict(await body_of(request))
-    if not schemas.is_uuid(key):
-        body.setdefault("username", key)
-    given = schemas.consumer(body)
+    body = schemas.from_path(await body_of(request), key, "username")
     found = await store.get_consumer(key)
-    values = {"username": given.username, "custom_id": given.custom_id}
-    try:
-        if found is None:
-            made = await store.create_consumer(given.username, given.custom_id, given.tags or ())
-            return json(views.consumer(made), 200)
-        patch: ConsumerPatch = {
-            "username": given.username,
-            "custom_id": given.custom_id,
-            "tags": given.tags or (),
-        }
-        updated = await store.update_consumer(found.id, patch)
-    except Conflict as exc:
-        raise unique(exc, values) from exc
-    if updated is None:
-        raise NotFound()
-    return json(views.consumer(updated))
+    if found is None:
+        given = schemas.consumer(body, now=time.time())
+        return json(views.consumer(await _create(store, given)), 200)
+    given = schemas.consumer(body, now=time.time(), current=found)
+    patch: ConsumerPatch = {
+        "username": given.username,
+        "custom_id": given.custom_id,
+        "tags": given.tags or (),
+    }
+    return json(views.consumer(await _update(store, found, patch)))
 
 
 async def delete_consumer(request: web.Request) -> web.Response:

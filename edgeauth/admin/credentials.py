@@ -1,12 +1,14 @@
 """Admin handlers for OAuth applications: `/consumers/{c}/oauth2` and `/oauth2` (design §6).
 
-Rule: the client secret is hashed before it is stored and shown in clear only in the
-response that created it (generated when not given, as Kong does).
+Rule 1: the client secret is hashed before it is stored and shown in clear only in the
+response that created it (generated when not given, as Kong does); a Kong hash sent as
+`client_secret_hash` is stored as it is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiohttp import web
 
@@ -24,7 +26,7 @@ from edgeauth.admin.http import (
     unique,
 )
 from edgeauth.errors import Conflict, NotFound
-from edgeauth.models import ClientType, Credential
+from edgeauth.models import ClientType, Consumer, Credential
 from edgeauth.store.base import CredentialPatch, NewCredential, Store
 
 
@@ -42,27 +44,53 @@ async def _hash(secret: str) -> str:
     return await asyncio.to_thread(crypto.hash_secret, secret)
 
 
-async def new_credential(
-    store: Store, consumer_id: str, given: schemas.CredentialInput
-) -> tuple[Credential, str | None]:
-    """Create an application; returns it with the clear secret to show once (None if public)."""
+async def _secret_of(
+    given: schemas.CredentialInput, client_type: ClientType, stored: str | None
+) -> tuple[str | None, str | None]:
+    """(hash to store, clear secret to show once): Kong's hash as given, else the secret's
+    (the stored hash kept when the secret is the same, so a repeated PUT revokes nothing),
+    else a new secret's."""
+    if client_type is ClientType.PUBLIC:
+        return None, None
+    if given.client_secret_hash is not None:
+        return given.client_secret_hash, None
+    secret = given.client_secret or crypto.mint()
+    if stored is not None and await asyncio.to_thread(crypto.verify_secret, secret, stored):
+        return stored, secret
+    return await _hash(secret), secret
+
+
+async def _whole(
+    consumer_id: str, given: schemas.CredentialInput, stored: str | None = None
+) -> tuple[NewCredential, str | None]:
+    """Every field as given or its default, as a create or Kong's PUT has them: a client_id
+    or secret not given is generated (Kong's auto fields)."""
     client_type = ClientType(given.client_type or "confidential")
-    secret = None
-    if client_type is ClientType.CONFIDENTIAL:
-        secret = given.client_secret or crypto.mint()
+    secret_hash, secret = await _secret_of(given, client_type, stored)
     new = NewCredential(
         consumer_id=consumer_id,
         name=given.name or "",
         client_id=given.client_id or crypto.mint(),
-        secret_hash=await _hash(secret) if secret else None,
+        secret_hash=secret_hash,
         redirect_uris=given.redirect_uris or (),
         client_type=client_type,
         tags=given.tags or (),
+        id=given.id,
+        created_at=given.created_at,
     )
+    return new, secret
+
+
+async def new_credential(
+    store: Store, consumer: Consumer, given: schemas.CredentialInput
+) -> tuple[Credential, str | None]:
+    """Create an application; returns it with the clear secret to show once (None if public
+    or imported by hash)."""
+    new, secret = await _whole(consumer.id, given)
     try:
         return await store.create_credential(new), secret
     except Conflict as exc:
-        raise unique(exc, {"client_id": new.client_id}) from exc
+        raise unique(exc, {"client_id": new.client_id, "id": new.id}) from exc
 
 
 async def list_for_consumer(request: web.Request) -> web.Response:
@@ -86,9 +114,8 @@ async def list_all(request: web.Request) -> web.Response:
 async def create(request: web.Request) -> web.Response:
     store = ctx(request).store
     consumer = await find_consumer(store, request.match_info["c"])
-    made, secret = await new_credential(
-        store, consumer.id, schemas.credential(await body_of(request))
-    )
+    given = schemas.credential(await body_of(request), now=time.time())
+    made, secret = await new_credential(store, consumer, given)
     return json(views.credential(made, secret), 201)
 
 
@@ -99,10 +126,15 @@ async def _owner(request: web.Request) -> str | None:
     return (await find_consumer(ctx(request).store, key)).id
 
 
+async def _found(request: web.Request) -> Credential:
+    """The application the path names (under its consumer for nested paths), or 404."""
+    return await find_credential(
+        ctx(request).store, request.match_info["cred"], await _owner(request)
+    )
+
+
 async def get(request: web.Request) -> web.Response:
-    store = ctx(request).store
-    found = await find_credential(store, request.match_info["cred"], await _owner(request))
-    return json(views.credential(found))
+    return json(views.credential(await _found(request)))
 
 
 async def _patch_of(body: dict[str, object], given: schemas.CredentialInput) -> CredentialPatch:
@@ -113,6 +145,8 @@ async def _patch_of(body: dict[str, object], given: schemas.CredentialInput) -> 
         patch["client_id"] = given.client_id
     if given.client_secret is not None:
         patch["secret_hash"] = await _hash(given.client_secret)
+    if given.client_secret_hash is not None:
+        patch["secret_hash"] = given.client_secret_hash
     if given.redirect_uris is not None:
         patch["redirect_uris"] = given.redirect_uris
     if given.client_type is not None:
@@ -124,58 +158,60 @@ async def _patch_of(body: dict[str, object], given: schemas.CredentialInput) -> 
     return patch
 
 
-async def patch(request: web.Request) -> web.Response:
-    store = ctx(request).store
-    found = await find_credential(store, request.match_info["cred"], await _owner(request))
-    body = await body_of(request)
-    given = schemas.credential(body, partial=True)
-    schemas.secret_rules(
-        given.client_type or found.client_type.value,
-        has_secret=found.secret_hash is not None and given.client_type != "public",
-        sends_secret=given.client_secret is not None,
-    )
-    return await _update(store, found, body, given)
-
-
 async def _update(
-    store: Store, found: Credential, body: dict[str, object], given: schemas.CredentialInput
+    store: Store, found: Credential, patch: CredentialPatch, secret: str | None
 ) -> web.Response:
     try:
-        updated = await store.update_credential(found.id, await _patch_of(body, given))
+        updated = await store.update_credential(found.id, patch)
     except Conflict as exc:
-        raise unique(exc, {"client_id": given.client_id}) from exc
+        raise unique(exc, {"client_id": patch.get("client_id")}) from exc
     if updated is None:
         raise NotFound()
-    return json(views.credential(updated, given.client_secret))
+    return json(views.credential(updated, secret))
+
+
+async def patch(request: web.Request) -> web.Response:
+    found = await _found(request)
+    body = await body_of(request)
+    given = schemas.credential(body, now=time.time(), current=found, partial=True)
+    changes = await _patch_of(body, given)
+    return await _update(ctx(request).store, found, changes, given.client_secret)
 
 
 async def put(request: web.Request) -> web.Response:
-    """Upsert under a consumer: by id, or the path is the client_id."""
+    """Kong's upsert under a consumer, by id or with the path as the client_id: an existing
+    application is replaced whole (what the body omits returns to its default), keeping its
+    id."""
     store = ctx(request).store
     consumer = await find_consumer(store, request.match_info["c"])
     key = request.match_info["cred"]
-    body = dict(await body_of(request))
-    if not schemas.is_uuid(key):
-        body.setdefault("client_id", key)
-    given = schemas.credential(body)
+    body = schemas.from_path(await body_of(request), key, "client_id")
     try:
         found = await find_credential(store, key, consumer.id)
     except NotFound:
-        made, secret = await new_credential(store, consumer.id, given)
+        made, secret = await new_credential(
+            store, consumer, schemas.credential(body, now=time.time())
+        )
         return json(views.credential(made, secret), 200)
-    schemas.secret_rules(
-        given.client_type or found.client_type.value,
-        has_secret=found.secret_hash is not None,
-        sends_secret=given.client_secret is not None,
-    )
-    return await _update(store, found, body, given)
+    given = schemas.credential(body, now=time.time(), current=found)
+    return await _replace(store, found, given)
+
+
+async def _replace(store: Store, found: Credential, given: schemas.CredentialInput) -> web.Response:
+    new, secret = await _whole(found.consumer_id, given, found.secret_hash)
+    replacement: CredentialPatch = {
+        "name": new.name,
+        "client_id": new.client_id,
+        "secret_hash": new.secret_hash,
+        "redirect_uris": new.redirect_uris,
+        "client_type": new.client_type,
+        "tags": new.tags,
+    }
+    return await _update(store, found, replacement, secret)
 
 
 async def delete(request: web.Request) -> web.Response:
-    store = ctx(request).store
-    try:
-        found = await find_credential(store, request.match_info["cred"], await _owner(request))
-    except NotFound:
-        return no_content()
-    await store.delete_credential(found.id)
+    """404 for an application that does not exist (Kong's nested credential endpoints)."""
+    found = await _found(request)
+    await ctx(request).store.delete_credential(found.id)
     return no_content()

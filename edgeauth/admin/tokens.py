@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 from aiohttp import web
 
@@ -18,12 +19,11 @@ from edgeauth.admin import schemas, views
 from edgeauth.admin.consumers import find_consumer
 from edgeauth.admin.credentials import find_credential
 from edgeauth.admin.http import AdminContext, body_of, ctx, json, no_content, offset_of, size_of
-from edgeauth.config import OAuth2Settings
-from edgeauth.errors import BadRequest, Conflict, NotFound, SchemaViolation, UniqueViolation
-from edgeauth.models import TokenRecord, TokenView
+from edgeauth.config import ServiceSettings
+from edgeauth.errors import BadRequest, Conflict, NotFound, UniqueViolation
+from edgeauth.models import Credential, TokenRecord, TokenView
 from edgeauth.store.base import Store, TokenFilter
 
-DEFAULT_EXPIRES_IN = 7200
 FILTERS = ("authenticated_userid", "credential", "consumer", "service", "active")
 
 
@@ -81,11 +81,27 @@ async def find_token(store: Store, key: str) -> TokenView:
     return found
 
 
-def _oauth2_of(c: AdminContext, service: str | None) -> OAuth2Settings | None:
-    for settings in c.settings.services:
-        if settings.name == service:
-            return settings.oauth2
-    return None
+def _service(c: AdminContext, name: str) -> ServiceSettings | None:
+    return next((s for s in c.settings.services if s.name == name), None)
+
+
+async def _references(
+    c: AdminContext, body: dict[str, Any]
+) -> tuple[Credential | None, dict[str, object]]:
+    """The credential a new token's body names, and the references that name nothing (so
+    that they are reported with the body's other problems)."""
+    problems: dict[str, object] = {}
+    credential = None
+    key = schemas.reference(body.get("credential"))
+    if key is not None:
+        try:
+            credential = await find_credential(c.store, key)
+        except NotFound:
+            problems["credential"] = "does not exist"
+    service = schemas.reference(body.get("service"))
+    if service is not None and _service(c, service) is None:
+        problems["service"] = "does not exist"
+    return credential, problems
 
 
 def _end(created: float, seconds: int) -> float | None:
@@ -106,39 +122,26 @@ def _lifetime(
 ) -> tuple[float, float | None, float | None]:
     """(created_at, expires_at, refresh_expires_at) of a new token. Both halves count from
     its creation (the refresh token by the service's refresh_token_ttl, as ours do) and die
-    with Kong's row at the `ttl`. A token already expired is refused rather than revived."""
+    with Kong's row at the `ttl`."""
     created = now if given.created_at is None else float(given.created_at)
-    oauth2 = _oauth2_of(c, given.service)
-    expires_in = given.expires_in
-    if expires_in is None:
-        expires_in = DEFAULT_EXPIRES_IN if oauth2 is None else oauth2.token_expiration
-    expires_at = _capped(_end(created, expires_in), given.ttl, now)
-    if expires_at is not None and expires_at <= now:
-        raise SchemaViolation(
-            {"expires_in": f"the token expired at {int(expires_at)} (created_at + expires_in)"}
-        )
+    expires_at = _capped(_end(created, given.expires_in or 0), given.ttl, now)
     if not given.refresh_token:
         return created, expires_at, None
-    refresh_ttl = 0 if oauth2 is None else oauth2.refresh_token_ttl
+    service = None if given.service is None else _service(c, given.service)
+    refresh_ttl = service.oauth2.refresh_token_ttl if service and service.oauth2 else 0
     return created, expires_at, _capped(_end(created, refresh_ttl), given.ttl, now)
 
 
-async def _record(c: AdminContext, given: schemas.TokenInput, access: str) -> TokenRecord:
-    if given.credential_id is None:
-        raise SchemaViolation({"credential": "required field missing"})
-    try:
-        cred = await find_credential(c.store, given.credential_id)
-    except NotFound as exc:
-        raise SchemaViolation({"credential": "does not exist"}) from exc
-    if given.service is not None and given.service not in {s.name for s in c.settings.services}:
-        raise SchemaViolation({"service": "does not exist"})
+def _record(
+    c: AdminContext, given: schemas.TokenInput, credential: Credential, access: str
+) -> TokenRecord:
     created, expires_at, refresh_expires_at = _lifetime(c, given, time.time())
     return TokenRecord(
-        id=str(uuid.uuid4()),
+        id=given.id or str(uuid.uuid4()),
         access_digest=crypto.digest(access),
         refresh_digest=crypto.digest(given.refresh_token) if given.refresh_token else None,
         prefix=crypto.prefix(access),
-        credential_id=cred.id,
+        credential_id=credential.id,
         service=given.service,
         authenticated_userid=given.authenticated_userid,
         scope=given.scope or "",
@@ -149,14 +152,27 @@ async def _record(c: AdminContext, given: schemas.TokenInput, access: str) -> To
     )
 
 
-async def _import(
-    c: AdminContext, given: schemas.TokenInput, access: str, status: int = 201
-) -> web.Response:
-    record = await _record(c, given, access)
+def _clash(exc: Conflict, record: TokenRecord, given: schemas.TokenInput) -> UniqueViolation:
+    """Kong's 409 on the field that clashed; a token value only by its prefix."""
+    column = exc.message.rsplit(".", 1)[-1]
+    if column == "id":
+        return UniqueViolation("id", record.id)
+    if column == "refresh_digest" and given.refresh_token:
+        return UniqueViolation("refresh_token", crypto.prefix(given.refresh_token) + "...")
+    return UniqueViolation("access_token", record.prefix + "...")
+
+
+async def _import(c: AdminContext, body: dict[str, Any], status: int = 201) -> web.Response:
+    """Import a token by value (a migration from Kong), or mint one when none is given."""
+    credential, problems = await _references(c, body)
+    given = schemas.token(body, now=time.time(), found=problems)
+    assert credential is not None  # noqa: S101 - the schema requires one that exists
+    access = given.access_token or crypto.mint()
+    record = _record(c, given, credential, access)
     try:
         await c.store.save_token(record)
     except Conflict as exc:
-        raise UniqueViolation("access_token", crypto.prefix(access) + "...") from exc
+        raise _clash(exc, record, given) from exc
     view = await c.store.get_token(record.id)
     if view is None:
         raise NotFound()
@@ -164,9 +180,7 @@ async def _import(
 
 
 async def create(request: web.Request) -> web.Response:
-    """Import (migration from Kong) or mint a token for an application."""
-    given = schemas.token(await body_of(request), now=time.time())
-    return await _import(ctx(request), given, given.access_token or crypto.mint())
+    return await _import(ctx(request), dict(await body_of(request)))
 
 
 async def get(request: web.Request) -> web.Response:
@@ -196,10 +210,7 @@ async def patch(request: web.Request) -> web.Response:
     c = ctx(request)
     found = await find_token(c.store, request.match_info["t"])
     body = await body_of(request)
-    unknown = set(body) - {"expires_in", "scope"}
-    if unknown:
-        raise SchemaViolation({name: "cannot be changed" for name in sorted(unknown)})
-    return await _update(c, found, schemas.token(body, now=time.time(), partial=True))
+    return await _update(c, found, schemas.token_patch(body, now=time.time()))
 
 
 async def put(request: web.Request) -> web.Response:
@@ -213,8 +224,7 @@ async def put(request: web.Request) -> web.Response:
         if schemas.is_uuid(key):
             raise
         body["access_token"] = key
-        given = schemas.token(body, now=time.time())
-        return await _import(c, given, key, status=200)  # PUT answers 200
+        return await _import(c, body, status=200)  # PUT answers 200
     return await _update(c, found, schemas.token(body, now=time.time(), partial=True))
 
 

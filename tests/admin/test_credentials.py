@@ -179,11 +179,11 @@ async def test_form_body(admin_world: AdminWorld) -> None:
         ),
         (
             {"name": "R", "redirect_uris": ["https://a.example/cb#frag"]},
-            {"redirect_uris": ["fragment not allowed"]},
+            {"redirect_uris": ["fragment not allowed in 'https://a.example/cb#frag'"]},
         ),
         (
             {"name": "R", "redirect_uris": ["https://ok.example/", "https://a.example/cb#"]},
-            {"redirect_uris": [None, "fragment not allowed"]},
+            {"redirect_uris": [None, "fragment not allowed in 'https://a.example/cb#'"]},
         ),
         (
             {"name": "R", "redirect_uris": ["/relative/cb"]},
@@ -283,21 +283,33 @@ async def test_put_upserts_under_the_consumer(admin_world: AdminWorld) -> None:
     created = await admin_world.admin(
         "PUT",
         "/consumers/ClientApp/oauth2/putclient",
-        json={"name": "PutApp", "client_secret": "put-secret"},
+        json={"name": "PutApp", "client_secret": "put-secret", "tags": ["t"]},
     )
     assert created.status == 200
     assert created.body.pop("client_secret") == "put-secret"
-    _is_credential(created.body, owner, name="PutApp", client_id="putclient", redirect_uris=[])
+    _is_credential(
+        created.body, owner, name="PutApp", client_id="putclient", redirect_uris=[], tags=["t"]
+    )
+    token = await admin_world.password_token("putclient", "put-secret")
+    # The same secret again keeps its hash: a repeated PUT revokes nothing.
     replaced = await admin_world.admin(
         "PUT",
         f"/consumers/ClientApp/oauth2/{created.body['id']}",
-        json={"name": "PutApp2", "redirect_uris": ["https://put.example/cb"]},
+        json={
+            "name": "PutApp2",
+            "client_id": "putclient",
+            "client_secret": "put-secret",
+            "redirect_uris": ["https://put.example/cb"],
+        },
     )
     assert replaced.status == 200
-    assert replaced.body["id"] == created.body["id"]
-    assert replaced.body["name"] == "PutApp2"
-    assert replaced.body["redirect_uris"] == ["https://put.example/cb"]
-    token = await admin_world.password_token("putclient", "put-secret")
+    assert replaced.body.pop("client_secret") == "put-secret"
+    assert replaced.body == {
+        **created.body,
+        "name": "PutApp2",
+        "redirect_uris": ["https://put.example/cb"],
+        "tags": None,  # a replacement: what the body omits returns to its default
+    }
     assert (await admin_world.proxied(token["access_token"])).status == 200
     invalid = await admin_world.admin(
         "PUT", "/consumers/ClientApp/oauth2/putclient", json={"redirect_uris": ["x"]}
@@ -306,6 +318,42 @@ async def test_put_upserts_under_the_consumer(admin_world: AdminWorld) -> None:
     schema_violation(
         invalid.body, {"name": "required field missing", "redirect_uris": ["cannot parse 'x'"]}
     )
+
+
+async def test_put_replaces_the_whole_application(admin_world: AdminWorld) -> None:
+    """Kong's PUT is a full replace: omitted fields return to their defaults (a secret not
+    given is generated, as on create), and only the id stays."""
+    made = await admin_world.admin("POST", "/consumers/Other/oauth2", json={**APP, "tags": ["a"]})
+    token = await admin_world.password_token("reports", "reports-secret")
+    replaced = await admin_world.admin(
+        "PUT", "/consumers/Other/oauth2/reports", json={"name": "Bare"}
+    )
+    assert replaced.status == 200, replaced.text
+    new_secret = replaced.body.pop("client_secret")
+    assert len(new_secret) >= 43
+    assert replaced.body == {
+        **{k: v for k, v in made.body.items() if k != "client_secret"},
+        "name": "Bare",
+        "redirect_uris": [],
+        "tags": None,
+    }
+    assert (await admin_world.proxied(token["access_token"])).body == INVALID_TOKEN
+    assert (
+        await admin_world.proxied(
+            (await admin_world.password_token("reports", new_secret))["access_token"]
+        )
+    ).status == 200
+    public = await admin_world.admin(
+        "PUT",
+        f"/consumers/Other/oauth2/{made.body['id']}",
+        json={"name": "NowPublic", "client_type": "public"},
+    )
+    assert public.status == 200, public.text
+    assert "client_secret" not in public.body
+    assert public.body["client_type"] == "public"
+    assert public.body["client_id"] != "reports"  # generated: Kong's auto field
+    assert public.body["id"] == made.body["id"]
+    assert public.body["created_at"] == made.body["created_at"]
 
 
 async def test_put_is_not_offered_under_oauth2(admin_world: AdminWorld) -> None:
@@ -326,7 +374,8 @@ async def test_another_consumers_credential_is_404(admin_world: AdminWorld) -> N
         assert patched.status == 404
         assert patched.body == NOT_FOUND
         deleted = await admin_world.admin("DELETE", path)
-        assert deleted.status == 204
+        assert deleted.status == 404
+        assert deleted.body == NOT_FOUND
     put = await admin_world.admin(
         "PUT", "/consumers/Other/oauth2/clientid", json={"name": "Stolen", "client_secret": "s"}
     )
@@ -352,9 +401,15 @@ async def test_delete_by_id_and_by_client_id_kills_tokens(admin_world: AdminWorl
     assert (await admin_world.admin("GET", "/oauth2/reports")).status == 404
     assert (await admin_world.admin("DELETE", "/oauth2/second")).status == 204
     assert (await admin_world.admin("GET", f"/oauth2/{second.body['id']}")).status == 404
-    for path in ("/oauth2/second", "/consumers/ClientApp/oauth2/second"):
+    for path in (
+        "/oauth2/second",
+        "/consumers/ClientApp/oauth2/second",
+        f"/oauth2/{second.body['id']}",
+        "/consumers/nobody/oauth2/second",
+    ):
         again = await admin_world.admin("DELETE", path)
-        assert again.status == 204
+        assert again.status == 404  # Kong's nested credential endpoints
+        assert again.body == NOT_FOUND
 
 
 async def test_api_credential_gets_a_token(admin_world: AdminWorld) -> None:

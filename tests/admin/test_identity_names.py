@@ -60,7 +60,9 @@ async def test_a_client_id_shaped_like_an_id_is_refused(admin_world: AdminWorld)
     assert await _get(admin_world, f"/oauth2/{taken}") == victim
     assert (await _get(admin_world, "/oauth2/otherclient"))["name"] == "OtherApp"
     assert (await admin_world.admin("GET", "/oauth2/newclient")).status == 404
-    minted = await admin_world.admin("POST", "/oauth2_tokens", json={"credential": taken})
+    minted = await admin_world.admin(
+        "POST", "/oauth2_tokens", json={"credential": taken, "expires_in": 60}
+    )
     assert minted.status == 201
     assert minted.body["credential"] == {"id": taken, "client_id": victim["client_id"]}
 
@@ -90,9 +92,11 @@ async def test_a_username_shaped_like_an_id_is_refused(admin_world: AdminWorld) 
 async def test_an_imported_token_shaped_like_an_id_is_refused(admin_world: AdminWorld) -> None:
     """DELETE /oauth2_tokens/{id or token} tries the id first: an access token equal to
     another token's id would revoke that one instead."""
-    victim = await admin_world.admin("POST", "/oauth2_tokens", json={"credential": "clientid"})
+    victim = await admin_world.admin(
+        "POST", "/oauth2_tokens", json={"credential": "clientid", "expires_in": 60}
+    )
     assert victim.status == 201
-    body = {"credential": "clientid", "access_token": victim.body["id"]}
+    body = {"credential": "clientid", "access_token": victim.body["id"], "expires_in": 60}
     why = "must not have the form of a UUID (token ids have it)"
     await _refused(admin_world, "POST", "/oauth2_tokens", body, "access_token", why)
     assert (await _get(admin_world, f"/oauth2_tokens/{victim.body['id']}"))["active"] is True
@@ -117,10 +121,15 @@ async def test_identity_fields_refuse_control_characters(
         (
             "POST",
             "/oauth2_tokens",
-            {"credential": "clientid", "authenticated_userid": text},
+            {"credential": "clientid", "expires_in": 60, "authenticated_userid": text},
             "authenticated_userid",
         ),
-        ("POST", "/oauth2_tokens", {"credential": "clientid", "scope": text}, "scope"),
+        (
+            "POST",
+            "/oauth2_tokens",
+            {"credential": "clientid", "expires_in": 60, "scope": text},
+            "scope",
+        ),
     ):
         await _refused(admin_world, method, path, body, field, CONTROL)
     assert len((await _get(admin_world, "/consumers"))["data"]) == 2
@@ -141,7 +150,9 @@ async def test_a_path_that_becomes_a_name_refuses_control_characters(
 
 
 async def test_a_token_scope_patch_refuses_control_characters(admin_world: AdminWorld) -> None:
-    minted = await admin_world.admin("POST", "/oauth2_tokens", json={"credential": "clientid"})
+    minted = await admin_world.admin(
+        "POST", "/oauth2_tokens", json={"credential": "clientid", "expires_in": 60}
+    )
     assert minted.status == 201
     path = f"/oauth2_tokens/{minted.body['id']}"
     await _refused(admin_world, "PATCH", path, {"scope": "read\nwrite"}, "scope", CONTROL)

@@ -233,13 +233,12 @@ async def test_post_imports_a_token_by_value(admin_world: AdminWorld) -> None:
 
 
 async def test_post_mints_a_token_when_none_is_given(admin_world: AdminWorld) -> None:
-    made = await admin_world.admin(
-        "POST", "/oauth2_tokens", json={"credential": "otherclient", "service": "events"}
-    )
+    body = {"credential": "otherclient", "service": "events", "expires_in": 600}
+    made = await admin_world.admin("POST", "/oauth2_tokens", json=body)
     assert made.status == 201, made.text
     access = made.body["access_token"]
     assert len(access) >= 43
-    assert made.body["expires_in"] == 7200  # the service's token_expiration
+    assert made.body["expires_in"] == 600
     assert made.body["scope"] is None
     assert (await admin_world.proxied(access)).status == 200
 
@@ -247,26 +246,62 @@ async def test_post_mints_a_token_when_none_is_given(admin_world: AdminWorld) ->
 @pytest.mark.parametrize(
     ("body", "fields"),
     [
-        ({"service": "events"}, {"credential": "required field missing"}),
-        ({"credential": "no-such-client", "service": "events"}, {"credential": "does not exist"}),
-        ({"credential": "clientid", "service": "nope"}, {"service": "does not exist"}),
+        ({}, {"credential": "required field missing", "expires_in": "required field missing"}),
+        (
+            {"service": "events", "expires_in": 60},
+            {"credential": "required field missing"},
+        ),
+        (
+            {"credential": "no-such-client", "service": "events", "expires_in": 60},
+            {"credential": "does not exist"},
+        ),
+        (
+            {"credential": "clientid", "service": "nope", "expires_in": 60},
+            {"service": "does not exist"},
+        ),
+        (
+            {"credential": "no-such-client", "service": "nope", "expires_in": -5, "x": 1},
+            {
+                "credential": "does not exist",
+                "service": "does not exist",
+                "expires_in": "expected an integer from 0 to 316224000",
+                "x": "unknown field",
+            },
+        ),
         (
             {"credential": "clientid", "expires_in": -5},
             {"expires_in": "expected an integer from 0 to 316224000"},
         ),
-        ({"credential": "clientid", "value": "x"}, {"value": "unknown field"}),
+        ({"credential": "clientid", "expires_in": 60, "value": "x"}, {"value": "unknown field"}),
         (
             {"credential": "clientid", "expires_in": "\u00b2"},
             {"expires_in": "expected an integer from 0 to 316224000"},
         ),
+        (
+            {"credential": {"id": None}, "expires_in": 60},
+            {"credential": 'expected a reference {"id": ...}'},
+        ),
+        (
+            {"credential": "clientid", "expires_in": 60, "token_type": "mac"},
+            {"token_type": "expected one of: bearer"},
+        ),
+        (
+            {"credential": "clientid", "expires_in": 60, "id": "not-an-id"},
+            {"id": "expected a UUID"},
+        ),
     ],
     ids=[
+        "empty",
         "no-credential",
         "unknown-credential",
         "unknown-service",
+        "every-problem-at-once",
         "negative-expires",
         "unknown-field",
         "superscript-expires",
+        "empty-reference",
+        "token-type",
+        "bad-id",
     ],
 )
 async def test_post_schema_violations(
@@ -375,7 +410,8 @@ async def test_a_ttl_put_on_a_stored_token_cuts_its_life(admin_world: AdminWorld
 async def test_an_import_that_cannot_live_is_refused(
     admin_world: AdminWorld, method: str, extra: dict[str, Any], fields: dict[str, Any]
 ) -> None:
-    body = {"credential": "clientid", "service": "events", "access_token": IMPORTED, **extra}
+    body: dict[str, Any] = {"credential": "clientid", "service": "events", "expires_in": 3600}
+    body |= {"access_token": IMPORTED, **extra}
     path = "/oauth2_tokens" if method == "POST" else f"/oauth2_tokens/{IMPORTED}"
     reply = await admin_world.admin(method, path, json=body)
     assert reply.status == 400
@@ -386,7 +422,8 @@ async def test_an_import_that_cannot_live_is_refused(
 
 async def test_put_imports_by_value(admin_world: AdminWorld) -> None:
     """PUT is an upsert: Kong and design §6 answer 200 (create 201 is for POST)."""
-    body = {"credential": {"id": "clientid"}, "service": "events", "authenticated_userid": "p1"}
+    body: dict[str, Any] = {"credential": {"id": "clientid"}, "service": "events"}
+    body |= {"authenticated_userid": "p1", "expires_in": 3600}
     made = await admin_world.admin("PUT", f"/oauth2_tokens/{IMPORTED}", json=body)
     assert made.status in (200, 201), made.text
     assert made.body["access_token"] == IMPORTED
