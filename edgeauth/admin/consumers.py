@@ -1,4 +1,8 @@
-"""Admin handlers for `/consumers` (design §6): thin, Kong's shapes and status codes."""
+"""Admin handlers for `/consumers` (design §6): thin, Kong's shapes and status codes.
+
+Rule: a consumer declared in config.toml (tagged models.MANAGED_TAG) is config's: every
+change or delete here is a 409 naming it.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from edgeauth.admin.http import (
     json,
     no_content,
     offset_of,
+    refuse_managed,
     size_of,
     tags_of,
     unique,
@@ -27,6 +32,11 @@ async def find_consumer(store: Store, key: str) -> Consumer:
     if found is None:
         raise NotFound()
     return found
+
+
+def unmanaged(consumer: Consumer) -> Consumer:
+    refuse_managed("consumer", consumer.username or consumer.id, consumer.tags)
+    return consumer
 
 
 async def list_consumers(request: web.Request) -> web.Response:
@@ -73,7 +83,7 @@ async def _update(store: Store, found: Consumer, patch: ConsumerPatch) -> Consum
 
 async def patch_consumer(request: web.Request) -> web.Response:
     store = ctx(request).store
-    found = await find_consumer(store, request.match_info["c"])
+    found = unmanaged(await find_consumer(store, request.match_info["c"]))
     body = await body_of(request)
     given = schemas.consumer(body, now=time.time(), current=found, partial=True)
     patch: ConsumerPatch = {}
@@ -96,7 +106,7 @@ async def put_consumer(request: web.Request) -> web.Response:
     if found is None:
         given = schemas.consumer(body, now=time.time())
         return json(views.consumer(await _create(store, given)), 200)
-    given = schemas.consumer(body, now=time.time(), current=found)
+    given = schemas.consumer(body, now=time.time(), current=unmanaged(found))
     patch: ConsumerPatch = {
         "username": given.username,
         "custom_id": given.custom_id,
@@ -109,5 +119,5 @@ async def delete_consumer(request: web.Request) -> web.Response:
     store = ctx(request).store
     found = await store.get_consumer(request.match_info["c"])
     if found is not None:
-        await store.delete_consumer(found.id)
+        await store.delete_consumer(unmanaged(found).id)
     return no_content()

@@ -3,6 +3,10 @@
 Rule 1: the client secret is hashed before it is stored and shown in clear only in the
 response that created it (generated when not given, as Kong does); a Kong hash sent as
 `client_secret_hash` is stored as it is.
+Rule 2: an application declared in config.toml (tagged models.MANAGED_TAG) is config's: a
+change or delete here is a 409. A new application under a consumer config declares is the
+admin API's own (untagged): a reload never touches it, and it adds no power the admin API
+lacks (it can mint tokens for any application).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from edgeauth.admin.http import (
     json,
     no_content,
     offset_of,
+    refuse_managed,
     size_of,
     tags_of,
     unique,
@@ -38,6 +43,11 @@ async def find_credential(store: Store, key: str, consumer_id: str | None = None
     if found is None or (consumer_id is not None and found.consumer_id != consumer_id):
         raise NotFound()
     return found
+
+
+def unmanaged_app(credential: Credential) -> Credential:
+    refuse_managed("application", credential.client_id, credential.tags)
+    return credential
 
 
 async def _hash(secret: str) -> str:
@@ -171,7 +181,7 @@ async def _update(
 
 
 async def patch(request: web.Request) -> web.Response:
-    found = await _found(request)
+    found = unmanaged_app(await _found(request))
     body = await body_of(request)
     given = schemas.credential(body, now=time.time(), current=found, partial=True)
     changes = await _patch_of(body, given)
@@ -193,7 +203,7 @@ async def put(request: web.Request) -> web.Response:
             store, consumer, schemas.credential(body, now=time.time())
         )
         return json(views.credential(made, secret), 200)
-    given = schemas.credential(body, now=time.time(), current=found)
+    given = schemas.credential(body, now=time.time(), current=unmanaged_app(found))
     return await _replace(store, found, given)
 
 
@@ -212,6 +222,6 @@ async def _replace(store: Store, found: Credential, given: schemas.CredentialInp
 
 async def delete(request: web.Request) -> web.Response:
     """404 for an application that does not exist (Kong's nested credential endpoints)."""
-    found = await _found(request)
+    found = unmanaged_app(await _found(request))
     await ctx(request).store.delete_credential(found.id)
     return no_content()

@@ -33,6 +33,7 @@ from edgeauth.errors import (
     StoreUnavailable,
     UniqueViolation,
 )
+from edgeauth.models import MANAGED_TAG
 from edgeauth.store.base import Store, TagFilter
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,18 @@ def tags_of(request: web.Request) -> TagFilter | None:
 
 def offset_of(request: web.Request) -> str | None:
     return request.query.get("offset") or None
+
+
+class Managed(AdminError):
+    """409: config.toml declares the entity, so a change here would be undone (or fought
+    over) at the next reload."""
+
+    status = 409
+
+
+def refuse_managed(kind: str, name: str, tags: tuple[str, ...]) -> None:
+    if MANAGED_TAG in tags:
+        raise Managed(f"{kind} '{name}' is managed by config.toml: change it there and reload")
 
 
 def unique(exc: Conflict, values: dict[str, str | None]) -> UniqueViolation:

@@ -8,6 +8,7 @@ user ids, scopes) hold no control characters; usernames and client_ids, which ad
 in place of an id, never have the form of one (config/schema.py `identity_problem`).
 Rule 4: Kong's `id` and `created_at` are kept on create (a migration keeps its references); on
 a change they may repeat the entity's own values, never change them.
+Rule 5: the tag of config-managed entities (models.MANAGED_TAG) is config.toml's to set.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from edgeauth import crypto
 from edgeauth.config.schema import has_control, identity_problem
 from edgeauth.config.schema import is_uuid as is_uuid
 from edgeauth.errors import SchemaViolation
-from edgeauth.models import Consumer, Credential
+from edgeauth.models import MANAGED_TAG, Consumer, Credential
 
 Body = Mapping[str, Any]
 CLIENT_TYPES = ("confidential", "public")
@@ -31,6 +32,7 @@ MAX_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z
 TAG = re.compile(r"[!-~]+")  # printable ASCII without space
 _RESERVED_IN_TAGS = (",", "/")
 ID_SHAPED = "must not have the form of a UUID (token ids have it)"
+MANAGED = f"'{MANAGED_TAG}' is set by config.toml only"
 PHC_SECRET = re.compile(r"\$pbkdf2-[a-z0-9]+\$")
 HASH_AS_TEXT = "is a PBKDF2 hash: send it as client_secret_hash"
 ONE_OF_TWO = "give client_secret or client_secret_hash, not both"
@@ -165,7 +167,7 @@ class Fields:
 def _tag_problem(tag: str) -> str | None:
     if not TAG.fullmatch(tag) or any(c in tag for c in _RESERVED_IN_TAGS):
         return "invalid tag: printable ASCII without space, ',' or '/'"
-    return None
+    return MANAGED if tag == MANAGED_TAG else None
 
 
 def redirect_uri_problem(uri: str) -> str | None:

@@ -1,6 +1,8 @@
 """The admin API's world: the walkthrough's gateway (events service, ClientApp, Other) with
 its admin listener, a plain-HTTP admin client carrying the admin token, and the HTTPS client
-for the proxy listener.
+for the proxy listener. ClientApp and Other are made through the admin API, not declared in
+config.toml: the tests change and delete them, which the admin API refuses for what config
+declares (test_managed.py).
 """
 
 from __future__ import annotations
@@ -128,6 +130,34 @@ def upstream_headers(reply: Reply) -> dict[str, str]:
     return {str(name).lower(): str(value) for name, value in pairs}
 
 
+def _admin_bodies(seed: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[Any]]]:
+    """A `[[consumers]]` list as admin API bodies: each consumer with its applications (a
+    secret file read into client_secret)."""
+    bodies = []
+    for declared in seed:
+        consumer = {k: v for k, v in declared.items() if k != "oauth2"}
+        apps = []
+        for app in declared.get("oauth2", []):
+            body = dict(app)
+            secret_file = body.pop("client_secret_file", None)
+            if secret_file is not None:
+                body["client_secret"] = Path(secret_file).read_text().strip()
+            apps.append(body)
+        bodies.append((consumer, apps))
+    return bodies
+
+
+async def create_by_api(world: AdminWorld, seed: list[dict[str, Any]]) -> None:
+    """Make the consumers and applications of a `[[consumers]]` list through the admin API."""
+    for consumer, apps in _admin_bodies(seed):
+        made = await world.admin("POST", "/consumers", json=consumer)
+        assert made.status == 201, made.text
+        for app in apps:
+            path = f"/consumers/{consumer['username']}/oauth2"
+            reply = await world.admin("POST", path, json=app)
+            assert reply.status == 201, reply.text
+
+
 @pytest.fixture
 async def admin_world(
     backend: Backend,
@@ -135,6 +165,8 @@ async def admin_world(
     tmp_path: Path,
     client: aiohttp.ClientSession,
 ) -> AsyncIterator[AdminWorld]:
-    gw = await gateway([events_service(backend)], consumers=consumers(tmp_path))
+    gw = await gateway([events_service(backend)])
     async with aiohttp.ClientSession(headers=gw.admin_headers) as http:
-        yield AdminWorld(gw, backend, http, client)
+        world = AdminWorld(gw, backend, http, client)
+        await create_by_api(world, consumers(tmp_path))
+        yield world
