@@ -6,6 +6,9 @@ waits in its backlog instead of being refused.
 Rule 2: a worker that dies is restarted, with a backoff if it keeps dying young.
 Rule 3: SIGTERM/SIGINT are passed on to the workers, which drain; the supervisor exits 0
 once they are gone (or killed after `drain_seconds` plus a grace period).
+Rule 4: SIGHUP reloads, whoever sends it: systemd (`systemctl reload`), an operator, or a
+worker whose admin API has just written a new config file (POST /config, supervisor_pid).
+A SIGHUP that arrives during a reload makes one more reload after it.
 """
 
 from __future__ import annotations
@@ -40,6 +43,16 @@ CERT_WARNING_DAYS = 14
 READY_TIMEOUT_SECONDS = 30.0
 KILL_GRACE_SECONDS = 5.0
 POLL_SECONDS = 0.1
+# Set in each worker's environment to the supervisor's pid: how a worker finds whom to ask for
+# a reload, and knows it has a supervisor at all (an in-process Gateway has none).
+SUPERVISOR_ENV = "EDGEAUTH_SUPERVISOR_PID"
+
+
+def supervisor_pid() -> int | None:
+    """In a worker: the pid of the supervisor that started it, which reloads on SIGHUP; None in
+    a process no supervisor started (an in-process Gateway), or once it is gone."""
+    pid = os.environ.get(SUPERVISOR_ENV, "")
+    return int(pid) if pid.isdigit() and int(pid) == os.getppid() else None
 
 
 def _family(address: Address) -> socket.AddressFamily:
@@ -161,7 +174,11 @@ class Supervisor:
         self.notify = Notifier()
         # every worker's metrics in one directory, summed by whichever answers /metrics
         self._metrics_dir = tempfile.mkdtemp(prefix="edgeauth-metrics-")
-        self._worker_env = {**os.environ, MULTIPROC_ENV: self._metrics_dir}
+        self._worker_env = {
+            **os.environ,
+            MULTIPROC_ENV: self._metrics_dir,
+            SUPERVISOR_ENV: str(os.getpid()),
+        }
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True

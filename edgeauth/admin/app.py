@@ -4,8 +4,21 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from edgeauth.admin import consumers, credentials, status, tokens
+from edgeauth.admin import consumers, credentials, declared, status, tokens
 from edgeauth.admin.http import CONTEXT, MAX_BODY, AdminContext, Handler, guard
+
+# What config.toml declares: readable here, written only through the file (declared.py).
+DECLARED: tuple[tuple[str, Handler], ...] = (
+    ("/services", declared.list_services),
+    ("/services/{s}", declared.get_service),
+    ("/services/{s}/routes", declared.service_routes),
+    ("/services/{s}/plugins", declared.service_plugins),
+    ("/routes", declared.list_routes),
+    ("/routes/{r}", declared.get_route),
+    ("/plugins", declared.list_plugins),
+    ("/plugins/{p}", declared.get_plugin),
+)
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 TABLE: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/consumers", consumers.list_consumers),
@@ -31,8 +44,10 @@ TABLE: tuple[tuple[str, str, Handler], ...] = (
     ("PATCH", "/oauth2_tokens/{t}", tokens.patch),
     ("PUT", "/oauth2_tokens/{t}", tokens.put),
     ("DELETE", "/oauth2_tokens/{t}", tokens.delete),
-    ("GET", "/services", status.services),
-    ("GET", "/routes", status.routes),
+    *(("GET", path, handler) for path, handler in DECLARED),
+    *((method, path, declared.read_only) for path, _ in DECLARED for method in WRITES),
+    ("GET", "/", declared.root),
+    ("POST", "/config", declared.post_config),
     ("GET", "/status", status.status),
     ("GET", "/status/ready", status.ready),
     ("GET", "/metrics", status.metrics),

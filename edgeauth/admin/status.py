@@ -1,5 +1,5 @@
-"""Health and the configuration views: `/status`, `/status/ready`, `/services`, `/routes`,
-`/metrics`. What one worker knows; cluster-wide figures come with the operations work."""
+"""Health: `/status`, `/status/ready`, `/metrics`. What one worker knows; cluster-wide figures
+come with the operations work."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import time
 from aiohttp import web
 
 from edgeauth import __version__, tls
-from edgeauth.admin import views
 from edgeauth.admin.http import ctx, json
 from edgeauth.metrics import exposition
 
@@ -34,14 +33,6 @@ async def status(request: web.Request) -> web.Response:
 async def ready(request: web.Request) -> web.Response:
     reachable = await ctx(request).store.ping()
     return json({"ready": reachable}, 200 if reachable else 503)
-
-
-async def services(request: web.Request) -> web.Response:
-    return json(views.services(ctx(request).settings.services))
-
-
-async def routes(request: web.Request) -> web.Response:
-    return json(views.routes(ctx(request).settings.services))
 
 
 async def metrics(request: web.Request) -> web.Response:

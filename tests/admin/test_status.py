@@ -1,5 +1,5 @@
-"""Health and configuration views (design §6): `/status`, `/status/ready`, `/services`,
-`/routes`, `/metrics`."""
+"""Health (design §6): `/status`, `/status/ready`, `/metrics`. The configuration views
+(`/services`, `/routes`, `/plugins`, `/`) are tested in test_declared.py."""
 
 from __future__ import annotations
 
@@ -46,46 +46,6 @@ async def test_ready(admin_world: AdminWorld) -> None:
         reply = await admin_world.admin("GET", path)
         assert reply.status == 200
         assert reply.body == {"ready": True}
-
-
-async def test_services_and_routes_reflect_the_config(admin_world: AdminWorld) -> None:
-    services = await admin_world.admin("GET", "/services")
-    assert services.status == 200
-    assert services.body == {
-        "data": [
-            {
-                "id": "events",
-                "name": "events",
-                "url": admin_world.backend.url + "/api",
-                "protected": True,
-                "connect_timeout": 5000,
-                "read_timeout": 60000,
-                "retries": 2,
-            }
-        ],
-        "next": None,
-    }
-    routes = await admin_world.admin("GET", "/default/routes")
-    assert routes.status == 200
-    assert routes.body == {
-        "data": [
-            {
-                "id": "events-route",
-                "name": "events-route",
-                "paths": ["/events"],
-                "hosts": None,
-                "methods": None,
-                "strip_path": False,
-                "required_scopes": None,
-                "service": {"id": "events"},
-            }
-        ],
-        "next": None,
-    }
-    for path in ("/services", "/routes"):
-        refused = await admin_world.admin("POST", path, json={"name": "x"})
-        assert refused.status == 405
-        assert refused.body == {"message": "Method not allowed"}
 
 
 async def test_metrics_are_prometheus_text(admin_world: AdminWorld) -> None:
