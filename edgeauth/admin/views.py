@@ -7,11 +7,10 @@ value only in the response of the POST/PUT that created or imported it. Lists sh
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
-from edgeauth.config import ServiceSettings
 from edgeauth.models import Consumer, Credential, TokenView
 from edgeauth.store.base import Page
 
@@ -90,39 +89,3 @@ def page(
         body["offset"] = result.next
         body["next"] = f"{path}?{urlencode(params)}"
     return body
-
-
-def services(items: Iterable[ServiceSettings]) -> Json:
-    data = []
-    for s in items:
-        data.append(
-            {
-                "id": s.name,
-                "name": s.name,
-                "url": s.url,
-                "protected": s.oauth2 is not None,
-                "connect_timeout": int(s.connect_timeout_seconds * 1000),
-                "read_timeout": int(s.read_timeout_seconds * 1000),
-                "retries": s.retries,
-            }
-        )
-    return {"data": data, "next": None}
-
-
-def routes(items: Iterable[ServiceSettings]) -> Json:
-    data = []
-    for s in items:
-        for r in s.routes:
-            data.append(
-                {
-                    "id": r.name,
-                    "name": r.name,
-                    "paths": list(r.paths),
-                    "hosts": list(r.hosts) or None,
-                    "methods": list(r.methods) or None,
-                    "strip_path": r.strip_path,
-                    "required_scopes": list(r.required_scopes) or None,
-                    "service": {"id": s.name},
-                }
-            )
-    return {"data": data, "next": None}
