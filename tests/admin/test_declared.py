@@ -112,7 +112,7 @@ async def test_root_answers_in_kongs_shape_without_secrets(world: World) -> None
     body = reply.body
     assert body["version"] == __version__
     assert body["hostname"] == socket.gethostname()
-    assert uuid.UUID(body["node_id"])
+    assert str(uuid.UUID(body["node_id"])) == body["node_id"]
     assert body["plugins"] == {
         "available_on_server": {"oauth2": {"version": __version__, "priority": 1004}},
         "enabled_in_cluster": ["oauth2"],
@@ -171,7 +171,7 @@ async def test_plugins_show_each_protected_service_oauth2_with_the_key_redacted(
         "protocols": ["https"],
         "tags": None,
     }
-    assert uuid.UUID(plugin["id"])
+    assert str(uuid.UUID(plugin["id"])) == plugin["id"]
     config = plugin["config"]
     assert config["provision_key"] == "<redacted>"
     assert config["scopes"] == ["read", "write"]
