@@ -23,7 +23,7 @@ import aiohttp
 from edgeauth import tls
 from edgeauth.anonymous import MISSING_SECONDS
 from tests.conftest import Backend, ServeProcess, read_access_log, write_config
-from tests.oauth.conftest import PROVISION_KEY, SECRET, consumers, events_service
+from tests.oauth.conftest import PROVISION_KEY, SECRET, events_service
 
 ROUNDS = 30
 IDENTITY = ("x-consumer-username", "x-consumer-custom-id", "x-credential-identifier")
@@ -114,16 +114,23 @@ def _start(
     serve: Callable[..., ServeProcess],
     **oauth2: Any,
 ) -> Node:
-    guest = {"username": "Guest", "custom_id": "guest-1"}
     config = write_config(
         tmp_path,
         dev_cert,
         [events_service(backend, **oauth2)],
-        consumers=[*consumers(tmp_path), guest],
         tables={"admin": {"listen": "127.0.0.1:0"}},
         workers=2,
     )
     return Node(serve(config), tmp_path, client_ssl)
+
+
+async def _people(node: Node) -> None:
+    """ClientApp with its application, and Guest: the admin API's own (what config.toml
+    declares, the admin API may not rename)."""
+    await node.call("POST", "/consumers", {"username": "ClientApp", "custom_id": "client-app-1"})
+    app = {"name": "SampleApp", "client_id": "clientid", "client_secret": SECRET}
+    await node.call("POST", "/consumers/ClientApp/oauth2", app)
+    await node.call("POST", "/consumers", {"username": "Guest", "custom_id": "guest-1"})
 
 
 async def test_renaming_a_consumer_or_client_id_changes_every_workers_identity_headers(
@@ -134,6 +141,7 @@ async def test_renaming_a_consumer_or_client_id_changes_every_workers_identity_h
     serve: Callable[..., ServeProcess],
 ) -> None:
     node = _start(tmp_path, dev_cert, backend, client_ssl, serve)
+    await _people(node)
     token = await node.token()
     before = await node.seen_by_worker(token, IDENTITY)
     old = (200, ("ClientApp", "client-app-1", "clientid"))
@@ -163,6 +171,7 @@ async def test_the_anonymous_consumer_follows_changes_and_deletion_on_every_work
     serve: Callable[..., ServeProcess],
 ) -> None:
     node = _start(tmp_path, dev_cert, backend, client_ssl, serve, anonymous="Guest")
+    await _people(node)
     first = await node.seen_by_worker(None, ANONYMOUS)
     assert all(answers == {(200, ("Guest", "guest-1"))} for answers in first.values()), first
 
