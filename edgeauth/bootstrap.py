@@ -13,6 +13,10 @@ a client out of the file must cut its access; a managed consumer goes too once i
 application (an application config does not own is never deleted by config).
 Rule 4: every change the seed makes is logged: created, which fields changed, deleted, and how
 many live tokens the change revoked.
+Rule 5 (upgrades): a version before rule 2 seeded without the tag. At a start on a store that
+holds no managed entity yet, an untagged entity that is exactly what config declares is
+adopted: tagged managed and logged, nothing else changed (no admin change can be lost: there is
+none). Never on a reload, and never once anything is managed.
 """
 
 from __future__ import annotations
@@ -129,11 +133,14 @@ def _voids(old: Credential, new: NewCredential) -> bool:
     return was != (new.consumer_id, new.secret_hash, new.client_type)
 
 
-async def apply_seed(store: Store, consumers: tuple[ConsumerSettings, ...]) -> None:
-    """Rules 2-4. Deletions come after the upserts, so that an application config moves to
+async def apply_seed(
+    store: Store, consumers: tuple[ConsumerSettings, ...], *, starting: bool = False
+) -> None:
+    """Rules 2-5. Deletions come after the upserts, so that an application config moves to
     another consumer is moved (and keeps its id), never deleted and created again."""
+    adopt = starting and not await _any_managed(store)
     for consumer in consumers:
-        await _seed_consumer(store, consumer)
+        await _seed_consumer(store, consumer, adopt)
     client_ids = {cred.client_id for consumer in consumers for cred in consumer.oauth2}
     for cred in await _every(
         lambda after: store.list_credentials(tags=MANAGED, after=after, size=PAGE)
@@ -148,9 +155,16 @@ async def apply_seed(store: Store, consumers: tuple[ConsumerSettings, ...]) -> N
             await _retire_consumer(store, stored)
 
 
-async def _seed_consumer(store: Store, declared: ConsumerSettings) -> None:
+async def _any_managed(store: Store) -> bool:
+    consumers = await store.list_consumers(tags=MANAGED, size=1)
+    return bool(consumers.items or (await store.list_credentials(tags=MANAGED, size=1)).items)
+
+
+async def _seed_consumer(store: Store, declared: ConsumerSettings, adopt: bool) -> None:
     old = await store.get_consumer(declared.username)
-    if old is not None and MANAGED_TAG not in old.tags:
+    if old is not None and MANAGED_TAG not in old.tags and adopt and _declares(declared, old):
+        log.info("config adopted a consumer", extra={"fields": {"username": old.username}})
+    elif old is not None and MANAGED_TAG not in old.tags:
         skipped = [cred.client_id for cred in declared.oauth2]
         log.warning(
             "config.toml declares a consumer that the admin API created: left as it is, with"
@@ -170,7 +184,12 @@ async def _seed_consumer(store: Store, declared: ConsumerSettings) -> None:
         return
     _log_consumer(old, new)
     for cred in declared.oauth2:
-        await _seed_credential(store, new, cred)
+        await _seed_credential(store, new, cred, adopt)
+
+
+def _declares(declared: ConsumerSettings, old: Consumer) -> bool:
+    """Rule 5: nothing but what config declares (its tags among the declared ones)."""
+    return old.custom_id == declared.custom_id and set(old.tags) <= set(declared.tags)
 
 
 def _log_consumer(old: Consumer | None, new: Consumer) -> None:
@@ -183,9 +202,14 @@ def _log_consumer(old: Consumer | None, new: Consumer) -> None:
         log.info("config updated a consumer", extra={"fields": {**fields, "changed": changed}})
 
 
-async def _seed_credential(store: Store, owner: Consumer, declared: CredentialSettings) -> None:
+async def _seed_credential(
+    store: Store, owner: Consumer, declared: CredentialSettings, adopt: bool
+) -> None:
     old = await store.find_credential(declared.client_id)
-    if old is not None and MANAGED_TAG not in old.tags:
+    untagged = old is not None and MANAGED_TAG not in old.tags
+    if old is not None and untagged and adopt and await _declares_app(declared, owner, old):
+        log.info("config adopted an application", extra={"fields": {"client_id": old.client_id}})
+    elif old is not None and untagged:
         log.warning(
             "config.toml declares an application that the admin API created: left as it is;"
             " remove it from config.toml, or delete it through the admin API for config to"
@@ -204,6 +228,19 @@ async def _seed_credential(store: Store, owner: Consumer, declared: CredentialSe
     )
     revoked = await _live_tokens(store, old.id) if old is not None and _voids(old, new) else 0
     _log_credential(old, await store.upsert_credential(new), revoked)
+
+
+async def _declares_app(declared: CredentialSettings, owner: Consumer, old: Credential) -> bool:
+    """Rule 5: the declared owner, name, redirect URIs, type and secret, no other tags."""
+    same = (old.consumer_id, old.name, old.redirect_uris, old.client_type.value) == (
+        owner.id,
+        declared.name,
+        declared.redirect_uris,
+        declared.client_type,
+    )
+    if not same or not set(old.tags) <= set(declared.tags):
+        return False
+    return await _secret_hash(old, declared) == old.secret_hash
 
 
 def _log_credential(old: Credential | None, new: Credential, revoked: int) -> None:
@@ -250,7 +287,7 @@ async def _retire_consumer(store: Store, consumer: Consumer) -> None:
         )
 
 
-async def prepare(settings: Settings, store: Store) -> None:
+async def prepare(settings: Settings, store: Store, *, starting: bool = False) -> None:
     """Generate missing secrets and apply the declarative seed."""
     for service in settings.services:
         policy_for(service)
@@ -260,15 +297,16 @@ async def prepare(settings: Settings, store: Store) -> None:
         log.warning("%s", warning)
     for note in anonymous_notes(settings):
         log.info("%s", note)
-    await apply_seed(store, settings.consumers)
+    await apply_seed(store, settings.consumers, starting=starting)
 
 
-async def prepare_store(settings: Settings) -> None:
-    """Once per start, before any worker: the admin token, the store's migrations, the seed."""
+async def prepare_store(settings: Settings, *, starting: bool = False) -> None:
+    """Once per start (`starting`) and reload, before any worker: the admin token, the store's
+    migrations, the seed."""
     read_or_create_secret(settings.admin.token_file)
     store = await open_store(settings.store)
     try:
-        await prepare(settings, store)
+        await prepare(settings, store, starting=starting)
     finally:
         await store.close()
 

@@ -204,7 +204,7 @@ class Supervisor:
         signal.signal(signal.SIGUSR1, self._on_usr1)
         warn_if_expiring(self.settings.server.tls_cert_file)
         try:
-            asyncio.run(prepare_store(self.settings))
+            asyncio.run(prepare_store(self.settings, starting=True))
         except (StoreError, OSError) as exc:
             log.error("cannot prepare the store or generated secrets: %s", exc)
             return EX_UNAVAILABLE

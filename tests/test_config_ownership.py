@@ -310,3 +310,36 @@ async def test_a_consumer_no_longer_declared_stays_while_it_holds_an_application
     assert (held["username"], held["applications"]) == ("Old", ["mover"])
     assert (await node.admin("GET", "/consumers/Old")).status == 200
     assert await node.proxied(access) == 200
+
+
+async def test_a_start_after_an_upgrade_adopts_what_is_exactly_as_declared(start: Start) -> None:
+    """A version before the managed tag seeded untagged entities. The first start on a store
+    with nothing managed adopts those that are exactly what config declares: tagged, logged,
+    their tokens kept. Anything else stays the admin API's."""
+    node = await start([])
+    await node.admin("PUT", "/consumers/legacy", json={"custom_id": "l-1"})
+    await node.admin("PUT", "/consumers/other")
+    for owner, body in (
+        ("legacy", {"name": "legacyapp-name", "client_id": "legacyapp", "client_secret": "l1"}),
+        ("other", {"name": "otherapp-name", "client_id": "otherapp", "client_secret": "o-admin"}),
+    ):
+        made = await node.admin("POST", f"/consumers/{owner}/oauth2", json=body)
+        assert made.status == 201, made.text
+    access = await node.issued("legacyapp", "l1")
+    node.proc.stop()
+
+    declared = [
+        consumer("legacy", app("legacyapp", "l1"), custom_id="l-1"),
+        consumer("other", app("otherapp", "o-config")),
+    ]
+    node = await start(declared)
+    adopted = [e["username"] for e in node.proc.log if e.get("msg") == "config adopted a consumer"]
+    assert sorted(adopted) == ["legacy", "other"]
+    assert only(node.proc.log, "config adopted an application")["client_id"] == "legacyapp"
+    assert (await node.admin("GET", "/oauth2/legacyapp")).body["tags"] == [MANAGED_TAG]
+    assert await node.proxied(access) == 200  # adopted as it was: nothing revoked
+    # `other` is adopted (as declared) but its application's secret is not the file's: the
+    # admin API's still.
+    assert (await node.admin("GET", "/oauth2/otherapp")).body["tags"] is None
+    assert (await node.token("otherapp", "o-admin")).status == 200
+    assert (await node.admin("DELETE", "/oauth2/legacyapp")).status == 409
