@@ -63,7 +63,7 @@ FULL = Profile(
 
 SMOKE = Profile(
     name="smoke",
-    duration=1.0,
+    duration=0.5,
     warmup=0.0,
     rounds=1,
     connections=4,

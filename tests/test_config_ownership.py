@@ -118,7 +118,10 @@ async def store_tables(backend: str) -> AsyncIterator[dict[str, dict[str, Any]]]
         yield {"store": {"backend": "postgres", "dsn": schema.dsn, "pool_size": 2}}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+BOTH = pytest.mark.parametrize("start", ["sqlite", "postgres"], indirect=True)
+
+
+@pytest.fixture(params=["sqlite"])
 async def start(
     request: pytest.FixtureRequest,
     tmp_path: Path,
@@ -127,7 +130,8 @@ async def start(
     client_ssl: ssl.SSLContext,
     serve: Callable[..., ServeProcess],
 ) -> AsyncIterator[Start]:
-    """`await start(consumers)`: a node on the given store backend with these `[[consumers]]`."""
+    """`await start(consumers)`: a node on the given store backend with these `[[consumers]]`
+    (SQLite; the tests marked BOTH run on PostgreSQL too)."""
     connector = aiohttp.TCPConnector(ssl=client_ssl)
     async with (
         store_tables(request.param) as tables,
@@ -214,6 +218,7 @@ async def test_admin_created_entities_that_config_later_declares_are_left_alone(
     assert (await node.token("carolapp", "c1")).status == 200
 
 
+@BOTH
 async def test_a_secret_set_through_the_admin_api_survives_start_and_reload(
     start: Start,
 ) -> None:
@@ -241,6 +246,7 @@ async def test_a_secret_set_through_the_admin_api_survives_start_and_reload(
     assert await node.refused("opsapp", "from-file")
 
 
+@BOTH
 async def test_a_config_change_to_a_managed_secret_is_applied_on_reload_and_logged(
     start: Start,
 ) -> None:
