@@ -231,6 +231,12 @@ async def read_only(request: web.Request) -> web.Response:
 async def post_config(request: web.Request) -> web.Response:
     """Rule 3."""
     running = _settings(request)
+    if not running.admin.allow_config_post:
+        message = (
+            "POST /config is off: set [admin] allow_config_post = true in config.toml to let"
+            " the admin token rewrite it"
+        )
+        return json({"message": message}, 403)
     raw = await _body(request)
     problems = await asyncio.to_thread(_problems, raw, running)
     if problems:

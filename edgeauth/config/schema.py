@@ -132,6 +132,9 @@ class AdminSettings:
     token_file: Path = Path("var/admin.token")
     ui: bool = True
     allow_remote: bool = False
+    # POST /config rewrites config.toml: with it the admin token is write access to the
+    # config file (its store, upstreams, file paths). Off unless a pipeline needs it.
+    allow_config_post: bool = False
     tls_cert_file: Annotated[Path | None, Mark.EXISTS] = None
     tls_key_file: Annotated[Path | None, Mark.EXISTS] = None
 

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -124,14 +125,25 @@ class _Bar:
 
 
 def _write_config(args: argparse.Namespace, plan: Plan) -> str | None:
-    """Writes the services TOML (0600: it holds provision keys); never over config.toml."""
+    """Writes the services TOML (0600, an existing file's mode included: it holds provision
+    keys); never over config.toml."""
     path: Path | None = args.write_config
     if path is None:
         return None
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(plan.services_toml)
     return str(path)
+
+
+_PROVISION_KEY = re.compile(r'^(\s*provision_key\s*=\s*)".*"$', re.MULTILINE)
+
+
+def printable(services_toml: str) -> str:
+    """The services TOML for stdout, which ends up in terminals and CI logs: provision keys
+    redacted (`--write-config` writes them)."""
+    return _PROVISION_KEY.sub(r'\1"<redacted: use --write-config>"', services_toml)
 
 
 def _counts(statuses: list[str]) -> dict[str, int]:
@@ -175,7 +187,7 @@ def _summary(
             "tokens_already_stored": applied.tokens_present,
         }
     if args.json and args.write_config is None:
-        summary["services_toml"] = plan.services_toml
+        summary["services_toml"] = printable(plan.services_toml)
     return summary
 
 
@@ -220,7 +232,7 @@ def _human(summary: dict[str, Any], plan: Plan, args: argparse.Namespace) -> str
         if summary[key]:
             parts.append(f"{title}:\n" + "".join(f"  {line}\n" for line in summary[key]))
     if args.write_config is None and summary["services"]:
-        parts.append("\n" + plan.services_toml)
+        parts.append("\n" + printable(plan.services_toml))
     return "".join(parts)
 
 

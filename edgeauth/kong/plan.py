@@ -271,7 +271,7 @@ def _secret(c: KongCredential) -> tuple[str | None, str | None, str | None]:
     if not c.hash_secret:
         return None, secret, None
     if crypto.parse_phc(secret) is None:
-        return None, None, f"hashed secret in a form edgeauth cannot verify ({secret[:16]}...)"
+        return None, None, "hashed secret in a form edgeauth cannot verify (not Kong's PBKDF2)"
     return secret, None, None
 
 

@@ -56,7 +56,9 @@ class World:
 async def world(backend: Backend, gateway: GatewayFactory) -> AsyncIterator[World]:
     """A protected service (events) and a public one (tools)."""
     tools = service("tools", backend.url + "/tools", ["/tools"], methods=["GET"])
-    gw = await gateway([events_service(backend), tools])
+    gw = await gateway(
+        [events_service(backend), tools], tables={"admin": {"allow_config_post": True}}
+    )
     async with aiohttp.ClientSession(headers=gw.admin_headers) as http:
         yield World(gw, backend, http)
 
@@ -262,6 +264,19 @@ async def test_post_config_reports_every_problem_at_once_and_writes_nothing(
     assert world.config.read_bytes() == before
 
 
+async def test_post_config_is_off_unless_config_allows_it(
+    backend: Backend, gateway: GatewayFactory
+) -> None:
+    """Secure by default: the admin token alone does not let anyone rewrite config.toml."""
+    gw = await gateway([service("tools", backend.url, ["/tools"])])
+    before = gw.settings.source.read_bytes()
+    async with aiohttp.ClientSession(headers=gw.admin_headers) as http:
+        reply = await call(http, "POST", f"{gw.admin_url}/config", data=before + b"# x\n")
+    assert reply.status == 403, reply.text
+    assert "allow_config_post = true" in reply.body["message"]
+    assert gw.settings.source.read_bytes() == before
+
+
 async def test_post_config_without_a_supervisor_writes_nothing(world: World) -> None:
     """The in-process gateway has no supervisor: a valid file would never be applied."""
     before = world.config.read_bytes()
@@ -279,7 +294,12 @@ async def test_post_config_writes_the_file_whole_and_reloads(
     client: aiohttp.ClientSession,
     serve: Callable[..., ServeProcess],
 ) -> None:
-    config = write_config(tmp_path, dev_cert, [service("tools", backend.url, ["/tools"])])
+    config = write_config(
+        tmp_path,
+        dev_cert,
+        [service("tools", backend.url, ["/tools"])],
+        tables={"admin": {"allow_config_post": True}},
+    )
     os.chmod(config, 0o640)
     gw = serve(config)
     admin = next(e for e in gw.log if e.get("msg") == "ready")["admin"][0]

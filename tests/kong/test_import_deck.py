@@ -131,7 +131,14 @@ async def test_deck_dump_import_end_to_end(
     assert 'plugin rate-limiting (consumer "eve")' in dry.out
     assert "1 keyauth_credentials: edgeauth authenticates clients with OAuth 2.0" in dry.out
     assert "1 certificates: edgeauth's certificate is [server] tls_cert_file" in dry.out
-    assert f'provision_key = "{PROVISION_KEY}"' in dry.out  # the TOML, printed
+    # The TOML, printed: stdout ends up in terminals and CI logs, so the key is not in it.
+    assert "provision_key = \"<redacted: use --write-config>\"" in dry.out
+    assert PROVISION_KEY not in dry.out + dry.err
+    dry_json = await edgeauth_import(config, "--deck", str(dump), "--json")
+    assert PROVISION_KEY not in dry_json.out + dry_json.err
+    assert "<redacted: use --write-config>" in dry_json.summary["services_toml"]
+    services_file.write_text("")
+    services_file.chmod(0o644)  # an existing file: the key must not stay readable by all
     assert not (tmp_path / "edgeauth.db").exists()
 
     args = ("--deck", str(dump), "--apply", "--write-config", str(services_file), "--json")
@@ -141,6 +148,8 @@ async def test_deck_dump_import_end_to_end(
     assert statuses(summary, "consumers") == {"create": 2}
     assert statuses(summary, "credentials") == {"create": 3}
     assert summary["tokens"]["create"] == 0
+    assert services_file.stat().st_mode & 0o777 == 0o600
+    assert f'provision_key = "{PROVISION_KEY}"' in services_file.read_text()
     [events] = written_services(services_file)
     assert events["read_timeout_seconds"] == 30.0
     assert events["oauth2"]["hide_credentials"] is False  # Kong's value, not edgeauth's default
