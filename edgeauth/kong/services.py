@@ -219,7 +219,13 @@ def _emit(
         table["oauth2"] = _oauth2(plugin, name, out)
         origin += f", oauth2 plugin {plugin.id or ''} ({plugins.scope(plugin)})"
         if service.id is not None:
-            out.token_services.setdefault(service.id, name)
+            first = out.token_services.setdefault(service.id, name)
+            if first != name:
+                out.notes.append(
+                    f"{origin}: its routes have their own oauth2 plugins, so it became several"
+                    f" services; its imported tokens are valid on {first} only, not on {name}"
+                    " (clients of those routes ask for new tokens)"
+                )
     out.tables.append(table)
     out.sources.append(origin)
     out.routes += len(routes)

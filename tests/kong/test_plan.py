@@ -245,6 +245,8 @@ def test_routes_protected_by_different_plugins_become_services_of_their_own() ->
     assert [s.get("oauth2", {}).get("provision_key") for s in services] == ["pk", "pk2", None]
     assert plan.tokens.records[0].service == "events"
     assert plan.config_problems == ()
+    (split,) = [note for note in plan.notes if "became several services" in note]
+    assert "valid on events only, not on events-admin" in split
 
 
 def test_a_global_oauth2_plugin_protects_services_without_their_own() -> None:
