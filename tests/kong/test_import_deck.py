@@ -132,7 +132,7 @@ async def test_deck_dump_import_end_to_end(
     assert "1 keyauth_credentials: edgeauth authenticates clients with OAuth 2.0" in dry.out
     assert "1 certificates: edgeauth's certificate is [server] tls_cert_file" in dry.out
     # The TOML, printed: stdout ends up in terminals and CI logs, so the key is not in it.
-    assert "provision_key = \"<redacted: use --write-config>\"" in dry.out
+    assert 'provision_key = "<redacted: use --write-config>"' in dry.out
     assert PROVISION_KEY not in dry.out + dry.err
     dry_json = await edgeauth_import(config, "--deck", str(dump), "--json")
     assert PROVISION_KEY not in dry_json.out + dry_json.err
