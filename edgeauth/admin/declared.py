@@ -30,10 +30,10 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from edgeauth import __version__
-from edgeauth.admin.http import ctx, json
+from edgeauth.admin.http import ctx, json, raw_body
 from edgeauth.bootstrap import reload_problems
 from edgeauth.config import OAuth2Settings, RouteSettings, ServiceSettings, Settings, parse_toml
-from edgeauth.errors import BadRequest, ConfigError, NotFound, PayloadTooLarge
+from edgeauth.errors import BadRequest, ConfigError, NotFound
 from edgeauth.supervisor import supervisor_pid
 
 log = logging.getLogger(__name__)
@@ -261,16 +261,7 @@ async def post_config(request: web.Request) -> web.Response:
 
 async def _body(request: web.Request) -> bytes:
     """The new config.toml: the whole body, at most MAX_CONFIG_BYTES."""
-    if request.content_length is not None and request.content_length > MAX_CONFIG_BYTES:
-        raise PayloadTooLarge()
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > MAX_CONFIG_BYTES:
-            raise PayloadTooLarge()
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+    raw = await raw_body(request, MAX_CONFIG_BYTES)
     if not raw.strip():
         raise BadRequest("The body must be the new config.toml (curl --data-binary @config.toml)")
     return raw

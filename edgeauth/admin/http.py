@@ -110,18 +110,23 @@ def _check_target(raw_path: str) -> None:
         raise BadRequest("The request target is not valid UTF-8 once percent-decoded") from exc
 
 
-async def body_of(request: web.Request) -> dict[str, Any]:
-    """JSON or form body, at most 64 KiB; malformed JSON is a 400 with a message."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
+async def raw_body(request: web.Request, cap: int = MAX_BODY) -> bytes:
+    """The whole body, refused (413) past `cap` bytes without holding more than that."""
+    if request.content_length is not None and request.content_length > cap:
         raise PayloadTooLarge()
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_any():
         size += len(chunk)
-        if size > MAX_BODY:
+        if size > cap:
             raise PayloadTooLarge()
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def body_of(request: web.Request) -> dict[str, Any]:
+    """JSON or form body, at most 64 KiB; malformed JSON is a 400 with a message."""
+    raw = await raw_body(request)
     if not raw.strip():
         return {}
     if request.content_type == "application/x-www-form-urlencoded":
