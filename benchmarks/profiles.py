@@ -63,7 +63,7 @@ FULL = Profile(
 
 SMOKE = Profile(
     name="smoke",
-    duration=0.5,
+    duration=0.3,
     warmup=0.0,
     rounds=1,
     connections=4,
