@@ -57,7 +57,7 @@ def _judge(harness: Harness, example: Example) -> None:
     assert not failures, "\n".join(failures) + "\n\nexample:\n" + example.describe()
 
 
-@_settings(bounded=160)
+@_settings(bounded=128)
 @given(example=examples())
 def test_request_streams(harness: Harness, example: Example) -> None:
     if _out_of_time():
