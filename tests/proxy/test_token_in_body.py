@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
-import time
 from pathlib import Path
 from typing import Any
 
@@ -401,13 +400,11 @@ async def test_a_stalled_form_body_is_cut_by_body_timeout_and_never_forwarded(
         token = await _token(client, gw)
         form = f"access_token={token}&rest=".encode()
         reader, writer = await _open(gw.port, client_ssl)
-        started = time.monotonic()
-        try:
+        try:  # only body_timeout_seconds can end this wait (request_timeout_seconds is 30)
             writer.write(_head("POST", f"Content-Length: {len(form) + 10}") + form)
             status, headers, body = await _response(reader)
         finally:
             writer.close()
-        assert 0.4 < time.monotonic() - started < 5
         assert (status, orjson.loads(body)) == (408, {"message": "Request timeout"})
         assert headers["connection"] == "close"
         assert up.connections == []
@@ -426,9 +423,8 @@ async def test_a_trickled_form_body_is_cut_by_request_timeout(
         token = await _token(client, gw)
         form = f"access_token={token}&rest=".encode() + b"x" * 100
         reader, writer = await _open(gw.port, client_ssl)
-        started = time.monotonic()
 
-        async def trickle() -> None:
+        async def trickle() -> None:  # a byte every 0.1 s: never idle for body_timeout_seconds
             writer.write(_head("POST", f"Content-Length: {len(form)}"))
             for byte in form:
                 writer.write(bytes([byte]))
@@ -440,6 +436,5 @@ async def test_a_trickled_form_body_is_cut_by_request_timeout(
         finally:
             task.cancel()
             writer.close()
-        assert 0.9 < time.monotonic() - started < 5
         assert (status, orjson.loads(body)) == (408, {"message": "Request timeout"})
         assert up.connections == []
