@@ -18,6 +18,8 @@ import orjson
 import yaml
 
 from edgeauth.kong.model import (
+    MAPPED_ROUTE_FIELDS,
+    MAPPED_SERVICE_FIELDS,
     KongConsumer,
     KongCredential,
     KongData,
@@ -26,43 +28,14 @@ from edgeauth.kong.model import (
     KongService,
     SourceError,
     not_read,
+    unmapped,
 )
 
 Doc = Mapping[str, Any]
 _READ = {"services", "routes", "consumers", "plugins", "oauth2_credentials"}
 _CONSUMER_READ = {"oauth2_credentials", "plugins"}
-_SERVICE_FIELDS = {
-    "id",
-    "name",
-    "url",
-    "protocol",
-    "host",
-    "port",
-    "path",
-    "connect_timeout",
-    "read_timeout",
-    "retries",
-    "tls_verify",
-    "enabled",
-    "routes",
-    "plugins",
-    "tags",
-    "created_at",
-    "updated_at",
-}
-_ROUTE_FIELDS = {
-    "id",
-    "name",
-    "service",
-    "paths",
-    "hosts",
-    "methods",
-    "strip_path",
-    "plugins",
-    "tags",
-    "created_at",
-    "updated_at",
-}
+_SERVICE_FIELDS = MAPPED_SERVICE_FIELDS | {"url", "routes", "plugins"}
+_ROUTE_FIELDS = MAPPED_ROUTE_FIELDS | {"service", "plugins"}
 
 
 def read_deck(path: Path) -> KongData:
@@ -137,10 +110,6 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value or ())
 
 
-def _others(item: Doc, known: set[str]) -> dict[str, Any]:
-    return {k: v for k, v in item.items() if k not in known and v not in (None, [], {})}
-
-
 def _created(item: Doc) -> int | None:
     value = item.get("created_at")
     return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
@@ -186,7 +155,7 @@ def _service(item: Doc) -> KongService:
         retries=item.get("retries"),
         tls_verify=item.get("tls_verify"),
         enabled=item.get("enabled") is not False,
-        others=_others(item, _SERVICE_FIELDS),
+        others=unmapped(item, _SERVICE_FIELDS),
     )
 
 
@@ -214,7 +183,7 @@ def _route(item: Doc, service: str | None) -> KongRoute:
         hosts=_strings(item.get("hosts")),
         methods=_strings(item.get("methods")),
         strip_path=item.get("strip_path") is not False,
-        others=_others(item, _ROUTE_FIELDS),
+        others=unmapped(item, _ROUTE_FIELDS),
     )
 
 

@@ -7,6 +7,8 @@ Fields a source does not know are None (an older Kong, or a decK file that omits
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +26,38 @@ NOT_READ = {
     "certificates": "edgeauth's certificate is [server] tls_cert_file",
     "ca_certificates": "edgeauth trusts a service's ca_file",
 }
+
+
+# Service and route fields edgeauth maps, whatever the source; each source adds the fields of
+# its own layout, and reports every other non-empty one as not carried.
+MAPPED_SERVICE_FIELDS = frozenset(
+    {
+        "id",
+        "name",
+        "protocol",
+        "host",
+        "port",
+        "path",
+        "connect_timeout",
+        "read_timeout",
+        "retries",
+        "tls_verify",
+        "enabled",
+        "tags",
+        "created_at",
+        "updated_at",
+    }
+)
+
+
+def unmapped(fields: Mapping[str, Any], known: AbstractSet[str]) -> dict[str, Any]:
+    """The non-empty fields of a Kong entity that edgeauth does not map (reported, not lost)."""
+    return {k: v for k, v in fields.items() if k not in known and v not in (None, [], {})}
+
+
+MAPPED_ROUTE_FIELDS = frozenset(
+    {"id", "name", "paths", "hosts", "methods", "strip_path", "tags", "created_at", "updated_at"}
+)
 
 
 def not_read(kind: str, count: int) -> str:

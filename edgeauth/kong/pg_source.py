@@ -18,6 +18,8 @@ import asyncpg  # type: ignore[import-untyped]
 import orjson
 
 from edgeauth.kong.model import (
+    MAPPED_ROUTE_FIELDS,
+    MAPPED_SERVICE_FIELDS,
     NOT_READ,
     KongConsumer,
     KongCredential,
@@ -29,41 +31,14 @@ from edgeauth.kong.model import (
     SourceError,
     SourceUnreachable,
     not_read,
+    unmapped,
 )
 
 Row = Mapping[str, Any]
 CONNECT_SECONDS = 10.0
 # Service and route fields edgeauth maps; every other non-empty field is reported.
-_SERVICE_FIELDS = {
-    "id",
-    "name",
-    "protocol",
-    "host",
-    "port",
-    "path",
-    "connect_timeout",
-    "read_timeout",
-    "retries",
-    "tls_verify",
-    "enabled",
-    "created_at",
-    "updated_at",
-    "ws_id",
-    "tags",
-}
-_ROUTE_FIELDS = {
-    "id",
-    "name",
-    "service_id",
-    "paths",
-    "hosts",
-    "methods",
-    "strip_path",
-    "created_at",
-    "updated_at",
-    "ws_id",
-    "tags",
-}
+_SERVICE_FIELDS = MAPPED_SERVICE_FIELDS | {"ws_id"}
+_ROUTE_FIELDS = MAPPED_ROUTE_FIELDS | {"service_id", "ws_id"}
 _TOKENS = """SELECT id::text, credential_id::text, service_id::text, access_token, refresh_token,
     COALESCE(expires_in, 0) AS expires_in, extract(epoch FROM created_at)::float8 AS created_at,
     {ttl} AS ttl, scope, authenticated_userid
@@ -252,10 +227,6 @@ def _credential(row: Row) -> KongCredential:
     )
 
 
-def _others(row: Row, known: set[str]) -> dict[str, Any]:
-    return {k: v for k, v in row.items() if k not in known and v not in (None, [], {})}
-
-
 def _service(row: Row) -> KongService:
     return KongService(
         id=row["id"],
@@ -269,7 +240,7 @@ def _service(row: Row) -> KongService:
         retries=row.get("retries"),
         tls_verify=row.get("tls_verify"),
         enabled=row.get("enabled") is not False,
-        others=_others(row, _SERVICE_FIELDS),
+        others=unmapped(row, _SERVICE_FIELDS),
     )
 
 
@@ -282,7 +253,7 @@ def _route(row: Row) -> KongRoute:
         hosts=_strings(row.get("hosts")),
         methods=_strings(row.get("methods")),
         strip_path=row.get("strip_path") is not False,
-        others=_others(row, _ROUTE_FIELDS),
+        others=unmapped(row, _ROUTE_FIELDS),
     )
 
 
