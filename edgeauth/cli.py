@@ -17,7 +17,12 @@ from pathlib import Path
 
 from edgeauth import __version__, tls
 from edgeauth.config import Settings, load_settings
-from edgeauth.config.checks import anonymous_notes, exposure_warnings
+from edgeauth.config.checks import (
+    anonymous_notes,
+    exposure_warnings,
+    inert_keys,
+    unwritable_paths,
+)
 from edgeauth.errors import ConfigError
 from edgeauth.logs import setup_logging
 
@@ -155,7 +160,12 @@ def _check_tls(settings: Settings) -> None:
 def cmd_check_config(args: argparse.Namespace) -> int:
     settings = load_or_exit(args.config)
     _check_tls(settings)
-    for warning in exposure_warnings(settings):
+    problems = unwritable_paths(settings)
+    for problem in problems:
+        sys.stderr.write(f"{problem}\n")
+    if problems:
+        return EX_CONFIG
+    for warning in [*exposure_warnings(settings), *inert_keys(settings)]:
         sys.stderr.write(f"warning: {warning}\n")
     for note in anonymous_notes(settings):
         sys.stderr.write(f"note: {note}\n")

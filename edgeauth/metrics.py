@@ -57,7 +57,14 @@ CONNECTIONS = Gauge(
     "edgeauth_connections", "Open downstream connections.", ["state"], multiprocess_mode="livesum"
 )
 TOKENS_ISSUED = Counter(
-    "edgeauth_tokens_issued", "Tokens issued, by service and grant.", ["service", "grant_type"]
+    "edgeauth_oauth_tokens_issued",
+    "Tokens issued, by service and grant.",
+    ["service", "grant_type"],
+)
+OAUTH_ERRORS = Counter(
+    "edgeauth_oauth_errors",
+    "OAuth error answers, by service, endpoint (token, authorize, revoke, introspect) and error.",
+    ["service", "endpoint", "error"],
 )
 VALIDATIONS = Counter(
     "edgeauth_token_validations", "Bearer validations on the proxy path, by result.", ["result"]

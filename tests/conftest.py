@@ -102,6 +102,7 @@ def write_config(
         "log": {"access_log": str(directory / "access.log"), "level": "info"},
         "store": {"path": str(directory / "edgeauth.db")},
         "admin": {"token_file": str(directory / "admin.token"), "listen": "127.0.0.1:0"},
+        "status": {"listen": "127.0.0.1:0"},
         "services": services,
     }
     for name, table in (tables or {}).items():

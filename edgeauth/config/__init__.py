@@ -26,6 +26,7 @@ from edgeauth.config.schema import (
     ServerSettings,
     ServiceSettings,
     Settings,
+    StatusSettings,
     StoreSettings,
 )
 from edgeauth.config.walker import Context, build, reason
@@ -45,6 +46,7 @@ __all__ = [
     "ServerSettings",
     "ServiceSettings",
     "Settings",
+    "StatusSettings",
     "StoreSettings",
     "load_settings",
     "parse_settings",

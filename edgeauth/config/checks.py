@@ -369,6 +369,17 @@ def anonymous_notes(settings: Settings) -> list[str]:
     return notes
 
 
+def unwritable_paths(settings: Settings) -> list[str]:
+    """Files and directories the gateway will write that the current user cannot: what
+    check-config (run as the service user by ExecStartPre) refuses before a start."""
+    return []
+
+
+def inert_keys(settings: Settings) -> list[str]:
+    """Keys that are set but do nothing in this version: warned, never refused."""
+    return []
+
+
 CHECKS: dict[type[Any], Check] = {
     AdminSettings: _check_admin,
     StoreSettings: _check_store,

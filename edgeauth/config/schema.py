@@ -157,6 +157,17 @@ class CacheSettings:
 class LogSettings:
     level: Literal["debug", "info", "warning", "error"] = "info"
     access_log: str = "stdout"  # "stdout" | "off" | an absolute file path once parsed
+    # admin writes and refused admin authentications: "stderr" (beside the process log),
+    # "off", or a file path (absolute once parsed)
+    audit_log: str = "stderr"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusSettings:
+    """The unauthenticated health listener for load balancers; `listen = ""` turns it off."""
+
+    listen: tuple[Address, ...] = (Address("127.0.0.1", 8100),)
+    metrics: bool = False  # also serve /metrics there (no token)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -247,6 +258,7 @@ class Settings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     log: LogSettings = field(default_factory=LogSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    status: StatusSettings = field(default_factory=StatusSettings)
     services: tuple[ServiceSettings, ...] = ()
     consumers: tuple[ConsumerSettings, ...] = ()
     source: Path  # the config file, absolute; set by the loader, never a TOML key
