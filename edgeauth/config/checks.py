@@ -60,13 +60,22 @@ def _check_store(store: StoreSettings, path: str, ctx: Context) -> StoreSettings
     return store
 
 
+def _log_target(value: str, stream: str, key: str, ctx: Context) -> str:
+    """A log destination: the named stream, "off", or a file path made absolute."""
+    if value in (stream, "off"):
+        return value
+    if not value:
+        ctx.problem(key, f'expected "{stream}", "off" or a file path')
+        return value
+    return str(ctx.base / value)
+
+
 def _check_log(log: LogSettings, path: str, ctx: Context) -> LogSettings:
-    if log.access_log in ("stdout", "off"):
-        return log
-    if not log.access_log:
-        ctx.problem(join(path, "access_log"), 'expected "stdout", "off" or a file path')
-        return log
-    return replace(log, access_log=str(ctx.base / log.access_log))
+    return replace(
+        log,
+        access_log=_log_target(log.access_log, "stdout", join(path, "access_log"), ctx),
+        audit_log=_log_target(log.audit_log, "stderr", join(path, "audit_log"), ctx),
+    )
 
 
 def _path_problem(route_path: str) -> str | None:
