@@ -1,8 +1,12 @@
 """config.toml → Settings: frozen, slotted dataclasses, built and validated once at startup.
 
 Invariants: every problem is raised together in one ConfigError, one line each,
-"<file>: <key path>: <message>"; relative paths resolve against the config file's directory;
-environment overrides apply before validation. Imports only edgeauth.errors and this package.
+"<file>: <key path>: <message>"; relative paths resolve against the config file's directory,
+except under systemd: with $STATE_DIRECTORY set (StateDirectory=) the relative paths of files
+edgeauth writes (store.path, admin.token_file, provision_key_file) resolve against it, and with
+$LOGS_DIRECTORY set (LogsDirectory=) those of log files do; files edgeauth only reads
+(certificates, CA files, *_file secrets) stay relative to the config. Environment overrides
+apply before validation. Imports only edgeauth.errors and this package.
 """
 
 import os
@@ -12,6 +16,7 @@ from pathlib import Path
 
 from edgeauth.config.checks import CHECKS
 from edgeauth.config.env import apply_environ
+from edgeauth.config.scalars import show
 from edgeauth.config.schema import (
     Address,
     AdminSettings,
@@ -59,12 +64,28 @@ def parse_settings(
 ) -> Settings:
     """Validates parsed TOML into Settings; `environ` None means no overrides (pure callers)."""
     source = Path(source).absolute()
-    ctx = Context(file=source.name, base=source.parent, checks=CHECKS)
-    merged = apply_environ(data, environ or {}, ctx)
+    environ = environ or {}
+    base = source.parent
+    ctx = Context(file=source.name, base=base, state=base, logs=base, checks=CHECKS)
+    ctx.state = _systemd_directory(environ, "STATE_DIRECTORY", ctx)
+    ctx.logs = _systemd_directory(environ, "LOGS_DIRECTORY", ctx)
+    merged = apply_environ(data, environ, ctx)
     settings = build(Settings, merged, "", ctx, preset={"source": source})
     if ctx.problems or not isinstance(settings, Settings):
         raise ConfigError(ctx.problems)
     return settings
+
+
+def _systemd_directory(environ: Mapping[str, str], variable: str, ctx: Context) -> Path:
+    """The directory systemd made for the unit (the first when it lists several, as
+    StateDirectory=a b does), or the config's directory without one."""
+    first = environ.get(variable, "").split(":")[0]
+    if not first:
+        return ctx.base
+    if not Path(first).is_absolute():
+        ctx.problem(variable, f"expected an absolute directory, got {show(first)}")
+        return ctx.base
+    return Path(first)
 
 
 def parse_toml(text: str, *, source: Path, environ: Mapping[str, str] | None = None) -> Settings:

@@ -6,9 +6,12 @@ Rules that span tables (unique names, unambiguous routes) run once, on the whole
 """
 
 import ipaddress
+import os
+import pwd
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -61,13 +64,14 @@ def _check_store(store: StoreSettings, path: str, ctx: Context) -> StoreSettings
 
 
 def _log_target(value: str, stream: str, key: str, ctx: Context) -> str:
-    """A log destination: the named stream, "off", or a file path made absolute."""
+    """A log destination: the named stream, "off", or a file path made absolute (a relative
+    one in the logs directory: $LOGS_DIRECTORY under systemd, else the config's)."""
     if value in (stream, "off"):
         return value
     if not value:
         ctx.problem(key, f'expected "{stream}", "off" or a file path')
         return value
-    return str(ctx.base / value)
+    return str(ctx.logs / value)
 
 
 def _check_log(log: LogSettings, path: str, ctx: Context) -> LogSettings:
@@ -173,7 +177,7 @@ def _check_service(service: ServiceSettings, path: str, ctx: Context) -> Service
 def _provision(oauth2: OAuth2Settings, service: str, path: str, ctx: Context) -> OAuth2Settings:
     """edgeauth creates a missing provision key itself, so its file is read only if it exists."""
     file = oauth2.provision_key_file
-    file = ctx.base / "var" / f"{service}.provision_key" if file is None else file
+    file = ctx.state / "var" / f"{service}.provision_key" if file is None else file
     key = read_secret(file, path, ctx) if file.exists() else None
     return replace(oauth2, provision_key_file=file, provision_key=key)
 
@@ -379,9 +383,104 @@ def anonymous_notes(settings: Settings) -> list[str]:
 
 
 def unwritable_paths(settings: Settings) -> list[str]:
-    """Files and directories the gateway will write that the current user cannot: what
-    check-config (run as the service user by ExecStartPre) refuses before a start."""
-    return []
+    """Files the gateway will write (or create) that the current user cannot: what
+    check-config, run as the service user by ExecStartPre and ExecReload, refuses before a
+    start or reload, rather than the gateway failing on its first write."""
+    user = _user()
+    return [
+        f"{settings.source.name}: {key}: {problem}"
+        for key, file, check in _written_files(settings)
+        if (problem := check(file, user))
+    ]
+
+
+_FileCheck = Callable[[Path, str], str | None]  # a file, the user's name → why not, or None
+
+
+def _written_files(settings: Settings) -> Iterator[tuple[str, Path, _FileCheck]]:
+    """Each file the gateway writes, with its key path and the rule it must meet."""
+    yield "admin.token_file", settings.admin.token_file, _generated
+    for i, service in enumerate(settings.services):
+        if service.oauth2 is not None and service.oauth2.provision_key_file is not None:
+            key = f"services[{i}].oauth2.provision_key_file"
+            yield key, service.oauth2.provision_key_file, _generated
+    if settings.store.backend == "sqlite":
+        yield "store.path", settings.store.path, _database
+    for key in ("access_log", "audit_log"):
+        target = getattr(settings.log, key)
+        if target not in ("stdout", "stderr", "off"):
+            yield f"log.{key}", Path(target), _log_file
+    if settings.admin.allow_config_post:
+        yield "admin.allow_config_post", settings.source, _rewritten_config
+
+
+def _user() -> str:
+    """The real user, whose rights os.access checks."""
+    try:
+        return f"user {pwd.getpwuid(os.getuid()).pw_name}"
+    except KeyError:
+        return f"uid {os.getuid()}"
+
+
+def _creatable(file: Path, user: str) -> str | None:
+    """A missing file: its closest existing ancestor must be a directory the user can write
+    (edgeauth creates the directories in between, 0700)."""
+    ancestor = file.parent
+    while not os.path.exists(ancestor) and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not os.path.isdir(ancestor):
+        return f"cannot create {file}: {ancestor} is not a directory"
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        return f"cannot create {file}: {ancestor} is not writable by {user}"
+    return None
+
+
+def _existing(file: Path, mode: int, user: str) -> str | None:
+    if not os.path.isfile(file):
+        return f"{file} is not a regular file"
+    if not os.access(file, mode):
+        need = {os.R_OK: "readable", os.W_OK: "writable"}.get(mode, "readable and writable")
+        return f"{file} is not {need} by {user}"
+    return None
+
+
+def _generated(file: Path, user: str) -> str | None:
+    """A secret edgeauth generates when missing (bootstrap.read_or_create_secret) and only
+    reads once it exists."""
+    return _existing(file, os.R_OK, user) if os.path.exists(file) else _creatable(file, user)
+
+
+def _database(file: Path, user: str) -> str | None:
+    """SQLite writes the file and, beside it, its journal (-wal, -shm): the directory too."""
+    if not os.path.exists(file):
+        return _creatable(file, user)
+    journal = [Path(f"{file}{end}") for end in ("-wal", "-shm")]
+    for path in (file, *(part for part in journal if os.path.exists(part))):
+        if problem := _existing(path, os.R_OK | os.W_OK, user):
+            return problem
+    if not os.access(file.parent, os.W_OK | os.X_OK):
+        return f"{file.parent} is not writable by {user} (SQLite keeps its journal there)"
+    return None
+
+
+def _log_file(file: Path, user: str) -> str | None:
+    """Log files are appended to and created, but their directory must exist."""
+    if os.path.exists(file):
+        return _existing(file, os.W_OK, user)
+    if not os.path.isdir(file.parent):
+        return (
+            f"cannot create {file}: {file.parent} does not exist"
+            " (edgeauth creates log files, not directories)"
+        )
+    return _creatable(file, user)
+
+
+def _rewritten_config(source: Path, user: str) -> str | None:
+    """POST /config writes a new file beside config.toml and renames it over the old one."""
+    directory = Path(os.path.realpath(source)).parent
+    if os.access(directory, os.W_OK | os.X_OK):
+        return None
+    return f"POST /config rewrites {source.name}, but {directory} is not writable by {user}"
 
 
 def inert_keys(settings: Settings) -> list[str]:

@@ -24,6 +24,7 @@ class Mark(enum.Enum):
     AUTO_CPU = "auto"  # the string "auto" stands for os.cpu_count()
     FROM_FILE = "from-file"  # a sibling key "<name>_file" may name a file holding the value
     EXISTS = "exists"  # a file edgeauth only reads (certificate, CA bundle): checked at startup
+    STATE = "state"  # a file edgeauth writes: relative to $STATE_DIRECTORY when systemd sets it
     LOWER = "lower"
     UPPER = "upper"
     IDENTITY = "identity"  # reaches backends in an identity header: see identity_problem
@@ -129,7 +130,7 @@ class ServerSettings:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AdminSettings:
     listen: Address = Address("127.0.0.1", 8001)
-    token_file: Path = Path("var/admin.token")
+    token_file: Annotated[Path, Mark.STATE] = Path("var/admin.token")
     ui: bool = True
     allow_remote: bool = False
     # POST /config rewrites config.toml: with it the admin token is write access to the
@@ -142,7 +143,7 @@ class AdminSettings:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoreSettings:
     backend: Literal["sqlite", "postgres"] = "sqlite"
-    path: Path = Path("var/edgeauth.db")
+    path: Annotated[Path, Mark.STATE] = Path("var/edgeauth.db")
     dsn: Annotated[str, Mark.FROM_FILE] = ""
     pool_size: _Count = 10
 
@@ -193,7 +194,7 @@ class OAuth2Settings:
     scopes: tuple[str, ...] = ()
     mandatory_scope: bool = False
     provision_key: str | None = None
-    provision_key_file: Path | None = None
+    provision_key_file: Annotated[Path | None, Mark.STATE] = None
     token_expiration: _Unsigned = 7200
     refresh_token_ttl: _Unsigned = 1_209_600
     enable_authorization_code: bool = False

@@ -3,12 +3,14 @@
 Invariants: a bad value never raises out of the walk; it becomes one problem in the Context at its
 key path and INVALID poisons its parents, so every problem is found in one pass. Unknown keys are
 problems with a did-you-mean hint. Reads only files the config names (secrets, existence checks).
+Relative paths start at the config file's directory, except those of files edgeauth writes
+(Mark.STATE: at Context.state) and log files (the log check: at Context.logs).
 """
 
 import difflib
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, Field, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from types import NoneType, UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
@@ -23,13 +25,19 @@ Check = Callable[[Any, str, "Context"], Any]  # a built value, its key path → 
 
 @dataclass(slots=True)
 class Context:
-    """Collects problems during one walk and knows the directory relative paths start from."""
+    """Collects problems during one walk and knows the directories relative paths start from."""
 
     file: str
-    base: Path
+    base: Path  # the config file's directory: files edgeauth only reads
+    state: Path  # files edgeauth writes (generated secrets, the database)
+    logs: Path  # log files
     checks: Mapping[type[Any], Check]  # the cross-field check run on each built dataclass
     aliases: dict[str, str] = field(default_factory=dict)  # key path → overriding env variable
     problems: list[str] = field(default_factory=list)
+
+    def writing(self) -> "Context":
+        """This walk with relative paths starting at `state`; problems still land here."""
+        return replace(self, base=self.state)
 
     def problem(self, path: str, message: str) -> None:
         for key, variable in self.aliases.items():
@@ -98,6 +106,8 @@ def _dispatch(hint: Any, value: object, path: str, ctx: Context) -> object:
 
 def _annotated(base: Any, marks: tuple[Any, ...], value: object, path: str, ctx: Context) -> object:
     """Applies the marks declared on a field around the conversion of its base type."""
+    if Mark.STATE in marks:
+        ctx = ctx.writing()
     if Mark.AUTO_CPU in marks and value == "auto":
         value = min(os.cpu_count() or 1, 256)
     result = _dispatch(base, value, path, ctx)
