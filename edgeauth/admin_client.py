@@ -3,10 +3,14 @@
 Rule 1: stdlib only (urllib.request). Proxies from the environment are ignored and redirects
 are not followed, so the admin token only ever goes to the admin URL.
 Rule 2: every failure is ONE line on the error stream and an exit status: 1 the API refused
-the request (4xx, 500), 69 the API cannot be reached (or answers 502/503/504), 78 the
-configuration cannot say where the API is or what its token is, 2 a bad --admin-url.
+the request (4xx, 500) or a deletion was not confirmed, 69 the API cannot be reached (or
+answers 502/503/504), 78 the configuration cannot say where the API is or what its token is,
+2 a bad --admin-url or secret file. With `--json` that line is `{"error": ...}` plus the API's
+status and answer when it gave one.
 Rule 3: aligned plain-text tables for people; `--json` prints the API's JSON; every list
 follows `next` to the last page.
+Rule 4: a secret is read from a file or stdin, never argv (the old --client-secret warns); a
+generated secret is printed once, a secret the operator supplied is never echoed.
 Writes only to the streams it is given; argv and sys.exit stay in cli.py.
 """
 
@@ -25,7 +29,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 from urllib.parse import quote, urlencode, urljoin, urlsplit
 
-from edgeauth import __version__
+from edgeauth import __version__, crypto
 from edgeauth.config import Settings
 
 EX_API = 1
@@ -42,10 +46,30 @@ Json = dict[str, Any]
 class Failure(Exception):
     """One line for the error stream, and the exit status that goes with it."""
 
-    def __init__(self, code: int, message: str) -> None:
+    def __init__(self, code: int, message: str, detail: Json | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.detail = detail or {}  # what the API answered, for --json
+
+
+@dataclass(frozen=True, slots=True)
+class Streams:
+    out: TextIO
+    err: TextIO
+    stdin: TextIO
+    json: bool  # --json: warnings and errors as JSON objects too
+
+    def warn(self, text: str) -> None:
+        self.err.write(
+            as_json_line({"warning": text}) if self.json else f"edgeauth: warning: {text}\n"
+        )
+
+    def ask(self, question: str) -> bool:
+        """y or yes on stdin; anything else, end of input included, is no."""
+        self.err.write(question)
+        self.err.flush()
+        return self.stdin.readline().strip().lower() in ("y", "yes")
 
 
 # ---- where the admin API is, and how to authenticate --------------------------------------
@@ -255,21 +279,25 @@ class Client:
 
     def _refuse(self, status: int, body: Any, missing: str | None) -> NoReturn:
         text = _message(body)
+        detail: Json = {"status": status, "response": body}
         if status == 401:
-            raise Failure(
-                EX_API,
+            message = (
                 f"the admin API refused the admin token from {self.target.token_source} "
-                f"(401 {text or 'Unauthorized'})",
+                f"(401 {text or 'Unauthorized'})"
             )
-        if status == 404 and missing is not None:
-            raise Failure(EX_API, missing)
-        if status == 409:
-            raise Failure(EX_API, _conflict(body))
-        if status == 400:
-            raise Failure(EX_API, f"rejected: {text or 'bad request'}")
-        if status in UNAVAILABLE_STATUSES:
-            raise Failure(EX_UNAVAILABLE, f"admin API unavailable ({status} {text})".rstrip())
-        raise Failure(EX_API, f"admin API error {status}{': ' + text if text else ''}")
+        elif status == 404 and missing is not None:
+            message = missing
+        elif status == 409:
+            message = _conflict(body)
+        elif status == 400:
+            message = f"rejected: {text or 'bad request'}"
+        elif status in UNAVAILABLE_STATUSES:
+            raise Failure(
+                EX_UNAVAILABLE, f"admin API unavailable ({status} {text})".rstrip(), detail
+            )
+        else:
+            message = f"admin API error {status}{': ' + text if text else ''}"
+        raise Failure(EX_API, message, detail)
 
     def list_all(
         self, path: str, query: Mapping[str, str] | None = None, *, missing: str | None = None
@@ -351,6 +379,10 @@ def as_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
 
 
+def as_json_line(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False) + "\n"
+
+
 def _ref(value: Any, key: str) -> Any:
     return value.get(key) if isinstance(value, Mapping) else None
 
@@ -362,11 +394,20 @@ def _consumer_name(c: Mapping[str, Any]) -> str:
     return cell(c.get("username") or c.get("custom_id") or c.get("id"))
 
 
-def consumers_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+def _consumer(client: Client, key: str) -> Json:
+    found: Json = client.call("GET", f"/consumers/{_q(key)}", missing=f"consumer not found: {key}")
+    return found
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def consumers_list(client: Client, args: argparse.Namespace, io: Streams) -> int:
     query = {"tags": args.tags} if args.tags else None
     items = client.list_all("/consumers", query)
     if args.json:
-        out.write(as_json({"data": items, "next": None}))
+        io.out.write(as_json({"data": items, "next": None}))
         return 0
     rows = [
         [
@@ -378,11 +419,39 @@ def consumers_list(client: Client, args: argparse.Namespace, out: TextIO) -> int
         ]
         for c in items
     ]
-    out.write(table(["ID", "USERNAME", "CUSTOM_ID", "TAGS", "CREATED"], rows))
+    io.out.write(table(["ID", "USERNAME", "CUSTOM_ID", "TAGS", "CREATED"], rows))
     return 0
 
 
-def consumers_add(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+def consumers_show(client: Client, args: argparse.Namespace, io: Streams) -> int:
+    found = _consumer(client, args.consumer)
+    if args.json:
+        io.out.write(as_json(found))
+        return 0
+    apps = client.list_all(f"/consumers/{_q(found['id'])}/oauth2")
+    io.out.write(f"consumer {_consumer_name(found)}\n")
+    io.out.write(
+        fields(
+            [
+                ("id", found.get("id")),
+                ("username", found.get("username")),
+                ("custom_id", found.get("custom_id")),
+                ("tags", found.get("tags")),
+                ("created", when(found.get("created_at"))),
+                ("applications", len(apps)),
+            ]
+        )
+    )
+    if apps:
+        rows = [
+            [cell(a.get("name")), cell(a.get("client_id")), cell(a.get("client_type"))]
+            for a in apps
+        ]
+        io.out.write("\n" + table(["NAME", "CLIENT_ID", "TYPE"], rows))
+    return 0
+
+
+def consumers_add(client: Client, args: argparse.Namespace, io: Streams) -> int:
     body: Json = {"username": args.username}
     if args.custom_id is not None:
         body["custom_id"] = args.custom_id
@@ -390,10 +459,10 @@ def consumers_add(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         body["tags"] = list(args.tags)
     made = client.call("POST", "/consumers", body=body)
     if args.json:
-        out.write(as_json(made))
+        io.out.write(as_json(made))
         return 0
-    out.write(f"created consumer {cell(made.get('username'))}\n")
-    out.write(
+    io.out.write(f"created consumer {cell(made.get('username'))}\n")
+    io.out.write(
         fields(
             [
                 ("id", made.get("id")),
@@ -405,14 +474,26 @@ def consumers_add(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-def consumers_rm(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    key: str = args.consumer
-    found = client.call("GET", f"/consumers/{_q(key)}", missing=f"consumer not found: {key}")
+def _confirmed(client: Client, found: Json, io: Streams) -> bool:
+    """On a terminal, the operator says y; scripts (stdin not a terminal) are not asked."""
+    if not io.stdin.isatty():
+        return True
+    apps = client.list_all(f"/consumers/{_q(found['id'])}/oauth2")
+    return io.ask(
+        f"delete consumer {_consumer_name(found)}, its {_plural(len(apps), 'application')} "
+        "and their tokens? [y/N] "
+    )
+
+
+def consumers_rm(client: Client, args: argparse.Namespace, io: Streams) -> int:
+    found = _consumer(client, args.consumer)
+    if not args.yes and not _confirmed(client, found, io):
+        raise Failure(EX_API, f"not confirmed: consumer {_consumer_name(found)} kept")
     client.call("DELETE", f"/consumers/{_q(found['id'])}")
     if args.json:
-        out.write(as_json(found))
+        io.out.write(as_json(found))
         return 0
-    out.write(
+    io.out.write(
         f"deleted consumer {_consumer_name(found)} ({found['id']}) "
         "with its applications and tokens\n"
     )
@@ -427,7 +508,12 @@ def _consumer_names(client: Client) -> dict[str, str]:
     return {str(c.get("id")): _consumer_name(c) for c in everyone}
 
 
-def apps_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+def _app(client: Client, key: str) -> Json:
+    found: Json = client.call("GET", f"/oauth2/{_q(key)}", missing=f"application not found: {key}")
+    return found
+
+
+def apps_list(client: Client, args: argparse.Namespace, io: Streams) -> int:
     owner: str | None = args.consumer
     if owner is not None:
         path = f"/consumers/{_q(owner)}/oauth2"
@@ -435,7 +521,7 @@ def apps_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
     else:
         items = client.list_all("/oauth2")
     if args.json:
-        out.write(as_json({"data": items, "next": None}))
+        io.out.write(as_json({"data": items, "next": None}))
         return 0
     names = _consumer_names(client) if items else {}
     rows = []
@@ -451,27 +537,71 @@ def apps_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
                 cell(a.get("redirect_uris")),
             ]
         )
-    out.write(table(["ID", "CONSUMER", "NAME", "CLIENT_ID", "TYPE", "REDIRECT_URIS"], rows))
+    io.out.write(table(["ID", "CONSUMER", "NAME", "CLIENT_ID", "TYPE", "REDIRECT_URIS"], rows))
     return 0
 
 
-def apps_add(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    owner: str = args.consumer
-    body: Json = {"name": args.name}
-    if args.client_id is not None:
-        body["client_id"] = args.client_id
-    if args.client_secret is not None:
-        body["client_secret"] = args.client_secret
-    if args.redirect_uris:
-        body["redirect_uris"] = list(args.redirect_uris)
-    if args.public:
-        body["client_type"] = "public"
-    made = client.call(
-        "POST", f"/consumers/{_q(owner)}/oauth2", body=body, missing=f"consumer not found: {owner}"
-    )
+def apps_show(client: Client, args: argparse.Namespace, io: Streams) -> int:
+    found = _app(client, args.app)
     if args.json:
-        out.write(as_json(made))
+        io.out.write(as_json(found))
         return 0
+    owner_id = str(_ref(found.get("consumer"), "id"))
+    owner = client.call(
+        "GET", f"/consumers/{_q(owner_id)}", missing=f"consumer not found: {owner_id}"
+    )
+    io.out.write(f"application {cell(found.get('name'))}\n")
+    io.out.write(
+        fields(
+            [
+                ("id", found.get("id")),
+                ("client_id", found.get("client_id")),
+                ("consumer", f"{_consumer_name(owner)} ({owner_id})"),
+                ("client_type", found.get("client_type")),
+                ("redirect_uris", found.get("redirect_uris")),
+                ("tags", found.get("tags")),
+                ("created", when(found.get("created_at"))),
+            ]
+        )
+    )
+    return 0
+
+
+def read_secret(path: str, stdin: TextIO) -> str:
+    """--client-secret-file: the file's text (stdin for `-`) less one trailing line end."""
+    where = "stdin" if path == "-" else path
+    try:
+        text = stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise Failure(EX_USAGE, f"--client-secret-file: {where} is not UTF-8 text") from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise Failure(EX_USAGE, f"--client-secret-file: cannot read {where}: {reason}") from None
+    secret = text.removesuffix("\n").removesuffix("\r")
+    if not secret:
+        raise Failure(EX_USAGE, f"--client-secret-file: {where} is empty")
+    return secret
+
+
+def _supplied_secret(args: argparse.Namespace, io: Streams) -> str | None:
+    if getattr(args, "client_secret", None) is not None:
+        io.warn(
+            "--client-secret puts the secret on the command line, where other users of this "
+            "host can read it (ps, /proc); use --client-secret-file PATH or - for stdin"
+        )
+        return str(args.client_secret)
+    if args.client_secret_file is not None:
+        return read_secret(args.client_secret_file, io.stdin)
+    return None
+
+
+def _show_app(made: Json, supplied: bool, headline: str, io: Streams, json_out: bool) -> None:
+    """The application as the API answered, its clear secret shown only if generated."""
+    if supplied:
+        made.pop("client_secret", None)
+    if json_out:
+        io.out.write(as_json(made))
+        return
     pairs: list[tuple[str, Any]] = [("id", made.get("id")), ("client_id", made.get("client_id"))]
     secret = made.get("client_secret")
     if secret is not None:
@@ -480,21 +610,59 @@ def apps_add(client: Client, args: argparse.Namespace, out: TextIO) -> int:
         ("client_type", made.get("client_type")),
         ("redirect_uris", made.get("redirect_uris")),
     ]
-    out.write(f"created application {cell(made.get('name'))} for consumer {cell(owner)}\n")
-    out.write(fields(pairs))
+    io.out.write(headline)
+    io.out.write(fields(pairs))
     if secret is not None:
-        out.write("store the client secret now: it is not shown again\n")
+        io.out.write("store the client secret now: it is not shown again\n")
+
+
+def apps_add(client: Client, args: argparse.Namespace, io: Streams) -> int:
+    owner: str = args.consumer
+    body: Json = {"name": args.name}
+    if args.client_id is not None:
+        body["client_id"] = args.client_id
+    secret = _supplied_secret(args, io)
+    if secret is not None:
+        body["client_secret"] = secret
+    if args.redirect_uris:
+        body["redirect_uris"] = list(args.redirect_uris)
+    if args.public:
+        body["client_type"] = "public"
+    made = client.call(
+        "POST", f"/consumers/{_q(owner)}/oauth2", body=body, missing=f"consumer not found: {owner}"
+    )
+    headline = f"created application {cell(made.get('name'))} for consumer {cell(owner)}\n"
+    _show_app(made, secret is not None, headline, io, args.json)
     return 0
 
 
-def apps_rm(client: Client, args: argparse.Namespace, out: TextIO) -> int:
-    key: str = args.app
-    found = client.call("GET", f"/oauth2/{_q(key)}", missing=f"application not found: {key}")
+def apps_rotate_secret(client: Client, args: argparse.Namespace, io: Streams) -> int:
+    """PATCH the application's client_secret: the old secret stops working at once (a
+    verification is keyed by the stored hash); its tokens stay valid until they expire."""
+    found = _app(client, args.app)
+    name = cell(found.get("client_id"))
+    if found.get("client_type") == "public":
+        raise Failure(EX_API, f"application {name} is a public client: it has no secret")
+    supplied = _supplied_secret(args, io)
+    secret = supplied if supplied is not None else crypto.mint()
+    updated = client.call(
+        "PATCH",
+        f"/oauth2/{_q(found['id'])}",
+        body={"client_secret": secret},
+        missing=f"application not found: {args.app}",
+    )
+    headline = f"new secret for application {cell(found.get('name'))} (client_id {name})\n"
+    _show_app(updated, supplied is not None, headline, io, args.json)
+    return 0
+
+
+def apps_rm(client: Client, args: argparse.Namespace, io: Streams) -> int:
+    found = _app(client, args.app)
     client.call("DELETE", f"/oauth2/{_q(found['id'])}")
     if args.json:
-        out.write(as_json(found))
+        io.out.write(as_json(found))
         return 0
-    out.write(
+    io.out.write(
         f"deleted application {cell(found.get('name'))} "
         f"(client_id {cell(found.get('client_id'))}) and its tokens\n"
     )
@@ -534,10 +702,10 @@ def _status(t: Mapping[str, Any]) -> str:
     return "active" if t.get("active") else "expired"
 
 
-def tokens_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+def tokens_list(client: Client, args: argparse.Namespace, io: Streams) -> int:
     items = client.list_all("/oauth2_tokens", _token_filters(client, args))
     if args.json:
-        out.write(as_json({"data": items, "next": None}))
+        io.out.write(as_json({"data": items, "next": None}))
         return 0
     rows = []
     for t in items:
@@ -556,52 +724,63 @@ def tokens_list(client: Client, args: argparse.Namespace, out: TextIO) -> int:
             ]
         )
     headers = ["ID", "TOKEN", "CONSUMER", "APP", "USER", "SERVICE", "SCOPE", "EXPIRES", "STATUS"]
-    out.write(table(headers, rows))
+    io.out.write(table(headers, rows))
     return 0
 
 
-def tokens_revoke(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+def tokens_revoke(client: Client, args: argparse.Namespace, io: Streams) -> int:
     key: str | None = args.token
     if key is None:
         revoked = client.call("DELETE", "/oauth2_tokens", query=_token_filters(client, args))
         if args.json:
-            out.write(as_json(revoked))
+            io.out.write(as_json(revoked))
             return 0
         count = int(revoked.get("revoked", 0)) if isinstance(revoked, Mapping) else 0
-        out.write(f"revoked {count} token{'' if count == 1 else 's'}\n")
+        io.out.write(f"revoked {count} token{'' if count == 1 else 's'}\n")
         return 0
     missing = "token not found (give its id or its full value)"
     found = client.call("GET", f"/oauth2_tokens/{_q(key)}", missing=missing)
     already = bool(found.get("revoked"))
     client.call("DELETE", f"/oauth2_tokens/{_q(found['id'])}")
     if args.json:
-        out.write(as_json(client.call("GET", f"/oauth2_tokens/{_q(found['id'])}", missing=missing)))
+        io.out.write(
+            as_json(client.call("GET", f"/oauth2_tokens/{_q(found['id'])}", missing=missing))
+        )
         return 0
     what = f"token {cell(found.get('access_token_prefix'))}... ({found['id']})"
-    out.write(f"{what} was already revoked\n" if already else f"revoked {what}\n")
+    io.out.write(f"{what} was already revoked\n" if already else f"revoked {what}\n")
     return 0
 
 
 # ---- entry ------------------------------------------------------------------------------
 
-Command = Callable[[Client, argparse.Namespace, TextIO], int]
+Command = Callable[[Client, argparse.Namespace, Streams], int]
 COMMANDS: dict[tuple[str, str], Command] = {
     ("consumers", "list"): consumers_list,
+    ("consumers", "show"): consumers_show,
     ("consumers", "add"): consumers_add,
     ("consumers", "rm"): consumers_rm,
     ("apps", "list"): apps_list,
+    ("apps", "show"): apps_show,
     ("apps", "add"): apps_add,
+    ("apps", "rotate-secret"): apps_rotate_secret,
     ("apps", "rm"): apps_rm,
     ("tokens", "list"): tokens_list,
     ("tokens", "revoke"): tokens_revoke,
 }
 
 
-def run(args: argparse.Namespace, settings: Settings | None, out: TextIO, err: TextIO) -> int:
+def run(
+    args: argparse.Namespace, settings: Settings | None, out: TextIO, err: TextIO, stdin: TextIO
+) -> int:
     """Runs `edgeauth <command> <action>`; returns the exit status."""
+    io = Streams(out, err, stdin, bool(args.json))
     try:
         client = Client(target_of(args, settings))
-        return COMMANDS[(args.command, args.action)](client, args, out)
+        return COMMANDS[(args.command, args.action)](client, args, io)
     except Failure as exc:
-        err.write(f"edgeauth: {exc.message.translate(_CONTROL)}\n")
+        if io.json:
+            err.write(as_json_line({"error": exc.message, **exc.detail}))
+        else:
+            err.write(f"edgeauth: {exc.message.translate(_CONTROL)}\n")
         return exc.code

@@ -34,13 +34,13 @@ EX_USAGE = 2
 EX_UNAVAILABLE = 69
 
 
-def add_arguments(cmd: argparse.ArgumentParser, default_config: str) -> None:
+def add_arguments(cmd: argparse.ArgumentParser, config_help: str) -> None:
     source = cmd.add_mutually_exclusive_group(required=True)
     source.add_argument("--kong-pg", metavar="DSN", help="Kong's PostgreSQL database, read only")
     source.add_argument(
         "--deck", metavar="FILE", type=Path, help="a decK dump or kong.yml (format 3.x)"
     )
-    cmd.add_argument("-c", "--config", default=default_config, help="config.toml (the store)")
+    cmd.add_argument("-c", "--config", metavar="PATH", help=f"the store's {config_help}")
     cmd.add_argument("--workspace", default="default", help="Kong workspace (default: default)")
     cmd.add_argument("--apply", action="store_true", help="write (default: print the plan)")
     cmd.add_argument(
@@ -52,22 +52,19 @@ def add_arguments(cmd: argparse.ArgumentParser, default_config: str) -> None:
 def run(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) -> int:
     started = time.monotonic()
     if args.write_config is not None and args.write_config.resolve() == settings.source.resolve():
-        err.write("--write-config names the config file itself: give another path\n")
-        return EX_USAGE
+        return _fail(
+            args, err, EX_USAGE, "--write-config names the config file itself: give another path"
+        )
     try:
         plan, applied = asyncio.run(_run(args, settings, err))
     except SourceUnreachable as exc:
-        err.write(f"{exc}\n")
-        return EX_UNAVAILABLE
+        return _fail(args, err, EX_UNAVAILABLE, str(exc))
     except SourceError as exc:
-        err.write(f"{exc}\n")
-        return EX_REFUSED
+        return _fail(args, err, EX_REFUSED, str(exc))
     except StoreUnavailable as exc:
-        err.write(f"the store cannot be reached: {exc}\n")
-        return EX_UNAVAILABLE
+        return _fail(args, err, EX_UNAVAILABLE, f"the store cannot be reached: {exc}")
     except StoreError as exc:
-        err.write(f"the store refused the import: {exc}\n")
-        return EX_REFUSED
+        return _fail(args, err, EX_REFUSED, f"the store refused the import: {exc}")
     written = _write_config(args, plan) if args.apply else None
     summary = _summary(args, plan, applied, written, time.monotonic() - started)
     if args.json:
@@ -75,6 +72,12 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) 
     else:
         out.write(_human(summary, plan, args))
     return EX_REFUSED if summary["conflicts"] else 0
+
+
+def _fail(args: argparse.Namespace, err: TextIO, code: int, message: str) -> int:
+    """One line on stderr; with --json the `{"error": ...}` object every command prints."""
+    err.write(json.dumps({"error": message}) + "\n" if args.json else f"{message}\n")
+    return code
 
 
 async def _run(
