@@ -4,6 +4,9 @@ The server context follows Mozilla's "intermediate" profile: TLS 1.2+ only, AEAD
 with forward secrecy, no compression, no renegotiation, session tickets on (handshakes are
 expensive in Python, resumption is cheap). Development certificates are a throw-away CA and a
 leaf for localhost/127.0.0.1/::1; the CA key is never written, so nothing can be signed later.
+A certificate and key that do not load are explained (files swapped, a key encrypted with a
+passphrase, a key of another certificate) by a KeyPairError naming the file, never OpenSSL's
+"PEM lib"; a passphrase is never asked for, as a service has no one to ask.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
+import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +40,14 @@ INTERMEDIATE_CIPHERS = ":".join(
 )
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+_PEM_LABEL = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
+
+
+class KeyPairError(ssl.SSLError):
+    """A certificate and key that cannot serve, with the reason an operator can act on."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # SSLError would print the args tuple
 
 
 def server_context(cert_file: Path, key_file: Path, min_version: str = "1.2") -> ssl.SSLContext:
@@ -45,8 +57,82 @@ def server_context(cert_file: Path, key_file: Path, min_version: str = "1.2") ->
     ctx.set_ciphers(INTERMEDIATE_CIPHERS)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     ctx.set_alpn_protocols(["http/1.1"])
-    ctx.load_cert_chain(cert_file, key_file)
+    load_key_pair(ctx, cert_file, key_file)
     return ctx
+
+
+def load_key_pair(ctx: ssl.SSLContext, cert_file: Path, key_file: Path) -> None:
+    """Load a certificate chain and its key into `ctx`; KeyPairError says what is wrong."""
+    cert_pem, key_pem = _read(cert_file), _read(key_file)
+
+    def no_passphrase() -> str:
+        raise KeyPairError(
+            f"{key_file} is encrypted with a passphrase, which a service cannot be asked for:"
+            f" decrypt it (openssl pkey -in {key_file} -out NEW.key) and keep it 0600"
+        )
+
+    try:
+        ctx.load_cert_chain(cert_file, key_file, password=no_passphrase)
+    except KeyPairError:
+        raise
+    except ssl.SSLError as exc:
+        reason = _mix_up(cert_pem, key_pem, cert_file, key_file)
+        if reason is None:
+            raise
+        raise KeyPairError(reason) from exc
+
+
+def _read(path: Path) -> bytes:
+    """The file's bytes; ssl's own errors for a missing or unreadable file do not name it."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise KeyPairError(f"{path}: {exc.strerror or exc}") from exc
+
+
+def _labels(pem: bytes) -> set[str]:
+    return {m.decode() for m in _PEM_LABEL.findall(pem)}
+
+
+def _has_key(labels: set[str]) -> bool:
+    return any(label.endswith("PRIVATE KEY") for label in labels)
+
+
+def _has_cert(labels: set[str]) -> bool:
+    return any(label.endswith("CERTIFICATE") for label in labels)
+
+
+def _mix_up(cert_pem: bytes, key_pem: bytes, cert_file: Path, key_file: Path) -> str | None:
+    """The common way a certificate and key fail to load, in words; None if not one of them."""
+    cert_labels, key_labels = _labels(cert_pem), _labels(key_pem)
+    if not _has_key(key_labels):
+        if _has_cert(key_labels) and _has_key(cert_labels) and not _has_cert(cert_labels):
+            return (
+                f"the certificate and key files are swapped: {key_file} holds a certificate"
+                f" and {cert_file} holds a private key"
+            )
+        if _has_cert(key_labels):
+            return f"{key_file} holds a certificate, not a private key (tls_key_file names the key)"
+        return f"{key_file} holds no PEM private key (-----BEGIN PRIVATE KEY-----)"
+    if not _has_cert(cert_labels):
+        if _has_key(cert_labels):
+            return f"{cert_file} holds a private key, not a certificate (tls_cert_file names it)"
+        return f"{cert_file} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+    if not _same_public_key(cert_pem, key_pem):
+        return f"the private key in {key_file} does not belong to the certificate in {cert_file}"
+    return None
+
+
+def _same_public_key(cert_pem: bytes, key_pem: bytes) -> bool:
+    """Whether the first certificate is for the key; True when either does not parse (then
+    OpenSSL's own error is the better one)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        return True
+    spki = serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    return bool(cert.public_key().public_bytes(*spki) == key.public_key().public_bytes(*spki))
 
 
 @dataclass(frozen=True, slots=True)
