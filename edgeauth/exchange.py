@@ -1,8 +1,22 @@
-"""What one request did, gathered along its way and written as one access-log line."""
+"""What one request did, gathered along its way and written as one access-log line.
+
+Rule 1: every answered request carries the status and body size the client was sent.
+Rule 2: text a client chose (a claimed client_id, a grant_type) enters a field only through
+`clip()`, so one request cannot write an unbounded line; secrets, tokens and codes never do.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+
+CLIP_CHARS = 128
+
+
+def clip(text: str | None) -> str | None:
+    """`text` cut to CLIP_CHARS characters, a cut one marked with a trailing "…"."""
+    if text is None or len(text) <= CLIP_CHARS:
+        return text
+    return text[:CLIP_CHARS] + "…"
 
 
 class Exchange:
@@ -15,6 +29,7 @@ class Exchange:
         "client_ip",
         "consumer",
         "error",
+        "grant_type",
         "method",
         "path",
         "request_id",
@@ -44,12 +59,14 @@ class Exchange:
         self.client_id: str | None = None
         self.tls_version: str | None = None
         self.error: str | None = None
+        self.grant_type: str | None = None
 
     def finish(self, now: float) -> None:
         self.total_ms = (now - self.started) * 1000
 
     def entry(self, worker: int) -> dict[str, Any]:
-        """The access-log fields of design §9 (tokens and query strings never included)."""
+        """The access-log fields of design §9 (tokens and query strings never included);
+        `grant_type` and `error` only when known."""
         total = self.total_ms
         upstream = self.upstream_ms
         entry: dict[str, Any] = {
@@ -73,6 +90,8 @@ class Exchange:
             "tls_version": self.tls_version,
             "worker": worker,
         }
+        if self.grant_type is not None:
+            entry["grant_type"] = self.grant_type
         if self.error is not None:
             entry["error"] = self.error
         return entry

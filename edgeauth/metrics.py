@@ -75,7 +75,35 @@ CACHE_ENTRIES = Gauge(
 
 
 class Recorder:
-    """What one worker records: tallied in dicts, flushed to the families periodically."""
+    """What one worker records: tallied in dicts, flushed to the families periodically.
+
+    OAuth label values come from the fixed sets below, anything else counts as "other", so
+    no client text can add a series.
+    """
+
+    GRANT_LABELS = frozenset(
+        {"authorization_code", "client_credentials", "implicit", "password", "refresh_token"}
+    )
+    ENDPOINT_LABELS = frozenset({"token", "authorize", "revoke", "introspect"})
+    # Every `error` of errors.OAuthError's subclasses (tests/oauth check that they match).
+    ERROR_LABELS = frozenset(
+        {
+            "access_denied",
+            "insufficient_scope",
+            "invalid_authenticated_userid",
+            "invalid_client",
+            "invalid_grant",
+            "invalid_method",
+            "invalid_provision_key",
+            "invalid_request",
+            "invalid_scope",
+            "invalid_token",
+            "temporarily_unavailable",
+            "unauthorized_client",
+            "unsupported_grant_type",
+            "unsupported_response_type",
+        }
+    )
 
     def __init__(self, enabled: bool, per_consumer: bool) -> None:
         self.enabled = enabled
@@ -126,8 +154,17 @@ class Recorder:
             self._add((VALIDATIONS, result))
 
     def issued(self, service: str, grant_type: str) -> None:
+        """One token issued; `implicit` for the authorization endpoint's."""
         if self.enabled:
-            self._add((TOKENS_ISSUED, service, grant_type))
+            grant = grant_type if grant_type in self.GRANT_LABELS else "other"
+            self._add((TOKENS_ISSUED, service, grant))
+
+    def oauth_error(self, service: str, endpoint: str, error: str) -> None:
+        """One OAuth error answer of an OAuth endpoint."""
+        if self.enabled:
+            where = endpoint if endpoint in self.ENDPOINT_LABELS else "other"
+            code = error if error in self.ERROR_LABELS else "other"
+            self._add((OAUTH_ERRORS, service, where, code))
 
     def flush(self) -> None:
         """Move the tallies into the shared families (what /metrics reads)."""

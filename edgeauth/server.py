@@ -24,6 +24,7 @@ from aiohttp import web
 from edgeauth import crypto, tls
 from edgeauth.admin.app import build_admin_app
 from edgeauth.admin.http import AdminContext
+from edgeauth.audit import AuditLog
 from edgeauth.bootstrap import policy_for, read_or_create_secret
 from edgeauth.bus import WorkerBus
 from edgeauth.cache import CLIENT_ID, CONSUMER, IDENTITY, Header, TokenCache
@@ -42,7 +43,7 @@ from edgeauth.errors import (
 from edgeauth.exchange import Exchange
 from edgeauth.listener import Listener
 from edgeauth.logs import AccessLog
-from edgeauth.messages import AnyResponse, Request, Response
+from edgeauth.messages import AnyResponse, Request, Response, has_body
 from edgeauth.metrics import FLUSH_SECONDS, Recorder
 from edgeauth.oauth import bearer
 from edgeauth.oauth import routes as oauth_routes
@@ -65,6 +66,13 @@ log = logging.getLogger(__name__)
 SERVER_HEADER = "edgeauth"
 SWEEP_SECONDS = 600.0
 WELL_KNOWN = "/.well-known/oauth-authorization-server"
+
+
+def _answered(ex: Exchange, request: Request, resp: Response) -> None:
+    """The status and body size of a whole response, as protocol.py writes it (no body for
+    HEAD or a status without one)."""
+    ex.status = resp.status
+    ex.bytes_out = len(resp.body) if request.method != "HEAD" and has_body(resp.status) else 0
 
 
 def _hidden_headers(settings: Settings, service: ServiceSettings) -> frozenset[str]:
@@ -115,6 +123,7 @@ class Gateway:
         self._issuers: dict[str, str] = {}
         self.upstreams = {s.name: Upstream(s) for s in settings.services}
         self.access_log = AccessLog(settings.log.access_log)
+        self.audit_log = AuditLog(settings.log.audit_log)  # opened by the admin app
         self.metrics = Recorder(settings.metrics.enabled, settings.metrics.per_consumer)
         self.store: Store | None = None
         self.validator: Validator | None = None
@@ -220,6 +229,7 @@ class Gateway:
             store=self.store,
             token=read_or_create_secret(admin.token_file),
             stats=self.stats,
+            audit=self.audit_log,
         )
         self._admin = runner = web.AppRunner(
             build_admin_app(context), access_log=None, handler_cancellation=True
@@ -301,24 +311,28 @@ class Gateway:
         ex.client_ip = peer.address
         ex.request_id = hdr.request_id(request.headers.get(server.request_id_header), peer.trusted)
         ex.tls_version = request.protocol.tls_version
+        resp: AnyResponse | None = None
         try:
             if self._inflight >= server.max_inflight_requests:
                 raise Overloaded()
             self._inflight += 1
             try:
-                return await self._dispatch(request, ex, peer)
+                resp = await self._dispatch(request, ex, peer)
             finally:
                 self._inflight -= 1
         except EdgeAuthError as exc:
-            return self._error(exc, ex, request)
+            resp = self._error(exc, ex, request)
         except (asyncio.CancelledError, ConnectionError):
             ex.status = 499  # the client went away (nginx's convention)
             raise
         except Exception:
             log.exception("unhandled error (request %s)", ex.request_id)
-            return self._error(EdgeAuthError(), ex, request)
+            resp = self._error(EdgeAuthError(), ex, request)
         finally:
+            if isinstance(resp, Response):  # a StreamResponse set both as it was written
+                _answered(ex, request, resp)
             self._log(ex, request)
+        return resp
 
     async def _dispatch(self, request: Request, ex: Exchange, peer: hdr.Peer) -> AnyResponse:
         server = self.settings.server
@@ -329,7 +343,7 @@ class Gateway:
         path = normalize_path(raw_path)
         ex.path = path.path
         if path.path.startswith(WELL_KNOWN):
-            return self._metadata(request, peer, path.path[len(WELL_KNOWN) :])
+            return self._metadata(peer, path.path[len(WELL_KNOWN) :], ex)
         target = self.router.match(peer.host, request.method, path)
         if target is None:
             raise NoRoute()
@@ -341,11 +355,9 @@ class Gateway:
         if policy is not None:
             endpoint = oauth_routes.endpoint_of(path.path)
             if endpoint is not None:
-                resp = await oauth_routes.handle(
-                    request, endpoint, self.endpoints[policy.service], peer, self.metrics.issued
+                return await oauth_routes.handle(
+                    request, endpoint, self.endpoints[policy.service], peer, ex, self.metrics
                 )
-                ex.status = resp.status
-                return resp
             identity, raw_query, whole_body = await self._authenticate(
                 request, policy, target, raw_query, ex
             )
@@ -363,12 +375,14 @@ class Gateway:
             whole_body=whole_body,
         )
 
-    def _metadata(self, request: Request, peer: hdr.Peer, prefix: str) -> Response:
+    def _metadata(self, peer: hdr.Peer, prefix: str, ex: Exchange) -> Response:
         """RFC 8414 metadata of the protected route at `prefix` (design §4.4)."""
         target = self.router.match(peer.host, "POST", normalize_path(prefix or "/"))
         policy = self.policies.get(target.service.name) if target is not None else None
         if target is None or policy is None or target.prefix != (prefix or "/"):
             raise NoRoute()
+        ex.service = target.service.name
+        ex.route = target.route.name
         issuer = self._issuers[target.service.name] + prefix
         return oauth_routes.json_response(200, oauth_routes.metadata(policy, issuer))
 
@@ -416,7 +430,6 @@ class Gateway:
         return identity
 
     def _error(self, exc: EdgeAuthError, ex: Exchange, request: Request | None = None) -> Response:
-        ex.status = exc.status
         headers = {self.settings.server.request_id_header: ex.request_id, "Server": SERVER_HEADER}
         if isinstance(exc, OAuthError):
             policy = self.policies.get(ex.service or "")
@@ -429,7 +442,6 @@ class Gateway:
         if request is not None and not request.content.is_eof():
             # The body was not read: close rather than drain an upload we refused.
             resp.force_close()
-        ex.bytes_out = len(body)
         return resp
 
     def _log(self, ex: Exchange, request: Request) -> None:

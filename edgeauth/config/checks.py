@@ -483,9 +483,34 @@ def _rewritten_config(source: Path, user: str) -> str | None:
     return f"POST /config rewrites {source.name}, but {directory} is not writable by {user}"
 
 
+_POSTGRES_ONLY = 'only the postgres backend reads it, and store.backend is "sqlite"'
+
+
 def inert_keys(settings: Settings) -> list[str]:
-    """Keys that are set but do nothing in this version: warned, never refused."""
-    return []
+    """Keys that are set but do nothing in this version, or with the rest of this config:
+    warned, never refused, so an operator does not wait for an effect that never comes."""
+    store, status, metrics = settings.store, settings.status, settings.metrics
+    inert = {
+        "admin.ui": (settings.admin.ui, "there is no admin UI in this version"),
+        "store.dsn": (bool(store.dsn) and store.backend == "sqlite", _POSTGRES_ONLY),
+        "store.pool_size": (
+            store.pool_size != StoreSettings().pool_size and store.backend == "sqlite",
+            _POSTGRES_ONLY,
+        ),
+        "status.metrics": (
+            status.metrics and not status.listen,
+            'the status listener is off (status.listen = "")',
+        ),
+        "metrics.per_consumer": (
+            metrics.per_consumer and not metrics.enabled,
+            "metrics.enabled is false",
+        ),
+    }
+    return [
+        f"{settings.source.name}: {key}: does nothing: {why}"
+        for key, (is_set, why) in inert.items()
+        if is_set
+    ]
 
 
 CHECKS: dict[type[Any], Check] = {

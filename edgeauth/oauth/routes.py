@@ -4,14 +4,16 @@ Order of checks (design §4.6): method → HTTPS rule → body size and parse �
 Client authentication counts failures per client_id and per source address: the peer, or
 behind a trusted proxy the client address it reports.
 Every answer, success or error, is JSON with `Cache-Control: no-store` and `Pragma: no-cache`.
+Every answer is recorded on the request's Exchange (the client_id claimed, the token
+endpoint's grant_type, the OAuth error code, body bytes read) and counted: each token issued,
+each OAuth error answer.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -25,6 +27,7 @@ from edgeauth.errors import (
     TemporarilyUnavailable,
     oauth_body,
 )
+from edgeauth.exchange import Exchange, clip
 from edgeauth.messages import Request, Response
 from edgeauth.oauth.authorize import AuthorizeEndpoint, Redirected
 from edgeauth.oauth.client_auth import credentials_from
@@ -38,6 +41,14 @@ from edgeauth.store.base import Store
 
 ENDPOINTS = frozenset({"token", "authorize", "revoke", "introspect"})
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class Tally(Protocol):
+    """Where the endpoints count what they did (metrics.Recorder)."""
+
+    def issued(self, service: str, grant_type: str) -> None: ...
+
+    def oauth_error(self, service: str, endpoint: str, error: str) -> None: ...
 
 
 def endpoint_of(path: str) -> str | None:
@@ -82,16 +93,16 @@ def check_https(request: Request, peer: Peer, policy: Policy) -> None:
     raise AccessDenied()
 
 
-async def read_capped(request: Request, cap: int = MAX_BODY_BYTES) -> bytes:
-    """The whole body, refusing anything over `cap` bytes without buffering it."""
+async def read_capped(request: Request, ex: Exchange, cap: int = MAX_BODY_BYTES) -> bytes:
+    """The whole body, refusing anything over `cap` bytes without buffering it; what was
+    read, refused or not, is counted in `ex.bytes_in`."""
     length = request.content_length
     if length is not None and length > cap:
         raise RequestTooLarge()
     chunks: list[bytes] = []
-    size = 0
     async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > cap:
+        ex.bytes_in += len(chunk)
+        if ex.bytes_in > cap:
             raise RequestTooLarge()
         chunks.append(chunk)
     return b"".join(chunks)
@@ -133,25 +144,32 @@ class Endpoints:
         return forwarded(peer, request.headers, None, self.trusted_proxies).real_ip
 
     async def answer(
-        self, name: str, params: Params, authorization: str | None, source: str, now: float
+        self,
+        name: str,
+        params: Params,
+        authorization: str | None,
+        source: str,
+        ex: Exchange,
     ) -> dict[str, Any]:
-        """The success body of endpoint `name`; raises OAuthError or Redirected."""
-        if name == "token":
-            return await self.token.issue(params, authorization, source, now)
+        """The success body of endpoint `name`; raises OAuthError or Redirected. The client_id
+        the request claims goes to `ex` before it is checked, so a refusal names it too; one
+        from Basic credentials that could not be read is never logged (it may be a secret)."""
+        now = time.time()
         if name == "authorize":
+            ex.client_id = clip(params.get("client_id"))
             return await self.authorize.authorize(params, now)
-        client = await self.auth.authenticate(credentials_from(authorization, params), source)
+        creds = credentials_from(authorization, params)
+        ex.client_id = clip(creds.client_id)
+        if name == "token":
+            return await self.token.issue(params, creds, source, now)
+        client = await self.auth.authenticate(creds, source)
         if name == "revoke":
             return await self.tokens.revoke(params, client, now)
         return await self.tokens.introspect(params, client, now)
 
 
 async def handle(
-    request: Request,
-    name: str,
-    endpoints: Endpoints,
-    peer: Peer,
-    on_issued: Callable[[str, str], None] | None = None,
+    request: Request, name: str, endpoints: Endpoints, peer: Peer, ex: Exchange, tally: Tally
 ) -> Response:
     """Answer one OAuth endpoint request; never forwarded upstream."""
     policy = endpoints.policy
@@ -160,8 +178,10 @@ async def handle(
         if request.method != "POST":
             raise InvalidMethod()
         check_https(request, peer, policy)
-        params = parse_body(request.headers.get("Content-Type", ""), await read_capped(request))
+        params = parse_body(request.headers.get("Content-Type", ""), await read_capped(request, ex))
         state = params.get("state")
+        if name == "token":
+            ex.grant_type = clip(params.get("grant_type"))
         refuse_secrets_in_query(request.raw_path.partition("?")[2])
         try:
             body = await endpoints.answer(
@@ -169,18 +189,19 @@ async def handle(
                 params,
                 request.headers.get("Authorization"),
                 endpoints.source_of(request, peer),
-                time.time(),
+                ex,
             )
         except StoreError as exc:
             raise TemporarilyUnavailable() from exc
-        if on_issued is not None and "access_token" in body:
-            on_issued(policy.service, params.get("grant_type", ""))
-        elif on_issued is not None and name == "authorize" and "#access_token=" in str(body):
-            on_issued(policy.service, "implicit")
+        issued = _issued_grant(name, params)
+        if issued is not None:
+            tally.issued(policy.service, issued)
         return json_response(200, body)
     except Redirected as exc:
+        _refused(ex, tally, policy.service, name, exc.error)
         return json_response(400, exc.body())
     except OAuthError as exc:
+        _refused(ex, tally, policy.service, name, exc)
         body_state = state if name == "token" else None
         resp = json_response(
             exc.status, oauth_body(exc, body_state), exc.headers(policy.settings.realm)
@@ -188,6 +209,21 @@ async def handle(
         if not request.content.is_eof():
             resp.force_close()
         return resp
+
+
+def _issued_grant(name: str, params: Params) -> str | None:
+    """The grant a successful answer issued a token by: every token endpoint success does;
+    at the authorization endpoint only `response_type=token` (implicit), `code` issues none."""
+    if name == "token":
+        return params.get("grant_type", "")
+    if name == "authorize" and params.get("response_type") == "token":
+        return "implicit"
+    return None
+
+
+def _refused(ex: Exchange, tally: Tally, service: str, name: str, exc: OAuthError) -> None:
+    ex.error = exc.error
+    tally.oauth_error(service, name, exc.error)
 
 
 def metadata(policy: Policy, issuer: str) -> dict[str, Any]:

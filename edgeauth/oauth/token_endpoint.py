@@ -27,7 +27,6 @@ from edgeauth.oauth import issuer
 from edgeauth.oauth.client_auth import (
     ClientCredentials,
     SecretCheck,
-    credentials_from,
     secret_check,
 )
 from edgeauth.oauth.grants import build_grants
@@ -114,10 +113,10 @@ class TokenEndpoint:
         return cls(policy, auth, build_grants(policy))
 
     async def issue(
-        self, params: Params, authorization: str | None, source: str, now: float
+        self, params: Params, creds: ClientCredentials, source: str, now: float
     ) -> dict[str, Any]:
-        """The success body; raises an OAuthError for every refusal."""
-        creds = credentials_from(authorization, params)
+        """The success body for the client claiming `creds`; raises an OAuthError for every
+        refusal."""
         client = await self.auth.authenticate(creds, source)
         grant_type = params.get("grant_type")
         if not grant_type:

@@ -110,7 +110,7 @@ def test_empty_file_gets_the_design_defaults(tmp_path: Path) -> None:
     assert admin.listen == Address("127.0.0.1", 8001)
     assert admin.token_file == tmp_path / "var/admin.token"
     assert (admin.ui, admin.allow_remote, admin.tls_cert_file, admin.tls_key_file) == (
-        True,
+        False,
         False,
         None,
         None,
@@ -192,7 +192,7 @@ max_header_bytes = 2048
 [admin]
 listen = "0.0.0.0:9001"
 token_file = "/run/credentials/admin.token"
-ui = false
+ui = true
 allow_remote = true
 tls_cert_file = "certs/edgeauth.crt"
 tls_key_file = "certs/edgeauth.key"
@@ -303,7 +303,7 @@ def test_every_section_parses_to_typed_values(tmp_path: Path) -> None:
     admin = settings.admin
     assert admin.listen == Address("0.0.0.0", 9001)  # noqa: S104
     assert admin.token_file == Path("/run/credentials/admin.token")
-    assert (admin.ui, admin.allow_remote) == (False, True)
+    assert (admin.ui, admin.allow_remote) == (True, True)
     assert admin.tls_cert_file == tmp_path / "certs/edgeauth.crt"
     store = settings.store
     assert (store.backend, store.dsn, store.pool_size) == (
@@ -872,7 +872,7 @@ Check = Callable[[Settings], object]
             lambda s: s.server.trusted_proxies,
             (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128")),
         ),
-        ({"EDGEAUTH_ADMIN_UI": "0"}, lambda s: s.admin.ui, False),
+        ({"EDGEAUTH_ADMIN_UI": "1"}, lambda s: s.admin.ui, True),
         ({"EDGEAUTH_ADMIN_TOKEN_FILE": "/run/t"}, lambda s: s.admin.token_file, Path("/run/t")),
         (
             {"EDGEAUTH_STORE_BACKEND": "postgres", "EDGEAUTH_STORE_DSN": "postgresql://db/x"},
