@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import os
+import shutil
 import ssl
 import stat
 import subprocess
@@ -25,14 +27,20 @@ EX_CONFIG = 78
 CONSOLE_SCRIPT = Path(sys.executable).parent / "edgeauth"
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """`python -m edgeauth <args>`, with its output captured as text."""
+def run(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m edgeauth <args>`, with its output captured as text; `env` adds to a copy of
+    the environment without EDGEAUTH_CONFIG, so the configuration search starts clean."""
+    clean = {k: v for k, v in os.environ.items() if k != "EDGEAUTH_CONFIG"}
     return subprocess.run(
         [sys.executable, "-m", "edgeauth", *args],
         capture_output=True,
         text=True,
         timeout=60,
         cwd=cwd,
+        env={**clean, **(env or {})},
+        stdin=subprocess.DEVNULL,
         check=False,
     )
 
@@ -282,3 +290,157 @@ def test_console_script_and_module_are_the_same_command(
             check=False,
         )
         assert (check.returncode, check.stdout) == (0, "ok\n"), (argv, check.stderr)
+
+
+def test_dash_dash_version_prints_the_version_as_the_version_command_does() -> None:
+    result = run("--version")
+    assert (result.returncode, result.stdout) == (0, f"edgeauth {edgeauth.__version__}\n")
+
+
+def test_the_internal_worker_command_is_never_listed_but_still_parses() -> None:
+    shown = run("--help")
+    assert shown.returncode == 0, shown.stderr
+    assert "check-config" in shown.stdout
+    assert "_worker" not in shown.stdout
+    assert "/etc/edgeauth/config.toml" in shown.stdout  # the configuration search
+    wrong = run("frobnicate")
+    assert "'serve'" in wrong.stderr
+    assert "_worker" not in wrong.stderr
+    # `_worker` is a command: what it misses is its -c, not its name
+    worker = run("_worker")
+    assert worker.returncode == EX_USAGE
+    assert "-c/--config" in worker.stderr
+    assert "invalid choice" not in worker.stderr
+
+
+def test_a_usage_error_with_json_is_a_json_error_with_the_same_status() -> None:
+    plain = run("tokens", "revoke")
+    assert plain.returncode == EX_USAGE
+    assert "usage:" in plain.stderr
+    result = run("tokens", "revoke", "--json")
+    assert (result.returncode, result.stdout) == (EX_USAGE, "")
+    error = json.loads(result.stderr)
+    assert "one of the arguments" in error["error"]
+    assert error["usage"].startswith("usage: edgeauth tokens revoke")
+
+
+# ---- check-config --json ---------------------------------------------------------------
+
+
+def test_check_config_json_reports_ok_and_warnings(
+    tmp_path: Path, dev_cert: tls.DevCertificate
+) -> None:
+    oauth2 = {"provision_key": "pk-" + "k" * 40, "enable_client_credentials": True}
+    services = [
+        service("events", "http://127.0.0.1:9/api", ["/events"], strip_path=False, oauth2=oauth2),
+        service("sample", "http://127.0.0.1:9", ["/sample"]),
+    ]
+    config = write_config(tmp_path, dev_cert, services)
+    result = run("check-config", "--json", "-c", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    report = json.loads(result.stdout)
+    assert (report["ok"], report["problems"], report["notes"]) == (True, [], [])
+    assert report["config"] == str(config)
+    assert any('public service "sample"' in warning for warning in report["warnings"])
+
+
+def test_check_config_json_reports_every_problem_and_exits_78(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[server]\nlisten = "nowhere"\n[log]\nlevel = "inf"\n')
+    result = run("check-config", "--json", "-c", str(config))
+    assert (result.returncode, result.stderr) == (EX_CONFIG, ""), result
+    report = json.loads(result.stdout)
+    assert report["ok"] is False
+    assert any("server.listen" in p for p in report["problems"]), report
+    assert any("log.level" in p for p in report["problems"]), report
+    missing = run("check-config", "--json", "-c", str(tmp_path / "nowhere.toml"))
+    assert missing.returncode == EX_CONFIG
+    assert "nowhere.toml" in json.loads(missing.stdout)["problems"][0]
+
+
+# ---- where the configuration is found --------------------------------------------------
+
+
+def _used(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result
+    return str(json.loads(result.stdout)["config"])
+
+
+def test_config_search_order_dash_c_then_env_then_the_working_directory(
+    tmp_path: Path, dev_cert: tls.DevCertificate
+) -> None:
+    here, named, given = (tmp_path / n for n in ("here", "named", "given"))
+    for directory in (here, named, given):
+        directory.mkdir()
+        _good_config(directory, dev_cert)
+    env = {"EDGEAUTH_CONFIG": str(named / "config.toml")}
+    assert _used(run("check-config", "--json", cwd=here)) == str(here / "config.toml")
+    assert _used(run("check-config", "--json", cwd=here, env=env)) == str(named / "config.toml")
+    explicit = run("check-config", "--json", "-c", str(given / "config.toml"), cwd=here, env=env)
+    assert _used(explicit) == str(given / "config.toml")
+    # an empty EDGEAUTH_CONFIG is unset; a set one that names nothing is an error, not skipped
+    assert _used(run("check-config", "--json", cwd=here, env={"EDGEAUTH_CONFIG": ""})) == str(
+        here / "config.toml"
+    )
+    gone = run("check-config", cwd=here, env={"EDGEAUTH_CONFIG": str(tmp_path / "gone.toml")})
+    assert gone.returncode == EX_CONFIG
+    assert "gone.toml" in gone.stderr
+
+
+def test_without_any_configuration_the_error_names_every_place_searched(tmp_path: Path) -> None:
+    if Path("/etc/edgeauth/config.toml").exists():
+        pytest.skip("this host has /etc/edgeauth/config.toml, which the search would find")
+    for argv in (("check-config",), ("consumers", "list"), ("serve",)):
+        result = run(*argv, cwd=tmp_path)
+        assert result.returncode == EX_CONFIG, result
+        assert result.stdout == ""
+        for place in ("$EDGEAUTH_CONFIG", str(tmp_path / "config.toml"), "/etc/edgeauth"):
+            assert place in result.stderr, result.stderr
+        assert "-c PATH" in result.stderr
+        assert "Traceback" not in result.stderr
+    failed = run("consumers", "list", "--json", cwd=tmp_path)
+    assert (failed.returncode, failed.stdout) == (EX_CONFIG, "")
+    assert "/etc/edgeauth" in json.loads(failed.stderr)["error"]
+
+
+def _with_etc_config(config: Path, cwd: Path, scratch: Path) -> subprocess.CompletedProcess[str]:
+    """check-config in a private mount namespace whose /etc is an overlay holding
+    /etc/edgeauth/config.toml: the host's /etc is never written."""
+    upper, work = scratch / "upper", scratch / "work"
+    upper.mkdir(parents=True)
+    work.mkdir()
+    program = (
+        'mount -t overlay overlay -o "lowerdir=/etc,upperdir=$1,workdir=$2" /etc'
+        ' && mkdir -p /etc/edgeauth && cp "$3" /etc/edgeauth/config.toml'
+        ' && exec "$4" -m edgeauth check-config --json'
+    )
+    clean = {k: v for k, v in os.environ.items() if k != "EDGEAUTH_CONFIG"}
+    return subprocess.run(
+        ["unshare", "--mount", "sh", "-c", program, "sh"]
+        + [str(upper), str(work), str(config), sys.executable],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        env=clean,
+        check=False,
+    )
+
+
+def test_config_search_falls_back_to_etc_edgeauth(
+    tmp_path: Path, dev_cert: tls.DevCertificate
+) -> None:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare to give the child a private /etc/edgeauth")
+    config = _good_config(tmp_path, dev_cert)
+    empty, other = tmp_path / "empty", tmp_path / "other"
+    empty.mkdir()
+    other.mkdir()
+    found = _with_etc_config(config, empty, tmp_path / "a")
+    if found.returncode != 0 and "mount" in found.stderr:
+        pytest.skip(f"no overlay mount in a private namespace here: {found.stderr.strip()}")
+    assert _used(found) == "/etc/edgeauth/config.toml"
+    _good_config(other, dev_cert)
+    assert _used(_with_etc_config(config, other, tmp_path / "b")) == str(other / "config.toml")
+    assert not Path("/etc/edgeauth/config.toml").exists()
