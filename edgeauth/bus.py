@@ -5,6 +5,8 @@ worker that revokes sends the dead digests (32 bytes each, at most MAX_DIGESTS a
 and the supervisor relays them to every other worker, which evicts at once (≈1 ms).
 Rule: the bus is an accelerator, never the guarantee: a datagram that cannot be sent without
 blocking is dropped, and the revocation log that every worker follows catches it.
+Rule: a datagram of PING_BYTES (never a multiple of DIGEST_BYTES) is the supervisor's liveness
+ping; the worker's event loop echoes it back unchanged, so an answer proves that loop runs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,11 @@ log = logging.getLogger(__name__)
 DIGEST_BYTES = 32
 MAX_DIGESTS = 1024  # 32 KiB a datagram
 MAX_DATAGRAM = DIGEST_BYTES * MAX_DIGESTS
+PING_BYTES = 1  # the ping carries a one-byte round number, echoed as the pong
+
+
+def is_ping(frame: bytes) -> bool:
+    return len(frame) == PING_BYTES
 
 
 def frames(digests: Sequence[bytes]) -> list[bytes]:
@@ -64,7 +71,9 @@ class WorkerBus:
                 except OSError:
                     asyncio.get_running_loop().remove_reader(self._sock.fileno())
                     return
-                if frame:
+                if is_ping(frame):
+                    send_nowait(self._sock, frame)
+                elif frame:
                     on_digests(digests_of(frame))
 
         asyncio.get_running_loop().add_reader(self._sock.fileno(), readable)

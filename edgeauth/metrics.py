@@ -8,12 +8,21 @@ the mmap-backed families by `flush()` every FLUSH_SECONDS (a multiprocess `inc()
 and writes the mmap; per request that was 4 % of a proxied request's CPU).
 Rule 3: per-consumer labels only with `metrics.per_consumer` (cardinality is the operator's
 choice).
+Rule 4: the supervisor's own figures (restarts, reloads) live in one text file in that same
+directory, replaced whole on each change (write then rename), and appended by `exposition()`:
+every /metrics, whoever serves it, reports the same figures.
+Rule 5: one body for /metrics wherever it is served (admin API, status listener): `scrape()`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import platform
+import time
 from bisect import bisect_left
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -26,11 +35,13 @@ from prometheus_client import (
     multiprocess,
 )
 
+from edgeauth import __version__, tls
 from edgeauth.exchange import Exchange
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 FLUSH_SECONDS = 0.25
+SUPERVISOR_FILE = "supervisor.prom"  # not *.db: the multiprocess collector never reads it
 
 REQUESTS = Counter(
     "edgeauth_http_requests",
@@ -187,16 +198,88 @@ class Recorder:
             CACHE_ENTRIES.set(cache_entries)
 
 
-def exposition(extra: list[str]) -> bytes:
-    """The text format: every worker's samples (multiprocess mode) or this process's."""
-    directory = os.environ.get(MULTIPROC_ENV)
+def exposition(extra: list[str], directory: str | None = None) -> bytes:
+    """The text format: every worker's samples (multiprocess mode, from `directory` or the
+    environment's) or this process's, then the build, the supervisor's figures and `extra`."""
+    directory = directory or os.environ.get(MULTIPROC_ENV)
     if directory:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
         body = generate_latest(registry)
     else:
         body = generate_latest(REGISTRY)
-    return body + ("\n".join(extra) + "\n").encode()
+    lines = [*_build_lines(), *_supervisor_lines(directory), *extra]
+    return body + ("\n".join(lines) + "\n").encode()
+
+
+async def scrape(cert_file: Path, reachable: bool, directory: str | None = None) -> bytes:
+    """The /metrics body, plus what the answering process checks itself: the store (whose
+    ping the caller bounds) and the listener certificate."""
+    extra = [
+        "# HELP edgeauth_datastore_reachable Whether the store answers (1) or not (0).",
+        "# TYPE edgeauth_datastore_reachable gauge",
+        f"edgeauth_datastore_reachable {int(reachable)}",
+        "# HELP edgeauth_tls_cert_expiry_timestamp_seconds End of the listener certificate.",
+        "# TYPE edgeauth_tls_cert_expiry_timestamp_seconds gauge",
+        f"edgeauth_tls_cert_expiry_timestamp_seconds {int(tls.expires_at(cert_file))}",
+    ]
+    return await asyncio.to_thread(exposition, extra, directory)
+
+
+def _build_lines() -> list[str]:
+    return [
+        "# HELP edgeauth_build_info The running edgeauth version and Python; always 1.",
+        "# TYPE edgeauth_build_info gauge",
+        f'edgeauth_build_info{{version="{__version__}",python="{platform.python_version()}"}} 1',
+    ]
+
+
+def _supervisor_lines(directory: str | None) -> list[str]:
+    if not directory:
+        return []
+    try:
+        return (Path(directory) / SUPERVISOR_FILE).read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+@dataclass
+class SupervisorFigures:
+    """What only the supervisor knows; `publish()` after each change (Rule 4)."""
+
+    restarts: int = 0
+    reloads: dict[str, int] = field(default_factory=lambda: {"success": 0, "failure": 0})
+    # set at start as Prometheus does: the running config was loaded successfully then
+    last_reload_success: float = field(default_factory=time.time)
+
+    def reloaded(self, ok: bool) -> None:
+        self.reloads["success" if ok else "failure"] += 1
+        if ok:
+            self.last_reload_success = time.time()
+
+    def lines(self) -> list[str]:
+        return [
+            "# HELP edgeauth_worker_restarts_total Workers restarted after they died.",
+            "# TYPE edgeauth_worker_restarts_total counter",
+            f"edgeauth_worker_restarts_total {self.restarts}",
+            "# HELP edgeauth_config_reloads_total Configuration reloads, by result.",
+            "# TYPE edgeauth_config_reloads_total counter",
+            *(
+                f'edgeauth_config_reloads_total{{result="{result}"}} {count}'
+                for result, count in self.reloads.items()
+            ),
+            "# HELP edgeauth_config_last_reload_success_timestamp_seconds When the running"
+            " configuration was loaded (start or last successful reload).",
+            "# TYPE edgeauth_config_last_reload_success_timestamp_seconds gauge",
+            f"edgeauth_config_last_reload_success_timestamp_seconds {self.last_reload_success:.3f}",
+        ]
+
+    def publish(self, directory: str) -> None:
+        """Replace the figures file whole, so a reader never sees half of it."""
+        path = Path(directory) / SUPERVISOR_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text("\n".join(self.lines()) + "\n")
+        os.replace(temporary, path)
 
 
 def process_dead(pid: int) -> None:

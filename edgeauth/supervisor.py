@@ -9,6 +9,11 @@ once they are gone (or killed after `drain_seconds` plus a grace period).
 Rule 4: SIGHUP reloads, whoever sends it: systemd (`systemctl reload`), an operator, or a
 worker whose admin API has just written a new config file (POST /config, supervisor_pid).
 A SIGHUP that arrives during a reload makes one more reload after it.
+Rule 5: the supervisor serves the status listener (edgeauth/status.py) from a thread, and its
+own loop answers that listener's ping rounds, pinging each serving worker over its bus,
+whenever it waits (in the main loop, and while workers start during a start or a reload).
+Rule 6: the supervisor's own figures (restarts, reloads) are written to the shared metrics
+directory after each change, for whichever process answers /metrics.
 """
 
 from __future__ import annotations
@@ -30,11 +35,12 @@ from types import FrameType
 
 from edgeauth import tls
 from edgeauth.bootstrap import prepare_store, reload_problems
-from edgeauth.bus import MAX_DATAGRAM, send_nowait
+from edgeauth.bus import MAX_DATAGRAM, is_ping, send_nowait
 from edgeauth.config import Address, Settings, load_settings
 from edgeauth.errors import ConfigError, StoreError
-from edgeauth.metrics import MULTIPROC_ENV, process_dead
+from edgeauth.metrics import MULTIPROC_ENV, SupervisorFigures, process_dead
 from edgeauth.sdnotify import Notifier
+from edgeauth.status import Health, SlotView, StatusListener, ping_frame
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +59,13 @@ def supervisor_pid() -> int | None:
     a process no supervisor started (an in-process Gateway), or once it is gone."""
     pid = os.environ.get(SUPERVISOR_ENV, "")
     return int(pid) if pid.isdigit() and int(pid) == os.getppid() else None
+
+
+class ListenError(Exception):
+    """An address that cannot be listened on, named with the config key that sets it."""
+
+    def __init__(self, key: str, address: Address, cause: OSError) -> None:
+        super().__init__(f"{address} ({key}): {cause.strerror or cause}")
 
 
 def _family(address: Address) -> socket.AddressFamily:
@@ -95,6 +108,7 @@ class Slot:
     started: float = 0.0
     failures: int = 0
     not_before: float = 0.0
+    ready: bool = False  # its current worker has reported ready
     ready_fd: int | None = field(default=None, repr=False)
     bus: socket.socket | None = field(default=None, repr=False)  # the supervisor's end
 
@@ -105,20 +119,50 @@ class Slot:
 
 # (kind, scheme) of each group of listeners a worker slot holds
 GROUPS = ("tls", "plain", "admin")
+# the config key behind each kind of listener, for errors that name it
+KEYS = {
+    "tls": "server.listen",
+    "plain": "server.http_listen",
+    "admin": "admin.listen",
+    "status": "status.listen",
+}
 
 
 def _addresses(settings: Settings, kind: str) -> tuple[Address, ...]:
     server = settings.server
-    return {"tls": server.listen, "plain": server.http_listen, "admin": (settings.admin.listen,)}[
-        kind
-    ]
+    return {
+        "tls": server.listen,
+        "plain": server.http_listen,
+        "admin": (settings.admin.listen,),
+        "status": settings.status.listen,
+    }[kind]
+
+
+def _bind(kind: str, address: Address, port: int | None = None) -> socket.socket:
+    try:
+        return bind(address, port)
+    except OSError as exc:
+        raise ListenError(KEYS[kind], address, exc) from exc
+
+
+def ensure_all_free(settings: Settings) -> None:
+    """ListenError for the first configured address something already listens on."""
+    for kind in KEYS:
+        for addr in _addresses(settings, kind):
+            try:
+                ensure_free(addr)
+            except OSError as exc:
+                raise ListenError(KEYS[kind], addr, exc) from exc
+
+
+def bind_status(settings: Settings) -> tuple[list[socket.socket], list[str]]:
+    """The status listener's sockets (held by the supervisor alone) and their URLs."""
+    socks = [_bind("status", addr) for addr in settings.status.listen]
+    return socks, [f"http://{_host(s.getsockname()[0])}:{s.getsockname()[1]}" for s in socks]
 
 
 def bind_slots(settings: Settings) -> tuple[list[Slot], dict[str, list[str]]]:
     """Bind every slot's sockets; port 0 is resolved once and shared by all slots."""
-    for kind in GROUPS:
-        for addr in _addresses(settings, kind):
-            ensure_free(addr)
     ports: dict[tuple[str, int, str], int] = {}
     slots: list[Slot] = []
     for index in range(settings.server.workers):
@@ -126,7 +170,7 @@ def bind_slots(settings: Settings) -> tuple[list[Slot], dict[str, list[str]]]:
         for kind in GROUPS:
             for addr in _addresses(settings, kind):
                 key = (addr.host, addr.port, kind)
-                sock = bind(addr, ports.get(key))
+                sock = _bind(kind, addr, ports.get(key))
                 ports.setdefault(key, sock.getsockname()[1])
                 groups[kind].append(sock)
         slots.append(Slot(index, groups["tls"], groups["plain"], groups["admin"]))
@@ -161,6 +205,10 @@ def warn_if_expiring(cert_file: Path) -> None:
         )
 
 
+# a worker serving during a reload: (slot index, process, its bus, whether it had reported ready)
+Serving = tuple[int, subprocess.Popen[bytes] | None, socket.socket | None, bool]
+
+
 class Supervisor:
     """Runs and restarts the workers of one `edgeauth serve`."""
 
@@ -171,9 +219,12 @@ class Supervisor:
         self._reload_asked = False
         self._draining: list[subprocess.Popen[bytes]] = []
         self._slots: list[Slot] = []
+        self._previous: list[Serving] | None = None  # during a reload: the workers serving
         self.notify = Notifier()
         # every worker's metrics in one directory, summed by whichever answers /metrics
         self._metrics_dir = tempfile.mkdtemp(prefix="edgeauth-metrics-")
+        self._figures = SupervisorFigures()
+        self._health = Health(settings, READY_TIMEOUT_SECONDS)
         self._worker_env = {
             **os.environ,
             MULTIPROC_ENV: self._metrics_dir,
@@ -195,6 +246,7 @@ class Supervisor:
         try:
             return self._run()
         finally:
+            self._health.close()
             shutil.rmtree(self._metrics_dir, ignore_errors=True)
 
     def _run(self) -> int:
@@ -209,10 +261,22 @@ class Supervisor:
             log.error("cannot prepare the store or generated secrets: %s", exc)
             return EX_UNAVAILABLE
         try:
+            ensure_all_free(self.settings)
             slots, urls = bind_slots(self.settings)
-        except OSError as exc:
-            log.error("cannot listen: %s", exc)
+            status_socks, urls["status"] = bind_status(self.settings)
+        except ListenError as exc:
+            log.error("cannot listen on %s", exc)
             return EX_UNAVAILABLE
+        self._figures.publish(self._metrics_dir)
+        self._slots = slots
+        listener = StatusListener(self._health, status_socks, self._metrics_dir)
+        listener.start()
+        try:
+            return self._supervise(slots, urls)
+        finally:
+            listener.stop()
+
+    def _supervise(self, slots: list[Slot], urls: dict[str, list[str]]) -> int:
         for slot in slots:
             self._spawn(slot)
         failed = self._await_ready(slots)
@@ -220,7 +284,6 @@ class Supervisor:
             self._terminate(slots)
             return failed
         log.info("ready", extra={"fields": {**urls, "workers": len(slots)}})
-        self._slots = slots
         self.notify.ready(self._status())
         while not self._stopping:
             self._relay(slots)
@@ -233,6 +296,7 @@ class Supervisor:
         log.info(
             "stopping", extra={"fields": {"drain_seconds": self.settings.server.drain_seconds}}
         )
+        self._publish()
         self._terminate(slots)
         return 0
 
@@ -240,7 +304,9 @@ class Supervisor:
         return f"{len(self._live())} workers serving; config {self.config.name}"
 
     def _live(self) -> list[subprocess.Popen[bytes]]:
-        return [s.proc for s in self._slots if s.proc is not None]
+        """The workers serving: ready, and during a reload the old ones (a worker still
+        starting has no SIGUSR1 handler yet: the signal would kill it)."""
+        return [proc for _, proc, _, ready in self._serving() if proc is not None and ready]
 
     def _reload(self, slots: list[Slot]) -> None:
         """SIGHUP: validate the file, start new workers with it, then let the old ones drain.
@@ -251,6 +317,7 @@ class Supervisor:
         """
         new = self._load_for_reload()
         if new is None:
+            self._reloaded(ok=False)
             return
         self.notify.reloading()
         try:
@@ -258,14 +325,19 @@ class Supervisor:
         except (StoreError, OSError) as exc:
             log.error("reload refused: cannot prepare the new configuration: %s", exc)
             self.notify.ready(self._status())
+            self._reloaded(ok=False)
             return
         old = [(slot.proc, slot.bus, slot.ready_fd) for slot in slots]
-        for slot in slots:
-            slot.bus = slot.ready_fd = None  # kept in `old` until the new workers are ready
-            self._spawn(slot)
-        if self._await_ready(slots) is not None:
-            self._roll_back(slots, old)
-            return
+        self._previous = [(s.index, s.proc, s.bus, s.ready) for s in slots]
+        try:
+            for slot in slots:
+                slot.bus = slot.ready_fd = None  # kept in `old` until the new workers are ready
+                self._spawn(slot)
+            if self._await_ready(slots) is not None:
+                self._roll_back(slots, old)
+                return
+        finally:
+            self._previous = None
         for proc, bus, ready_fd in old:
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -273,7 +345,12 @@ class Supervisor:
             _close(bus, ready_fd)
         self.settings = new
         log.info("configuration reloaded", extra={"fields": {"workers": len(slots)}})
+        self._reloaded(ok=True)
         self.notify.ready(self._status())
+
+    def _reloaded(self, ok: bool) -> None:
+        self._figures.reloaded(ok)
+        self._figures.publish(self._metrics_dir)
 
     def _roll_back(
         self,
@@ -282,12 +359,14 @@ class Supervisor:
     ) -> None:
         """New workers failed to start: stop them and keep the old ones serving."""
         log.error("reload refused: the new workers did not start; the running config stays")
-        for slot, (proc, bus, ready_fd) in zip(slots, old, strict=True):
+        assert self._previous is not None  # noqa: S101 - set by _reload around the new workers
+        for slot, (proc, bus, ready_fd), serving in zip(slots, old, self._previous, strict=True):
             if slot.proc is not None and slot.proc.poll() is None:
                 slot.proc.kill()
                 slot.proc.wait()
             _close(slot.bus, slot.ready_fd)
-            slot.proc, slot.bus, slot.ready_fd = proc, bus, ready_fd
+            slot.proc, slot.bus, slot.ready_fd, slot.ready = proc, bus, ready_fd, serving[3]
+        self._reloaded(ok=False)
         self.notify.ready(self._status())
 
     def _load_for_reload(self) -> Settings | None:
@@ -337,6 +416,7 @@ class Supervisor:
         if slot.ready_fd is not None:
             os.close(slot.ready_fd)
         slot.ready_fd = read_fd
+        slot.ready = False
         slot.started = time.monotonic()
         log.info("worker started", extra={"fields": {"slot": slot.index, "worker": slot.proc.pid}})
 
@@ -345,10 +425,9 @@ class Supervisor:
         pending = {slot.ready_fd: slot for slot in slots if slot.ready_fd is not None}
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
         while pending and not self._stopping:
-            readable, _, _ = select.select(list(pending), [], [], POLL_SECONDS)
-            for fd in readable:
+            for fd in self._wait(slots, list(pending)):
                 slot = pending.pop(fd)
-                if not os.read(fd, 1):
+                if not self._read_ready(slot):
                     code = slot.proc.wait() if slot.proc else 1
                     log.error("worker failed to start", extra={"fields": {"status": code}})
                     return code or 1
@@ -357,23 +436,86 @@ class Supervisor:
                 return 1
         return None
 
+    def _read_ready(self, slot: Slot) -> bool:
+        """Read the ready byte of `slot`'s worker: False if it closed its pipe without it."""
+        assert slot.ready_fd is not None  # noqa: S101 - only slots with a ready pipe are read
+        slot.ready = os.read(slot.ready_fd, 1) == b"R"
+        os.close(slot.ready_fd)
+        slot.ready_fd = None
+        return slot.ready
+
     def _relay(self, slots: list[Slot]) -> None:
-        """Wait up to POLL_SECONDS for revocations and pass each to every other worker."""
-        ends = {slot.bus.fileno(): slot for slot in slots if slot.bus is not None}
+        """One wait of the main loop; notes the readiness of workers restarted by _reap."""
+        starting = {slot.ready_fd: slot for slot in slots if slot.ready_fd is not None}
+        for fd in self._wait(slots, list(starting)):
+            self._read_ready(starting[fd])  # a worker that died first is _reap's
+
+    def _wait(self, slots: list[Slot], fds: list[int]) -> list[int]:
+        """Wait up to POLL_SECONDS; meanwhile pass each worker's revocations to every other
+        worker, answer the status listener's ping round (Rule 5). Returns the readable `fds`."""
+        self._publish()
+        ends = self._buses(slots)
+        wake = self._health.wake_fd()
         try:
-            readable, _, _ = select.select(list(ends), [], [], POLL_SECONDS)
+            readable, _, _ = select.select([*ends, wake, *fds], [], [], POLL_SECONDS)
         except InterruptedError:
-            return
+            return []
         for fd in readable:
-            source = ends[fd]
-            assert source.bus is not None  # noqa: S101 - ends only holds slots with a bus
-            try:
-                frame = source.bus.recv(MAX_DATAGRAM)
-            except OSError:
-                continue
-            for slot in slots:
-                if slot is not source and slot.bus is not None:
-                    send_nowait(slot.bus, frame)
+            if fd in ends:
+                self._receive(ends, fd)
+        if wake in readable:
+            self._ping()
+        return [fd for fd in readable if fd in fds]
+
+    def _buses(self, slots: list[Slot]) -> dict[int, tuple[int, socket.socket]]:
+        """Every bus the supervisor holds, by fd: (the pid of its worker, the socket)."""
+        held = [(slot.proc, slot.bus) for slot in slots]
+        held += [(proc, bus) for _, proc, bus, _ in self._previous or ()]
+        return {
+            bus.fileno(): (proc.pid, bus)
+            for proc, bus in held
+            if proc is not None and bus is not None
+        }
+
+    def _receive(self, ends: dict[int, tuple[int, socket.socket]], fd: int) -> None:
+        """A worker's datagram: a pong for the status listener, or digests for the others."""
+        pid, source = ends[fd]
+        try:
+            frame = source.recv(MAX_DATAGRAM)
+        except OSError:
+            return
+        if is_ping(frame):
+            self._health.pong(pid, frame)
+            return
+        for _, bus in ends.values():
+            if bus is not source:
+                send_nowait(bus, frame)
+
+    def _serving(self) -> list[Serving]:
+        """Each slot's serving worker: during a reload, the old ones until the new are ready."""
+        if self._previous is not None:
+            return self._previous
+        return [(s.index, s.proc, s.bus, s.ready) for s in self._slots]
+
+    def _ping(self) -> None:
+        number = self._health.round_asked()
+        targets = {}
+        for index, proc, bus, ready in self._serving():
+            if proc is not None and bus is not None and ready:
+                send_nowait(bus, ping_frame(number))
+                targets[proc.pid] = index
+        self._health.pinged(number, targets)
+
+    def _publish(self) -> None:
+        """Tell the status listener what serves (Rule 5)."""
+        views = tuple(
+            SlotView(index, proc.pid if proc is not None else None, ready, self._started(index))
+            for index, proc, _, ready in self._serving()
+        )
+        self._health.publish(views, self.settings, stopping=self._stopping)
+
+    def _started(self, index: int) -> float:
+        return self._slots[index].started if index < len(self._slots) else 0.0
 
     def _reap(self, slots: list[Slot]) -> None:
         for old in self._draining:
@@ -398,9 +540,11 @@ class Supervisor:
                 young = now - slot.started < 1.0
                 slot.failures = slot.failures + 1 if young else 0
                 slot.not_before = now + min(10.0, 0.1 * 2**slot.failures) if young else now
-                slot.proc = None
+                slot.proc, slot.ready = None, False
             if slot.proc is None and now >= slot.not_before:
                 self._spawn(slot)
+                self._figures.restarts += 1
+                self._figures.publish(self._metrics_dir)
 
     def _terminate(self, slots: list[Slot]) -> None:
         """SIGTERM every worker, wait for the drain, kill what is left."""

@@ -1,17 +1,16 @@
-"""Health: `/status`, `/status/ready`, `/metrics`. What one worker knows; cluster-wide figures
-come with the operations work."""
+"""Health behind the admin token: `/status`, `/status/ready`, `/metrics`. What one worker knows;
+the unauthenticated status listener for load balancers is edgeauth/status.py."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 
 from aiohttp import web
 
-from edgeauth import __version__, tls
+from edgeauth import __version__
 from edgeauth.admin.http import ctx, json
-from edgeauth.metrics import exposition
+from edgeauth.metrics import scrape
 
 
 async def status(request: web.Request) -> web.Response:
@@ -36,18 +35,9 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text for every worker, plus what the answering worker checks itself."""
+    """Prometheus text for every worker and the supervisor, plus what this worker checks."""
     c = ctx(request)
     if not c.settings.metrics.enabled:
         return json({"message": "Not found"}, 404)
-    expiry = tls.expires_at(c.settings.server.tls_cert_file)
-    extra = [
-        "# HELP edgeauth_datastore_reachable Whether the store answers (1) or not (0).",
-        "# TYPE edgeauth_datastore_reachable gauge",
-        f"edgeauth_datastore_reachable {int(await c.store.ping())}",
-        "# HELP edgeauth_tls_cert_expiry_timestamp_seconds End of the listener certificate.",
-        "# TYPE edgeauth_tls_cert_expiry_timestamp_seconds gauge",
-        f"edgeauth_tls_cert_expiry_timestamp_seconds {int(expiry)}",
-    ]
-    body = await asyncio.to_thread(exposition, extra)
+    body = await scrape(c.settings.server.tls_cert_file, await c.store.ping())
     return web.Response(body=body, content_type="text/plain", charset="utf-8")

@@ -348,6 +348,7 @@ def restart_needed(old: Settings, new: Settings) -> list[str]:
         "server.listen": (old.server.listen, new.server.listen),
         "server.http_listen": (old.server.http_listen, new.server.http_listen),
         "admin.listen": ((old.admin.listen,), (new.admin.listen,)),
+        "status.listen": (old.status.listen, new.status.listen),
         "server.workers": (old.server.workers, new.server.workers),
     }
     return [
