@@ -416,9 +416,9 @@ def _with_etc_config(config: Path, cwd: Path, scratch: Path) -> subprocess.Compl
         ' && exec "$4" -m edgeauth check-config --json'
     )
     clean = {k: v for k, v in os.environ.items() if k != "EDGEAUTH_CONFIG"}
+    positional = [str(upper), str(work), str(config), sys.executable]
     return subprocess.run(
-        ["unshare", "--mount", "sh", "-c", program, "sh"]
-        + [str(upper), str(work), str(config), sys.executable],
+        ["unshare", "--mount", "sh", "-c", program, "sh", *positional],
         capture_output=True,
         text=True,
         timeout=60,

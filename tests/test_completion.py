@@ -64,9 +64,9 @@ def _visible(parser: argparse.ArgumentParser) -> list[str]:
 
 
 def test_the_bash_script_registers_for_edgeauth(bash_script: Path) -> None:
+    program = 'source "$1"; complete -p edgeauth'
     result = subprocess.run(
-        ["bash", "--norc", "--noprofile", "-c", 'source "$1"; complete -p edgeauth', "bash"]
-        + [str(bash_script)],
+        ["bash", "--norc", "--noprofile", "-c", program, "bash", str(bash_script)],
         capture_output=True,
         text=True,
         timeout=30,
