@@ -167,6 +167,7 @@ def gateway_doc(
             "listen": f"127.0.0.1:{admin_port}",
             "token_file": str(directory / "admin.token"),
         },
+        "status": {"listen": ""},  # no health listener: its default port may be taken
         "store": store or {"path": str(directory / "edgeauth.db")},
         "cache": {**(cache or {})},
         "log": {"access_log": access_log, "level": "warning"},

@@ -1,8 +1,10 @@
 """Shared fixtures: real TLS certificates, a real sample backend, real gateways.
 
-Everything listens on 127.0.0.1 with port 0 and reads the real port back. A gateway runs
-either in-process (`gateway` fixture: fast, same event loop as the test) or as real
-processes (`ServeProcess`: `edgeauth serve` with its supervisor and workers).
+Everything listens on 127.0.0.1 with port 0 and reads the real port back; the default
+listener ports are held for the whole run, so a config that leaves a listener at its default
+fails here rather than on a machine where they are in use. A gateway runs either in-process
+(`gateway` fixture: fast, same event loop as the test) or as real processes (`ServeProcess`:
+`edgeauth serve` with its supervisor and workers), whose stderr a failed start shows.
 """
 
 from __future__ import annotations
@@ -35,6 +37,26 @@ from edgeauth.server import Gateway
 from edgeauth.supervisor import bind
 
 ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_PORTS = (8001, 8100, 8443)  # [admin] listen, [status] listen, [server] listen
+
+
+@pytest.fixture(scope="session", autouse=True)
+def default_ports_held() -> Iterator[None]:
+    """Hold 127.0.0.1's default listener ports, bound and listening, for the whole run."""
+    held: list[socket.socket] = []
+    for port in DEFAULT_PORTS:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+        except OSError:  # held already: by something else, or by another xdist worker
+            sock.close()
+            continue
+        held.append(sock)
+    yield
+    for sock in held:
+        sock.close()
 
 
 @pytest.fixture(scope="session")
@@ -265,17 +287,26 @@ class ServeProcess:
                 self.log.append(orjson.loads(line))
 
     def _wait_ready(self, timeout: float = 30.0) -> str:
+        """The first proxy URL of the "ready" line; a failed start raises with the stderr."""
         assert self.proc.stderr is not None
+        seen: list[bytes] = []
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = self.proc.stderr.readline()
             if not line:
-                raise RuntimeError(f"edgeauth serve exited with {self.proc.wait()}")
-            entry = orjson.loads(line)
+                code = self.proc.wait()
+                raise RuntimeError(f"edgeauth serve exited with {code}:\n{_text(seen)}")
+            seen.append(line)
+            try:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # a plain-text line (a usage or config error): kept for the message
+            if not isinstance(entry, dict):
+                continue
             self.log.append(entry)
             if entry.get("msg") == "ready":
                 return str(entry["listen"][0])
-        raise RuntimeError("edgeauth serve did not become ready")
+        raise RuntimeError(f"edgeauth serve did not become ready:\n{_text(seen)}")
 
     def worker_pids(self) -> list[int]:
         path = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
@@ -289,6 +320,10 @@ class ServeProcess:
         if self.proc.stderr is not None:
             self.proc.stderr.close()
         return code
+
+
+def _text(lines: list[bytes]) -> str:
+    return b"".join(lines).decode(errors="replace")
 
 
 @pytest.fixture
