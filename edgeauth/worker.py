@@ -44,12 +44,17 @@ def run_worker(
     return 0
 
 
+def _reopen_logs(gateway: Gateway) -> None:
+    gateway.access_log.reopen()
+    gateway.audit_log.reopen()
+
+
 async def _serve(gateway: Gateway, socks: list[list[socket.socket]], ready_fd: int | None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGUSR1, gateway.access_log.reopen)  # logrotate
+    loop.add_signal_handler(signal.SIGUSR1, _reopen_logs, gateway)  # logrotate
     await gateway.start(*socks)
     gc.collect()
     gc.freeze()  # start-up objects never need scanning again: shorter GC pauses

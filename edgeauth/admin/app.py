@@ -6,6 +6,7 @@ from aiohttp import web
 
 from edgeauth.admin import consumers, credentials, declared, status, tokens
 from edgeauth.admin.http import CONTEXT, MAX_BODY, AdminContext, Handler, guard
+from edgeauth.admin.trail import audit_trail
 
 # What config.toml declares: readable here, written only through the file (declared.py).
 DECLARED: tuple[tuple[str, Handler], ...] = (
@@ -58,9 +59,21 @@ async def _server_header(request: web.Request, response: web.StreamResponse) -> 
     response.headers["Server"] = "edgeauth"
 
 
+async def _open_audit(app: web.Application) -> None:
+    app[CONTEXT].audit.open()
+
+
+async def _close_audit(app: web.Application) -> None:
+    app[CONTEXT].audit.close()
+
+
 def build_admin_app(context: AdminContext) -> web.Application:
-    app = web.Application(middlewares=[guard], client_max_size=MAX_BODY)
+    """The audit trail wraps the guard, so it sees refused authentications and every status;
+    the audit log is open while the app runs."""
+    app = web.Application(middlewares=[audit_trail, guard], client_max_size=MAX_BODY)
     app.on_response_prepare.append(_server_header)
+    app.on_startup.append(_open_audit)
+    app.on_cleanup.append(_close_audit)
     app[CONTEXT] = context
     for prefix in ("", "/{ws:default}"):
         for method, path, handler in TABLE:

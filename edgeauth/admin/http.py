@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from edgeauth.admin.auth import authorized
+from edgeauth.audit import AuditLog
 from edgeauth.config import Settings
 from edgeauth.errors import (
     AdminError,
@@ -49,6 +50,7 @@ class AdminContext:
     token: str
     started: float = field(default_factory=time.time)
     stats: Callable[[], dict[str, Any]] = dict
+    audit: AuditLog = field(default_factory=lambda: AuditLog("off"))
 
 
 CONTEXT = web.AppKey("admin", AdminContext)
