@@ -240,6 +240,28 @@ async def test_refused_authentication_is_logged_for_every_method(audited: Audite
     assert audited.gw.admin_token.encode() not in raw
 
 
+async def test_a_write_the_client_abandons_is_logged_as_499(audited: Audited) -> None:
+    port = int(audited.gw.admin_url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = (
+        "POST /consumers HTTP/1.1\r\nHost: admin\r\nExpect: 100-continue\r\n"
+        f"Authorization: Bearer {audited.gw.admin_token}\r\nContent-Length: 100\r\n\r\n"
+    )
+    writer.write(head.encode())
+    assert (await reader.readline()).startswith(b"HTTP/1.1 100")  # the handler is running
+    writer.write(b'{"username": "half')
+    await writer.drain()
+    writer.close()
+    lines: list[dict[str, Any]] = []
+    for _ in range(100):  # the server notices the close on its next loop turns
+        if lines := audited.new_lines():
+            break
+        await asyncio.sleep(0.02)
+    assert len(lines) == 1, lines
+    _is(lines[0], method="POST", entity="consumer", status=499, outcome="error")
+    assert (await audited.admin("GET", "/consumers/half")).status == 404
+
+
 async def test_reads_are_not_logged(audited: Audited) -> None:
     for path in ("/consumers", "/oauth2_tokens", "/status", "/services/events", "/nowhere"):
         assert (await audited.admin("GET", path)).status in (200, 404)
