@@ -38,11 +38,13 @@ def free_port() -> int:
 
 
 async def edgeauth(*args: str) -> subprocess.CompletedProcess[str]:
-    """`python -m edgeauth <args>` in a thread, so the in-process backend keeps serving."""
+    """`python -m edgeauth <args>` in a thread, so the in-process backend keeps serving;
+    stdin is not a terminal (as in a script: `consumers rm` does not ask)."""
     return await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "edgeauth", *args],
         capture_output=True,
+        stdin=subprocess.DEVNULL,
         text=True,
         timeout=60,
         check=False,
