@@ -637,8 +637,8 @@ def apps_add(client: Client, args: argparse.Namespace, io: Streams) -> int:
 
 
 def apps_rotate_secret(client: Client, args: argparse.Namespace, io: Streams) -> int:
-    """PATCH the application's client_secret: the old secret stops working at once (a
-    verification is keyed by the stored hash); its tokens stay valid until they expire."""
+    """PATCH the application's client_secret: the store revokes the application's tokens
+    with the old secret, so a leaked secret takes what was minted with it along."""
     found = _app(client, args.app)
     name = cell(found.get("client_id"))
     if found.get("client_type") == "public":
@@ -653,6 +653,8 @@ def apps_rotate_secret(client: Client, args: argparse.Namespace, io: Streams) ->
     )
     headline = f"new secret for application {cell(found.get('name'))} (client_id {name})\n"
     _show_app(updated, supplied is not None, headline, io, args.json)
+    if not args.json:
+        io.out.write("the old secret no longer works; the application's tokens were revoked\n")
     return 0
 
 

@@ -7,6 +7,7 @@ Rule 1: a command that reads a configuration takes `-c PATH`; without it the fir
 $EDGEAUTH_CONFIG (when set), ./config.toml, /etc/edgeauth/config.toml (when present) is used.
 Rule 2: with `--json` every failure, usage errors included, is one JSON object
 `{"error": ...}` on stderr with the same exit status as without it; stdout stays empty.
+`check-config --json` is the exception: its one document on stdout carries the problems.
 Rule 3: `_worker` (started by `serve`) parses like any command but is never listed.
 """
 
@@ -159,7 +160,8 @@ def _secret_file(cmd: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup
     cmd.add_argument(
         "--client-secret-file",
         metavar="PATH",
-        help="read the secret from this file (- for stdin; one trailing newline is dropped)",
+        help="read the secret from this file, - for stdin (one trailing newline dropped; "
+        "default: generated)",
     )
 
 
@@ -186,7 +188,7 @@ def _apps_parsers(apps: Subparsers, common: _Parser) -> None:
     cmd = apps.add_parser(
         "rotate-secret",
         parents=[common],
-        help="give an application a new secret (generated unless given); prints it once",
+        help="new secret (generated unless given, printed once); revokes the app's tokens",
     )
     cmd.add_argument("app", metavar="CLIENT_ID_OR_ID")
     _secret_file(cmd)

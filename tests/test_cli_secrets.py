@@ -168,7 +168,12 @@ def test_secrets_come_from_a_file_or_stdin_and_rotate(
     generated = ok(run("apps", "add", "alice", "--name", "gen", config=config))
     gen, first = pairs(generated)["client_id"], pairs(generated)["client_secret"]
     assert generated.count(first) == 1
+    assert accepted(gw, client_ssl, gen, first)
+    active = ("tokens", "list", "--app", gen, "--active", "--json")
+    assert len(json.loads(ok(run(*active, config=config)))["data"]) == 1
     rotated = ok(run("apps", "rotate-secret", gen, config=config))
+    assert "tokens were revoked" in rotated
+    assert json.loads(ok(run(*active, config=config)))["data"] == []
     second = pairs(rotated)["client_secret"]
     assert rotated.splitlines()[0] == f"new secret for application gen (client_id {gen})"
     assert second != first
