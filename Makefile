@@ -43,8 +43,13 @@ bench: $(VENV)/.installed-bench
 run: $(VENV)/.installed-run certs/edgeauth.crt var/clientapp.secret
 	$(BIN)/edgeauth demo -c $(CONFIG)
 
+# The suite runs on PYTEST_WORKERS pytest-xdist workers, a whole test file per worker at a time
+# (--dist loadfile: module fixtures such as the fuzz gateway and the benchmark run start once).
+# Most of its time is spent waiting on sockets and subprocesses, so more workers than cores pay.
+# PYTEST_WORKERS=0 runs it serially in one process (for debugging, pdb, -x).
+PYTEST_WORKERS ?= 4
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The differential HTTP fuzzer, long: FUZZ_ARGS="--examples 20000 --seconds 600" (the
 # bounded run is part of `make test`); --survey FILE records every distinct failure.
