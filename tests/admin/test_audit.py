@@ -61,7 +61,13 @@ WRONG = "not-the-admin-token-" + "w" * 20
 
 
 def _parse(raw: bytes) -> list[dict[str, Any]]:
-    return [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+    lines = []
+    for line in filter(bytes.strip, raw.splitlines()):
+        try:
+            lines.append(orjson.loads(line))
+        except orjson.JSONDecodeError as exc:
+            raise AssertionError(f"not a JSON line: {line!r}\n{raw.decode()}") from exc
+    return lines
 
 
 @dataclass
@@ -333,12 +339,21 @@ def _config(tmp_path: Path, cert: tls.DevCertificate, admin: str, **log: str) ->
     )
 
 
+def _await_ready(sock: socket.socket) -> bool:
+    """True once the supervisor sends READY=1 (sd_notify), False if nothing says so in time."""
+    while True:
+        try:
+            if b"READY=1" in sock.recv(4096):
+                return True
+        except TimeoutError:
+            return False
+
+
 def test_stderr_lines_ignore_the_process_log_level(
     tmp_path: Path, dev_cert: tls.DevCertificate, notify_socket: socket.socket
 ) -> None:
     admin = f"127.0.0.1:{free_port_refused()}"  # at level "error" no "ready" line names it
     config = _config(tmp_path, dev_cert, admin, level="error", audit_log="stderr")
-    admin_url = f"http://{admin}"
     stderr = tmp_path / "stderr.log"
     with stderr.open("wb") as err:
         proc = subprocess.Popen(
@@ -349,23 +364,20 @@ def test_stderr_lines_ignore_the_process_log_level(
             cwd=tmp_path,
         )
     try:
-        try:
-            ready = notify_socket.recv(4096)
-        except TimeoutError:
-            ready = b""
-        assert b"READY=1" in ready, f"exit {proc.poll()}: {stderr.read_text()}"
+        assert _await_ready(notify_socket), f"exit {proc.poll()}: {stderr.read_text()}"
         token = (tmp_path / "admin.token").read_text().strip()
-        result = _add(admin_url, token, "from-cli")
+        result = _add(f"http://{admin}", token, "from-cli")
         assert result.returncode == 0, (result, stderr.read_text())
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
-    lines = _parse(stderr.read_bytes())
-    assert code == 0, lines
+    text = stderr.read_text()
+    assert code == 0, text
+    lines = _parse(text.encode())
     audit = [line for line in lines if line["logger"] == "edgeauth.audit"]
-    assert len(audit) == 1, lines
+    assert len(audit) == 1, text
     _is(audit[0], msg="admin write", level="info", path="/consumers", status=201, client="cli")
-    assert [line for line in lines if line["level"] == "info"] == audit  # "ready" was filtered
+    assert [line for line in lines if line["level"] == "info"] == audit, text  # no "ready"
 
 
 def _post_consumer(admin_url: str, token: str, name: str) -> int:
