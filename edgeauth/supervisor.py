@@ -238,7 +238,7 @@ class Supervisor:
         self._reload_asked = True
 
     def _on_usr1(self, signum: int, frame: FrameType | None) -> None:
-        """logrotate: every worker reopens its access log file."""
+        """logrotate: every worker reopens its access and audit log files."""
         for proc in self._live():
             proc.send_signal(signal.SIGUSR1)
 
