@@ -8,6 +8,9 @@ Rule 3: `log.audit_log` is "stderr" (beside the process log), "off", or a file o
 O_APPEND and mode 0640, reopened on SIGUSR1 (logrotate) like the access log.
 Rule 4: a line is written synchronously, in one small write: admin writes are rare, so the
 event loop never waits long, and a line is on disk before the next admin request is read.
+Rule 5: every line stays well under PIPE_BUF (4096 bytes: admin/trail.py bounds each field),
+so the lines of several workers sharing one stderr pipe never interleave: the kernel writes
+a pipe write of at most PIPE_BUF bytes whole, and stderr writes each line in one flush.
 """
 
 from __future__ import annotations

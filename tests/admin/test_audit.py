@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -27,6 +28,7 @@ import orjson
 import pytest
 
 from edgeauth import __version__, crypto, tls
+from edgeauth.exchange import CLIP_CHARS
 from tests.admin.conftest import Reply, call
 from tests.conftest import (
     Backend,
@@ -110,6 +112,10 @@ def _is(line: dict[str, Any], **expected: Any) -> None:
     assert {k: line[k] for k in expected} == expected, line
 
 
+def _label(text: str) -> str:
+    return "sha256:" + crypto.digest(text).hex()[:16]
+
+
 async def test_consumer_and_application_writes_one_line_each_without_secrets(
     audited: Audited,
 ) -> None:
@@ -175,7 +181,7 @@ async def test_token_values_never_appear_only_ids_or_digests(audited: Audited) -
 
     unknown = "never-issued-" + "u" * 30  # Kong's 204 for a token that does not exist
     assert (await audited.admin("DELETE", f"/oauth2_tokens/{unknown}")).status == 204
-    label = "sha256:" + crypto.digest(unknown).hex()[:16]
+    label = _label(unknown)
     _is(audited.one_line(), path=f"/oauth2_tokens/{label}", entity_id=label)
 
     missing = await audited.admin("PATCH", f"/oauth2_tokens/{unknown}", json={"scope": "read"})
@@ -196,8 +202,10 @@ async def test_failed_writes_are_logged_with_their_status(audited: Audited) -> N
     _is(audited.one_line(), entity="consumer", entity_id=None, status=400, outcome="error")
 
     missing = await audited.admin("PATCH", "/consumers/nobody", json={"custom_id": "x"})
-    assert missing.status == 404
-    _is(audited.one_line(), entity="consumer", entity_id="nobody", status=404, outcome="error")
+    assert missing.status == 404  # a key that names nothing may be anything: its digest
+    line = audited.one_line()
+    _is(line, entity="consumer", entity_id=_label("nobody"), status=404, outcome="error")
+    _is(line, path=f"/consumers/{_label('nobody')}")
 
     assert (await audited.admin("POST", "/consumers", json={"username": "dup"})).status == 201
     audited.new_lines()
@@ -207,7 +215,7 @@ async def test_failed_writes_are_logged_with_their_status(audited: Audited) -> N
 
     declared = await audited.admin("DELETE", "/services/events")
     assert declared.status == 405
-    _is(audited.one_line(), entity="service", entity_id="events", status=405)
+    _is(audited.one_line(), entity="service", entity_id=_label("events"), status=405)
 
     off = await audited.admin("POST", "/config", data=b"x = 1")
     assert off.status == 403
@@ -215,7 +223,7 @@ async def test_failed_writes_are_logged_with_their_status(audited: Audited) -> N
 
     nowhere = await audited.admin("PUT", "/nothing/here")
     assert nowhere.status in (404, 405)
-    _is(audited.one_line(), path="/nothing/here", entity=None, outcome="error")
+    _is(audited.one_line(), path=f"/{_label('nothing/here')}", entity=None, outcome="error")
 
 
 async def test_refused_authentication_is_logged_for_every_method(audited: Audited) -> None:
@@ -237,13 +245,111 @@ async def test_refused_authentication_is_logged_for_every_method(audited: Audite
     for line in lines:
         _is(line, msg="admin authentication refused", status=401, outcome="refused")
     _is(lines[0], method="GET", path="/consumers", entity="consumer", entity_id=None)
-    label = "sha256:" + crypto.digest(TOKEN).hex()[:16]
+    label = _label(TOKEN)
     _is(lines[1], method="DELETE", path=f"/oauth2_tokens/{label}", entity_id=label)
     _is(lines[2], method="HEAD", path="/status", entity=None)
     raw = audited.raw()
     assert WRONG.encode() not in raw
     assert TOKEN.encode() not in raw
     assert audited.gw.admin_token.encode() not in raw
+
+
+async def _raw(gw: RunningGateway, method: str, target: str, *headers: bytes) -> int:
+    """One request with its target exactly as written (no client normalises it): the status."""
+    port = int(gw.admin_url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"{method} {target} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n".encode()
+    writer.write(head + b"".join(h + b"\r\n" for h in headers) + b"\r\n")
+    answer = await reader.read()
+    writer.close()
+    return int(answer.split(b" ", 2)[1])
+
+
+def _bearer(token: str) -> bytes:
+    return f"Authorization: Bearer {token}".encode()
+
+
+async def test_what_a_malformed_or_refused_path_holds_never_appears_in_clear(
+    audited: Audited,
+) -> None:
+    """Tokens and secrets land in paths by mistake (wrong case, an encoded slash, a typo) or
+    on purpose: whatever the path, authenticated or not, none of its text is logged as sent."""
+    good, bad = _bearer(audited.gw.admin_token), _bearer(WRONG)
+    assert (await audited.admin("POST", "/consumers", json={"username": "ann"})).status == 201
+    audited.new_lines()
+    sent = [
+        ("DELETE", "/OAUTH2_TOKENS/SECRET5", good, 404),
+        ("GET", "/oauth2_tokens%2FSECRET2", bad, 401),
+        ("DELETE", "/oauth2_tokens;SECRET3", bad, 401),
+        ("DELETE", "/oauth2_token/SECRET4", good, 404),
+    ]
+    for method, target, auth, status in sent:
+        assert await _raw(audited.gw, method, target, auth) == status, target
+    lines = audited.new_lines()
+    assert [line["path"] for line in lines] == [
+        f"/{_label('OAUTH2_TOKENS/SECRET5')}",
+        f"/{_label('oauth2_tokens%2FSECRET2')}",
+        f"/{_label('oauth2_tokens;SECRET3')}",
+        f"/{_label('oauth2_token/SECRET4')}",
+    ]
+    value = secrets.token_urlsafe(30)
+    assert len(value) == 40
+    positions = [
+        "/OAUTH2_TOKENS/{v}",
+        "/oauth2_tokens%2F{v}",
+        "/oauth2_tokens;{v}",
+        "/oauth2_token/{v}",
+        "/default/oauth2_tokens/{v}/x",
+        "/{v}",
+        "/consumers/{v}",  # Kong's DELETE answers 204 for a consumer that does not exist
+        "/consumers/{v}/oauth2",
+        "/consumers/ann/oauth2/{v}",
+        "/oauth2/{v}",
+        "/consumers?custom_id={v}",
+    ]
+    requests = [
+        (method, position.format(v=value), auth)
+        for position in positions
+        for method in ("DELETE", "POST", "PATCH")
+        for auth in (good, bad)
+    ]
+    for method, target, auth in requests:
+        await _raw(audited.gw, method, target, auth)
+    lines = audited.new_lines()
+    assert len(lines) == len(requests), lines
+    raw = audited.raw()
+    for text in (value, value[:12], value[-12:], "SECRET"):
+        assert text.encode() not in raw, text
+    deleted = [x for x in lines if x["method"] == "DELETE" and x["entity"] == "consumer"]
+    assert {(x["path"], x["status"]) for x in deleted} == {
+        (f"/consumers/{_label(value)}", 204),
+        (f"/consumers/{_label(value)}", 401),
+    }, deleted
+    assert (await _raw(audited.gw, "DELETE", "/default/consumers/ann", good)) == 204
+    _is(audited.one_line(), path="/default/consumers/ann", entity_id="ann", status=204)
+
+
+async def test_every_field_is_bounded_whatever_the_request_holds(audited: Audited) -> None:
+    """A refused request writes a line without authenticating: its size must not be the
+    sender's choice, and every line stays far below PIPE_BUF (4096 bytes, audit.py)."""
+    good, bad = _bearer(audited.gw.admin_token), _bearer(WRONG)
+    agent = b"User-Agent: \xff\xfe" + b"a" * 6000
+    known = "/consumers" * 600
+    name = "\u00e9" * 250  # at most 255 (the schema)
+    assert await _raw(audited.gw, "GET", "/consumers/" + "n" * 6000, bad, agent) == 401
+    assert await _raw(audited.gw, "DELETE", known, bad, agent) == 401
+    assert await _raw(audited.gw, "DELETE", "/x" * 3000, good, agent) == 404
+    assert (await audited.admin("PUT", f"/consumers/{name}", json={})).status == 200
+    lines = audited.new_lines()
+    assert len(lines) == 4, lines
+    assert lines[1]["path"] == known[:CLIP_CHARS] + "…"
+    assert lines[3]["entity_id"] == name[:CLIP_CHARS] + "…"
+    for line in lines[:3]:
+        assert line["user_agent"] == ("\\udcff\\udcfe" + "a" * 200)[:CLIP_CHARS] + "…"
+    for line in lines:
+        assert len(line["path"]) <= CLIP_CHARS + 1, line
+    for text in audited.raw().splitlines():
+        assert len(text) < 2048, text
 
 
 async def test_a_write_the_client_abandons_is_logged_as_499(audited: Audited) -> None:
