@@ -1,8 +1,9 @@
 """Environment overrides: EDGEAUTH_<SECTION>_<KEY> replaces one scalar key before validation.
 
-Invariants: only keys of the one-table sections (server, admin, store, cache, log, metrics) can
-be overridden; other EDGEAUTH_* names are left alone; the walker validates overridden values like
-written ones and reports their problems under the variable's name (Context.aliases).
+Invariants: only keys of the one-table sections (server, admin, store, cache, log, status,
+metrics) can be overridden; other EDGEAUTH_* names are left alone; the walker validates
+overridden values like written ones and reports their problems under the variable's name
+(Context.aliases).
 """
 
 from collections.abc import Mapping
@@ -13,7 +14,7 @@ from edgeauth.config.schema import Settings
 from edgeauth.config.walker import Context, hints, keys, secret_fields, suggest
 
 _ENV_PREFIX = "EDGEAUTH_"
-_ENV_SECTIONS = ("server", "admin", "store", "cache", "log", "metrics")
+_ENV_SECTIONS = ("server", "admin", "store", "cache", "log", "status", "metrics")
 _ENV_BOOLS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
