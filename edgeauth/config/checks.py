@@ -321,8 +321,9 @@ def _contains(outer: _Upstream, inner: _Upstream) -> bool:
 
 def exposure_warnings(settings: Settings) -> list[str]:
     """Public services whose upstream contains a protected one's: the protected API is then
-    reachable through the public route without a token. Settings must be valid already."""
-    warnings = []
+    reachable through the public route without a token; and consumer names on the status
+    listener's /metrics. Settings must be valid already."""
+    warnings = status_metrics_exposure(settings)
     services = list(enumerate(settings.services))
     for i, public in services:
         if public.oauth2 is not None:
@@ -339,6 +340,20 @@ def exposure_warnings(settings: Settings) -> list[str]:
                     " a base path of its own"
                 )
     return warnings
+
+
+def status_metrics_exposure(settings: Settings) -> list[str]:
+    """The status listener has no token: with per-consumer metrics, its /metrics tells anyone
+    who reaches it every consumer's username."""
+    status, metrics = settings.status, settings.metrics
+    if not (status.listen and status.metrics and metrics.enabled and metrics.per_consumer):
+        return []
+    return [
+        f"{settings.source.name}: status.metrics: the status listener serves /metrics without"
+        " a token, and with metrics.per_consumer = true its consumer label shows every"
+        " consumer's username to anyone who reaches status.listen; keep it on a private"
+        " address or turn one of them off"
+    ]
 
 
 def restart_needed(old: Settings, new: Settings) -> list[str]:
@@ -499,8 +514,10 @@ def inert_keys(settings: Settings) -> list[str]:
             _POSTGRES_ONLY,
         ),
         "status.metrics": (
-            status.metrics and not status.listen,
-            'the status listener is off (status.listen = "")',
+            status.metrics and not (status.listen and metrics.enabled),
+            'the status listener is off (status.listen = "")'
+            if not status.listen
+            else "metrics.enabled is false",
         ),
         "metrics.per_consumer": (
             metrics.per_consumer and not metrics.enabled,
