@@ -292,6 +292,14 @@ def oauth_body(exc: OAuthError, state: str | None = None) -> dict[str, str]:
     return body
 
 
+def _codes(cls: type[OAuthError]) -> frozenset[str]:
+    return frozenset({cls.error}).union(*(_codes(sub) for sub in cls.__subclasses__()))
+
+
+# Every OAuth `error` code an answer can carry: the classes above, the whole hierarchy.
+OAUTH_ERROR_CODES = _codes(OAuthError)
+
+
 class AdminError(EdgeAuthError):
     """Admin API errors, rendered with Kong's bodies."""
 

@@ -36,7 +36,9 @@ from prometheus_client import (
 )
 
 from edgeauth import __version__, tls
+from edgeauth.errors import OAUTH_ERROR_CODES
 from edgeauth.exchange import Exchange
+from edgeauth.oauth import ENDPOINTS, GRANT_TYPES
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
@@ -88,33 +90,13 @@ CACHE_ENTRIES = Gauge(
 class Recorder:
     """What one worker records: tallied in dicts, flushed to the families periodically.
 
-    OAuth label values come from the fixed sets below, anything else counts as "other", so
-    no client text can add a series.
+    OAuth label values come from the fixed sets below (the lists the OAuth code itself uses),
+    anything else counts as "other", so no client text can add a series.
     """
 
-    GRANT_LABELS = frozenset(
-        {"authorization_code", "client_credentials", "implicit", "password", "refresh_token"}
-    )
-    ENDPOINT_LABELS = frozenset({"token", "authorize", "revoke", "introspect"})
-    # Every `error` of errors.OAuthError's subclasses (tests/oauth check that they match).
-    ERROR_LABELS = frozenset(
-        {
-            "access_denied",
-            "insufficient_scope",
-            "invalid_authenticated_userid",
-            "invalid_client",
-            "invalid_grant",
-            "invalid_method",
-            "invalid_provision_key",
-            "invalid_request",
-            "invalid_scope",
-            "invalid_token",
-            "temporarily_unavailable",
-            "unauthorized_client",
-            "unsupported_grant_type",
-            "unsupported_response_type",
-        }
-    )
+    GRANT_LABELS = frozenset(GRANT_TYPES)
+    ENDPOINT_LABELS = frozenset(ENDPOINTS)
+    ERROR_LABELS = OAUTH_ERROR_CODES
 
     def __init__(self, enabled: bool, per_consumer: bool) -> None:
         self.enabled = enabled

@@ -29,6 +29,7 @@ from edgeauth.errors import (
 )
 from edgeauth.exchange import Exchange, clip
 from edgeauth.messages import Request, Response
+from edgeauth.oauth import ENDPOINTS
 from edgeauth.oauth.authorize import AuthorizeEndpoint, Redirected
 from edgeauth.oauth.client_auth import credentials_from
 from edgeauth.oauth.introspect import TokenAdmin
@@ -39,7 +40,6 @@ from edgeauth.oauth.token_endpoint import ClientAuthenticator, TokenEndpoint
 from edgeauth.proxy.headers import IPNetwork, Peer, forwarded
 from edgeauth.store.base import Store
 
-ENDPOINTS = frozenset({"token", "authorize", "revoke", "introspect"})
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib
+import pkgutil
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,9 +24,14 @@ import aiohttp
 import orjson
 import pytest
 
+import edgeauth
 from edgeauth import errors
+from edgeauth.config.schema import OAuth2Settings
 from edgeauth.exchange import CLIP_CHARS
 from edgeauth.metrics import Recorder, exposition
+from edgeauth.oauth.grants import build_grants
+from edgeauth.oauth.policy import Policy
+from edgeauth.oauth.routes import metadata
 from tests.conftest import Backend, GatewayFactory, RunningGateway
 from tests.oauth.conftest import PROVISION_KEY, SECRET, consumers, events_service
 
@@ -330,12 +337,35 @@ def test_labels_outside_the_fixed_sets_count_as_other() -> None:
 
 
 def test_every_oauth_error_code_has_its_own_label() -> None:
+    """errors.OAUTH_ERROR_CODES is computed when errors.py is imported: an OAuthError
+    subclass defined in another module would be missing and count as "other". Every module
+    imported, the whole hierarchy must still be labelled."""
+    for module in pkgutil.walk_packages(edgeauth.__path__, "edgeauth."):
+        if not module.name.endswith("__main__"):
+            importlib.import_module(module.name)
+
     def subclasses(cls: type[errors.OAuthError]) -> set[type[errors.OAuthError]]:
         found = set(cls.__subclasses__())
         return found.union(*(subclasses(sub) for sub in found))
 
     codes = {cls.error for cls in subclasses(errors.OAuthError)} | {errors.OAuthError.error}
     assert codes == Recorder.ERROR_LABELS
+    assert len(codes) > 10  # the hierarchy was found at all
+
+
+def test_every_grant_a_token_is_issued_by_has_its_own_label() -> None:
+    """The grant table and the metadata document of a service with every grant on name
+    exactly the grant labels (oauth.GRANT_TYPES)."""
+    everything = OAuth2Settings(
+        enable_authorization_code=True,
+        enable_client_credentials=True,
+        enable_password_grant=True,
+        enable_implicit_grant=True,
+    )
+    policy = Policy("labels", everything, "key")
+    issued = {*build_grants(policy), "implicit"}  # implicit: the authorization endpoint's
+    advertised = set(metadata(policy, "https://issuer.test")["grant_types_supported"])
+    assert issued == advertised == Recorder.GRANT_LABELS
 
 
 async def test_issued_and_error_counters_count_each_answer_once(
