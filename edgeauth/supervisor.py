@@ -40,7 +40,7 @@ from edgeauth.config import Address, Settings, load_settings
 from edgeauth.errors import ConfigError, StoreError
 from edgeauth.metrics import MULTIPROC_ENV, SupervisorFigures, process_dead
 from edgeauth.sdnotify import Notifier
-from edgeauth.status import Health, SlotView, StatusListener, ping_frame
+from edgeauth.status import Health, SlotView, StatusListener, StatusListenerError, ping_frame
 
 log = logging.getLogger(__name__)
 
@@ -269,8 +269,15 @@ class Supervisor:
             return EX_UNAVAILABLE
         self._figures.publish(self._metrics_dir)
         self._slots = slots
+        self._publish()  # before the listener answers: no slot has a worker yet
         listener = StatusListener(self._health, status_socks, self._metrics_dir)
-        listener.start()
+        try:
+            listener.start()
+        except StatusListenerError as exc:
+            listener.stop()
+            where = ", ".join(urls["status"])
+            log.error("cannot serve the status listener on %s (status.listen): %s", where, exc)
+            return EX_UNAVAILABLE
         try:
             return self._supervise(slots, urls)
         finally:
@@ -509,13 +516,12 @@ class Supervisor:
     def _publish(self) -> None:
         """Tell the status listener what serves (Rule 5)."""
         views = tuple(
-            SlotView(index, proc.pid if proc is not None else None, ready, self._started(index))
+            SlotView(
+                index, proc.pid if proc is not None else None, ready, self._slots[index].started
+            )
             for index, proc, _, ready in self._serving()
         )
         self._health.publish(views, self.settings, stopping=self._stopping)
-
-    def _started(self, index: int) -> float:
-        return self._slots[index].started if index < len(self._slots) else 0.0
 
     def _reap(self, slots: list[Slot]) -> None:
         for old in self._draining:
