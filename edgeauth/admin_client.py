@@ -31,6 +31,7 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from edgeauth import __version__, crypto
 from edgeauth.config import Settings
+from edgeauth.jsonout import document, error_line, json_line
 
 EX_API = 1
 EX_USAGE = 2
@@ -62,7 +63,7 @@ class Streams:
 
     def warn(self, text: str) -> None:
         self.err.write(
-            as_json_line({"warning": text}) if self.json else f"edgeauth: warning: {text}\n"
+            json_line({"warning": text}) if self.json else f"edgeauth: warning: {text}\n"
         )
 
     def ask(self, question: str) -> bool:
@@ -375,14 +376,6 @@ def fields(pairs: Sequence[tuple[str, Any]], indent: str = "  ") -> str:
     return "".join(f"{indent}{name.ljust(width)}  {cell(value)}\n" for name, value in pairs)
 
 
-def as_json(value: Any) -> str:
-    return json.dumps(value, indent=2, ensure_ascii=False) + "\n"
-
-
-def as_json_line(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False) + "\n"
-
-
 def _ref(value: Any, key: str) -> Any:
     return value.get(key) if isinstance(value, Mapping) else None
 
@@ -407,7 +400,7 @@ def consumers_list(client: Client, args: argparse.Namespace, io: Streams) -> int
     query = {"tags": args.tags} if args.tags else None
     items = client.list_all("/consumers", query)
     if args.json:
-        io.out.write(as_json({"data": items, "next": None}))
+        io.out.write(document({"data": items, "next": None}))
         return 0
     rows = [
         [
@@ -426,7 +419,7 @@ def consumers_list(client: Client, args: argparse.Namespace, io: Streams) -> int
 def consumers_show(client: Client, args: argparse.Namespace, io: Streams) -> int:
     found = _consumer(client, args.consumer)
     if args.json:
-        io.out.write(as_json(found))
+        io.out.write(document(found))
         return 0
     apps = client.list_all(f"/consumers/{_q(found['id'])}/oauth2")
     io.out.write(f"consumer {_consumer_name(found)}\n")
@@ -459,7 +452,7 @@ def consumers_add(client: Client, args: argparse.Namespace, io: Streams) -> int:
         body["tags"] = list(args.tags)
     made = client.call("POST", "/consumers", body=body)
     if args.json:
-        io.out.write(as_json(made))
+        io.out.write(document(made))
         return 0
     io.out.write(f"created consumer {cell(made.get('username'))}\n")
     io.out.write(
@@ -491,7 +484,7 @@ def consumers_rm(client: Client, args: argparse.Namespace, io: Streams) -> int:
         raise Failure(EX_API, f"not confirmed: consumer {_consumer_name(found)} kept")
     client.call("DELETE", f"/consumers/{_q(found['id'])}")
     if args.json:
-        io.out.write(as_json(found))
+        io.out.write(document(found))
         return 0
     io.out.write(
         f"deleted consumer {_consumer_name(found)} ({found['id']}) "
@@ -521,7 +514,7 @@ def apps_list(client: Client, args: argparse.Namespace, io: Streams) -> int:
     else:
         items = client.list_all("/oauth2")
     if args.json:
-        io.out.write(as_json({"data": items, "next": None}))
+        io.out.write(document({"data": items, "next": None}))
         return 0
     names = _consumer_names(client) if items else {}
     rows = []
@@ -544,7 +537,7 @@ def apps_list(client: Client, args: argparse.Namespace, io: Streams) -> int:
 def apps_show(client: Client, args: argparse.Namespace, io: Streams) -> int:
     found = _app(client, args.app)
     if args.json:
-        io.out.write(as_json(found))
+        io.out.write(document(found))
         return 0
     owner_id = str(_ref(found.get("consumer"), "id"))
     owner = client.call(
@@ -600,7 +593,7 @@ def _show_app(made: Json, supplied: bool, headline: str, io: Streams, json_out: 
     if supplied:
         made.pop("client_secret", None)
     if json_out:
-        io.out.write(as_json(made))
+        io.out.write(document(made))
         return
     pairs: list[tuple[str, Any]] = [("id", made.get("id")), ("client_id", made.get("client_id"))]
     secret = made.get("client_secret")
@@ -662,7 +655,7 @@ def apps_rm(client: Client, args: argparse.Namespace, io: Streams) -> int:
     found = _app(client, args.app)
     client.call("DELETE", f"/oauth2/{_q(found['id'])}")
     if args.json:
-        io.out.write(as_json(found))
+        io.out.write(document(found))
         return 0
     io.out.write(
         f"deleted application {cell(found.get('name'))} "
@@ -707,7 +700,7 @@ def _status(t: Mapping[str, Any]) -> str:
 def tokens_list(client: Client, args: argparse.Namespace, io: Streams) -> int:
     items = client.list_all("/oauth2_tokens", _token_filters(client, args))
     if args.json:
-        io.out.write(as_json({"data": items, "next": None}))
+        io.out.write(document({"data": items, "next": None}))
         return 0
     rows = []
     for t in items:
@@ -735,7 +728,7 @@ def tokens_revoke(client: Client, args: argparse.Namespace, io: Streams) -> int:
     if key is None:
         revoked = client.call("DELETE", "/oauth2_tokens", query=_token_filters(client, args))
         if args.json:
-            io.out.write(as_json(revoked))
+            io.out.write(document(revoked))
             return 0
         count = int(revoked.get("revoked", 0)) if isinstance(revoked, Mapping) else 0
         io.out.write(f"revoked {count} token{'' if count == 1 else 's'}\n")
@@ -746,7 +739,7 @@ def tokens_revoke(client: Client, args: argparse.Namespace, io: Streams) -> int:
     client.call("DELETE", f"/oauth2_tokens/{_q(found['id'])}")
     if args.json:
         io.out.write(
-            as_json(client.call("GET", f"/oauth2_tokens/{_q(found['id'])}", missing=missing))
+            document(client.call("GET", f"/oauth2_tokens/{_q(found['id'])}", missing=missing))
         )
         return 0
     what = f"token {cell(found.get('access_token_prefix'))}... ({found['id']})"
@@ -782,7 +775,7 @@ def run(
         return COMMANDS[(args.command, args.action)](client, args, io)
     except Failure as exc:
         if io.json:
-            err.write(as_json_line({"error": exc.message, **exc.detail}))
+            err.write(error_line(exc.message, **exc.detail))
         else:
             err.write(f"edgeauth: {exc.message.translate(_CONTROL)}\n")
         return exc.code

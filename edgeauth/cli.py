@@ -14,7 +14,6 @@ Rule 3: `_worker` (started by `serve`) parses like any command but is never list
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import ssl
@@ -32,6 +31,7 @@ from edgeauth.config.checks import (
     unwritable_paths,
 )
 from edgeauth.errors import ConfigError
+from edgeauth.jsonout import document, error_line
 from edgeauth.logs import setup_logging
 
 EX_USAGE = 2
@@ -251,7 +251,7 @@ def find_config(given: str | None, environ: Mapping[str, str]) -> Path:
 def fail(as_json: bool, code: int, message: str, **detail: Any) -> NoReturn:
     """A failure on stderr (Rule 2), then exit with `code`."""
     if as_json:
-        sys.stderr.write(json.dumps({"error": message, **detail}, ensure_ascii=False) + "\n")
+        sys.stderr.write(error_line(message, **detail))
     else:
         sys.stderr.write(f"{message}\n")
     sys.exit(code)
@@ -318,7 +318,7 @@ def _check_report(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_check_config(args: argparse.Namespace) -> int:
     report = _check_report(args)
     if args.json:
-        sys.stdout.write(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(document(report))
     else:
         for problem in report["problems"]:
             sys.stderr.write(f"{problem}\n")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import time
@@ -24,6 +23,7 @@ from typing import Any, TextIO
 
 from edgeauth.config import Settings
 from edgeauth.errors import StoreError, StoreUnavailable
+from edgeauth.jsonout import document, error_line
 from edgeauth.kong.apply import Applied, apply, snapshot
 from edgeauth.kong.model import KongData, SourceError, SourceUnreachable
 from edgeauth.kong.plan import Existing, Plan, make_plan
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) 
     written = _write_config(args, plan) if args.apply else None
     summary = _summary(args, plan, applied, written, time.monotonic() - started)
     if args.json:
-        out.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        out.write(document(summary))
     else:
         out.write(_human(summary, plan, args))
     return EX_REFUSED if summary["conflicts"] else 0
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace, settings: Settings, out: TextIO, err: TextIO) 
 
 def _fail(args: argparse.Namespace, err: TextIO, code: int, message: str) -> int:
     """One line on stderr; with --json the `{"error": ...}` object every command prints."""
-    err.write(json.dumps({"error": message}) + "\n" if args.json else f"{message}\n")
+    err.write(error_line(message) if args.json else f"{message}\n")
     return code
 
 

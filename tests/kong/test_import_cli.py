@@ -1,11 +1,16 @@
 """`edgeauth import kong` exit statuses: conflicts (1, the rest still done), usage (2), Kong's
-database unreachable (69), each from a real process."""
+database unreachable (69), each from a real process; with --json every failure is one
+`{"error": ...}` object on stderr (the command run in-process, as the CLI's main runs it)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
+
 from edgeauth import tls
+from edgeauth.cli import main
 from edgeauth.config import load_settings
 from edgeauth.kong.plan import derived_id
 from edgeauth.store import open_store
@@ -82,3 +87,25 @@ async def test_usage_and_unreachable_exit_statuses(
     assert missing.code == 1
     assert "cannot read" in missing.err
     assert not (tmp_path / "edgeauth.db").exists()
+
+
+def test_json_failures_are_one_error_object_on_stderr(
+    tmp_path: Path, dev_cert: tls.DevCertificate, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, dev_cert, [])
+    missing = tmp_path / "données" / "kong.yml"
+    cases = [
+        (["--deck", str(missing)], 1, f"cannot read {missing}"),
+        (["--deck", "x.yml", "--apply", "--write-config", str(config)], 2, "config file itself"),
+        ([], 2, "one of the arguments --kong-pg --deck is required"),
+    ]
+    for extra, code, text in cases:
+        with pytest.raises(SystemExit) as exited:
+            main(["import", "kong", "-c", str(config), *extra, "--json"])
+        out, err = capsys.readouterr()
+        assert (exited.value.code, out) == (code, ""), err
+        assert len(err.splitlines()) == 1, err
+        assert text in json.loads(err)["error"], err
+    with pytest.raises(SystemExit):
+        main(["import", "kong", "-c", str(config), "--deck", str(missing), "--json"])
+    assert "données" in capsys.readouterr().err  # as it is, like every command's errors
