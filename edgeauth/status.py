@@ -285,6 +285,8 @@ class StatusListener:
             await runner.cleanup()
             if self._store_task is not None:
                 self._store_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await self._store_task  # done with the store before it is closed
             if self._store is not None:
                 await self._store.close()
 

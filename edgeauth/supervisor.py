@@ -12,6 +12,8 @@ A SIGHUP that arrives during a reload makes one more reload after it.
 Rule 5: the supervisor serves the status listener (edgeauth/status.py) from a thread, and its
 own loop answers that listener's ping rounds, pinging each serving worker over its bus,
 whenever it waits (in the main loop, and while workers start during a start or a reload).
+What serves is published to it before it starts (no worker yet: not ready), and a listener
+that cannot serve stops the start (exit 69) rather than be advertised.
 Rule 6: the supervisor's own figures (restarts, reloads) are written to the shared metrics
 directory after each change, for whichever process answers /metrics.
 """
