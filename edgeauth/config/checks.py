@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from edgeauth.config.scalars import fold, show
 from edgeauth.config.schema import (
+    Address,
     AdminSettings,
     ConsumerSettings,
     CredentialSettings,
@@ -271,8 +272,38 @@ def _check_server_keys(settings: Settings, ctx: Context) -> Settings:
     return replace(settings, server=replace(server, public_url=public_url))
 
 
+_WILDCARDS = ("0.0.0.0", "::")  # noqa: S104 (compared against, never bound here)
+
+
+def _overlap(a: Address, b: Address) -> bool:
+    """Two listen addresses the kernel would let our SO_REUSEPORT sockets share silently."""
+    if a.port == 0 or a.port != b.port:
+        return False
+    if a.host == b.host:
+        return True
+    same_family = (":" in a.host) == (":" in b.host)
+    return same_family and (a.host in _WILDCARDS or b.host in _WILDCARDS)
+
+
+def _check_listeners(settings: Settings, ctx: Context) -> None:
+    """Every listener needs an address of its own: SO_REUSEPORT would let two of edgeauth's
+    own listeners bind one port, and the kernel would spread connections between them."""
+    keyed = [
+        *((f"server.listen[{i}]", a) for i, a in enumerate(settings.server.listen)),
+        *((f"server.http_listen[{i}]", a) for i, a in enumerate(settings.server.http_listen)),
+        ("admin.listen", settings.admin.listen),
+        *((f"status.listen[{i}]", a) for i, a in enumerate(settings.status.listen)),
+    ]
+    for i, (key, address) in enumerate(keyed):
+        for first, other in keyed[:i]:
+            if _overlap(address, other):
+                ctx.problem(key, f"{address} overlaps {first} ({other}); give each its own port")
+                break
+
+
 def _check_settings(settings: Settings, path: str, ctx: Context) -> Settings:
     settings = _check_server_keys(settings, ctx)
+    _check_listeners(settings, ctx)
     services = settings.services
     _unique(((f"services[{i}].name", s.name) for i, s in enumerate(services)), "service name", ctx)
     routes = [

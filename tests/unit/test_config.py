@@ -1049,3 +1049,47 @@ def test_relative_config_path_is_made_absolute(
     settings = load_settings("config.toml", environ={})
     assert settings.source == tmp_path / "config.toml"
     assert settings.store.path == tmp_path / "db/edgeauth.db"
+
+
+@pytest.mark.parametrize(
+    ("tables", "key"),
+    [
+        (
+            {"admin": {"listen": "127.0.0.1:9100"}, "status": {"listen": "127.0.0.1:9100"}},
+            "status.listen[0]",
+        ),
+        (
+            {"server": {"listen": "0.0.0.0:9443"}, "status": {"listen": "127.0.0.1:9443"}},
+            "status.listen[0]",
+        ),
+        (
+            {"server": {"listen": "127.0.0.1:9443", "http_listen": "127.0.0.1:9443"}},
+            "server.http_listen[0]",
+        ),
+    ],
+)
+def test_listeners_sharing_an_address_are_refused(
+    tmp_path: Path, tables: dict[str, dict[str, str]], key: str
+) -> None:
+    """SO_REUSEPORT would let two of edgeauth's own listeners bind one port silently."""
+    doc = {"admin": {"listen": "127.0.0.1:9101"}, "status": {"listen": "127.0.0.1:9102"}}
+    for name, table in tables.items():
+        doc[name] = {**doc.get(name, {}), **table}
+    text = "\n".join(
+        f"[{name}]\n" + "\n".join(f'{k} = "{v}"' for k, v in table.items())
+        for name, table in doc.items()
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write_config(tmp_path, text), environ={})
+    assert any(f": {key}: " in p and "overlaps" in p for p in caught.value.problems), (
+        caught.value.problems
+    )
+
+
+def test_listeners_on_port_0_or_other_families_may_share_a_host(tmp_path: Path) -> None:
+    text = (
+        '[server]\nlisten = "127.0.0.1:0"\nhttp_listen = "[::1]:9180"\n'
+        '[admin]\nlisten = "127.0.0.1:0"\n[status]\nlisten = "0.0.0.0:9180"\n'
+    )
+    settings = load_settings(write_config(tmp_path, text), environ={})
+    assert settings.status.listen[0].port == 9180
