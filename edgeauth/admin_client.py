@@ -9,8 +9,9 @@ answers 502/503/504), 78 the configuration cannot say where the API is or what i
 status and answer when it gave one.
 Rule 3: aligned plain-text tables for people; `--json` prints the API's JSON; every list
 follows `next` to the last page.
-Rule 4: a secret is read from a file or stdin, never argv (the old --client-secret warns); a
-generated secret is printed once, a secret the operator supplied is never echoed.
+Rule 4: a secret (a client secret, the admin token) is read from a file or stdin, never argv
+(the old --client-secret and --admin-token still work, with a warning); a generated secret is
+printed once, a secret the operator supplied is never echoed.
 Writes only to the streams it is given; argv and sys.exit stay in cli.py.
 """
 
@@ -81,7 +82,7 @@ class Target:
     url: str  # base URL without a trailing slash, e.g. http://127.0.0.1:8001
     token: str
     ssl_context: ssl.SSLContext | None
-    token_source: str  # "--admin-token" or the token file, for error messages
+    token_source: str  # the option or the token file it came from, for error messages
 
 
 def _loopback(host: str) -> str:
@@ -115,7 +116,7 @@ def _checked_url(url: str) -> str:
 
 def _token_from_file(settings: Settings) -> str:
     path = settings.admin.token_file
-    hint = "has the gateway been started? or pass --admin-token"
+    hint = "has the gateway been started? or pass --admin-token-file"
     try:
         token = path.read_text().strip()
     except FileNotFoundError:
@@ -124,7 +125,7 @@ def _token_from_file(settings: Settings) -> str:
         raise Failure(
             EX_CONFIG,
             f"admin.token_file: cannot read {path}: {exc.strerror or exc} "
-            "(run as the gateway's user, or pass --admin-token)",
+            "(run as the gateway's user, or pass --admin-token-file)",
         ) from None
     if not token:
         raise Failure(EX_CONFIG, f"admin.token_file: {path} is empty ({hint})")
@@ -155,28 +156,50 @@ def _ssl_context(url: str, settings: Settings | None, derived: bool) -> ssl.SSLC
     return context
 
 
-def target_of(args: argparse.Namespace, settings: Settings | None) -> Target:
-    """`--admin-url` / `--admin-token` win; the rest comes from the configuration."""
+def target_of(args: argparse.Namespace, settings: Settings | None, io: Streams) -> Target:
+    """`--admin-url` / `--admin-token-file` win; the rest comes from the configuration."""
     given_url: str | None = args.admin_url
-    given_token: str | None = args.admin_token
     if given_url is not None:
         url = _checked_url(given_url)
     elif settings is not None:
         url = url_from_settings(settings)
     else:  # cli.py loads the configuration unless both overrides are given
         raise Failure(EX_CONFIG, "no configuration: pass -c/--config or --admin-url")
-    if given_token is not None:
-        if not given_token.strip():
-            raise Failure(EX_USAGE, "--admin-token: empty")
-        token, source = given_token.strip(), "--admin-token"
+    given = _given_token(args, io)
+    if given is not None:
+        token, source = given
     elif settings is not None:
         token, source = (
             _token_from_file(settings),
             f"admin.token_file ({settings.admin.token_file})",
         )
     else:
-        raise Failure(EX_CONFIG, "no configuration: pass -c/--config or --admin-token")
+        raise Failure(EX_CONFIG, "no configuration: pass -c/--config or --admin-token-file")
     return Target(url, token, _ssl_context(url, settings, given_url is None), source)
+
+
+def _given_token(args: argparse.Namespace, io: Streams) -> tuple[str, str] | None:
+    """The token and where it came from: --admin-token-file, or the old --admin-token, which
+    warns (Rule 4); None when neither is given."""
+    path: str | None = args.admin_token_file
+    if args.admin_token is not None:
+        io.warn(
+            "--admin-token puts the admin token on the command line, where other users of "
+            "this host can read it (ps, /proc); use --admin-token-file PATH or - for stdin"
+        )
+        token, source = str(args.admin_token), "--admin-token"
+    elif path is not None:
+        if path == "-" and getattr(args, "client_secret_file", None) == "-":
+            raise Failure(
+                EX_USAGE, "--admin-token-file and --client-secret-file cannot both read stdin"
+            )
+        token = read_secret(path, io.stdin, "--admin-token-file")
+        source = f"--admin-token-file ({'stdin' if path == '-' else path})"
+    else:
+        return None
+    if not token.strip():
+        raise Failure(EX_USAGE, f"{source}: empty")
+    return token.strip(), source
 
 
 # ---- HTTP -------------------------------------------------------------------------------
@@ -560,19 +583,20 @@ def apps_show(client: Client, args: argparse.Namespace, io: Streams) -> int:
     return 0
 
 
-def read_secret(path: str, stdin: TextIO) -> str:
-    """--client-secret-file: the file's text (stdin for `-`) less one trailing line end."""
+def read_secret(path: str, stdin: TextIO, option: str = "--client-secret-file") -> str:
+    """The file's text (stdin for `-`) less one trailing line end; `option` names the
+    option it was given with in an error."""
     where = "stdin" if path == "-" else path
     try:
         text = stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise Failure(EX_USAGE, f"--client-secret-file: {where} is not UTF-8 text") from None
+        raise Failure(EX_USAGE, f"{option}: {where} is not UTF-8 text") from None
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise Failure(EX_USAGE, f"--client-secret-file: cannot read {where}: {reason}") from None
+        raise Failure(EX_USAGE, f"{option}: cannot read {where}: {reason}") from None
     secret = text.removesuffix("\n").removesuffix("\r")
     if not secret:
-        raise Failure(EX_USAGE, f"--client-secret-file: {where} is empty")
+        raise Failure(EX_USAGE, f"{option}: {where} is empty")
     return secret
 
 
@@ -771,7 +795,7 @@ def run(
     """Runs `edgeauth <command> <action>`; returns the exit status."""
     io = Streams(out, err, stdin, bool(args.json))
     try:
-        client = Client(target_of(args, settings))
+        client = Client(target_of(args, settings, io))
         return COMMANDS[(args.command, args.action)](client, args, io)
     except Failure as exc:
         if io.json:

@@ -131,7 +131,15 @@ def _admin_parsers(sub: Subparsers) -> None:
     common = _Parser(add_help=False)
     _add_config(common)
     common.add_argument("--admin-url", help="admin API URL (default: from [admin] listen)")
-    common.add_argument("--admin-token", help="admin token (default: from admin.token_file)")
+    token = common.add_mutually_exclusive_group()
+    token.add_argument(
+        "--admin-token-file",
+        metavar="PATH",
+        help="read the admin token from this file, - for stdin (default: admin.token_file)",
+    )
+    token.add_argument(
+        "--admin-token", metavar="T", help="deprecated: visible to other users; use the file"
+    )
     common.add_argument("--json", action="store_true", help="print the API's JSON")
 
     def group(name: str, text: str) -> Subparsers:
@@ -378,7 +386,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_admin(args: argparse.Namespace) -> int:
     from edgeauth.admin_client import run
 
-    overridden = args.admin_url is not None and args.admin_token is not None
+    given_token = args.admin_token is not None or args.admin_token_file is not None
+    overridden = args.admin_url is not None and given_token
     settings = None if overridden else load_or_exit(args)
     return run(args, settings, sys.stdout, sys.stderr, sys.stdin)
 

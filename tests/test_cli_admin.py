@@ -260,11 +260,13 @@ async def test_failures_are_one_line_with_their_exit_status(
         EX_API,
         "redirect_uris",
     )
+    wrong = tmp_path / "wrong.token"
+    wrong.write_text("wrong\n")
     one_line_error(
-        await edgeauth("consumers", "list", "--admin-token", "wrong", *c),
+        await edgeauth("consumers", "list", "--admin-token-file", str(wrong), *c),
         EX_API,
         "refused the admin token",
-        "--admin-token",
+        f"--admin-token-file ({wrong})",
     )
     # both overrides given: no configuration needed at all
     one_line_error(
@@ -273,8 +275,8 @@ async def test_failures_are_one_line_with_their_exit_status(
             "list",
             "--admin-url",
             "http://127.0.0.1:1",
-            "--admin-token",
-            "x",
+            "--admin-token-file",
+            str(wrong),
             "-c",
             str(tmp_path / "absent.toml"),
         ),

@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -163,6 +164,31 @@ def test_secrets_come_from_a_file_or_stdin_and_rotate(
     assert "other users" in old.stderr
     assert "--client-secret-file" in old.stderr
     assert accepted(gw, client_ssl, pairs(old.stdout)["client_id"], "argv-secret-9")
+
+    # the admin token: from a file or stdin, never argv; the old flag still works but warns
+    url = "http://" + tomllib.loads(config.read_text())["admin"]["listen"]
+    token_file = tmp_path / "operator.token"
+    token_file.write_text((tmp_path / "admin.token").read_text())
+    target = ("--admin-url", url, "--admin-token-file")
+    listed = ok(run("consumers", "list", *target, str(token_file)))  # no configuration read
+    assert [line.split()[1] for line in listed.splitlines()[1:]] == ["alice"]  # id, username
+    piped = run("consumers", "show", "alice", "--json", *target, "-", stdin=token_file.read_text())
+    assert json.loads(ok(piped))["username"] == "alice"
+    wrong = tmp_path / "wrong.token"
+    wrong.write_text("not-the-token\n")
+    refused = run("consumers", "list", *target, str(wrong))
+    assert (refused.returncode, refused.stderr.count("\n")) == (EX_API, 1), refused
+    assert f"refused the admin token from --admin-token-file ({wrong})" in refused.stderr
+    argv = run("consumers", "list", "--admin-url", url, "--admin-token", token_file.read_text())
+    assert argv.returncode == 0, argv
+    assert argv.stderr.startswith("edgeauth: warning: --admin-token puts"), argv.stderr
+    assert "other users" in argv.stderr
+    assert "--admin-token-file" in argv.stderr
+    assert argv.stdout == listed
+    both = ("--client-secret-file", "-", *target, "-")
+    twice = run("apps", "add", "alice", "--name", "x", *both, stdin="a\nb\n")
+    assert twice.returncode == EX_USAGE, twice
+    assert "cannot both read stdin" in twice.stderr
 
     # a generated secret is printed exactly once
     generated = ok(run("apps", "add", "alice", "--name", "gen", config=config))
@@ -330,8 +356,9 @@ def test_show_confirmed_rm_and_json_errors(
         "--json",
         "--admin-url",
         f"http://127.0.0.1:{free_port()}",
-        "--admin-token",
-        "x",
+        "--admin-token-file",
+        "-",
+        stdin="x\n",
     )
     assert "cannot reach the admin API" in str(json_error(down, EX_UNAVAILABLE)["error"])
     bad = tmp_path / "bad.toml"

@@ -121,6 +121,7 @@ def test_option_values_skip_and_the_action_is_found_after_them(bash_script: Path
         "edgeauth consumers list --config ",
         "edgeauth apps add alice --client-secret-file ",
         "edgeauth apps rotate-secret web --client-secret-file ",
+        "edgeauth consumers list --admin-token-file ",
         "edgeauth import kong --deck ",
         "edgeauth gen-cert --dir ",
     ],

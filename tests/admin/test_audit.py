@@ -408,10 +408,12 @@ def _files_holding(directory: Path, text: bytes) -> list[Path]:
 
 
 def _add(admin_url: str, token: str, name: str) -> subprocess.CompletedProcess[str]:
-    """`edgeauth consumers add` as an operator runs it."""
+    """`edgeauth consumers add` as an operator runs it, the token on stdin."""
     cli = str(Path(sys.executable).parent / "edgeauth")
+    target = ["--admin-url", admin_url, "--admin-token-file", "-"]
     return subprocess.run(
-        [cli, "consumers", "add", name, "--admin-url", admin_url, "--admin-token", token],
+        [cli, "consumers", "add", name, *target],
+        input=token,
         capture_output=True,
         text=True,
         timeout=60,
