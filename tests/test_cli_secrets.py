@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 import tomllib
 import urllib.error
 import urllib.parse
@@ -147,7 +148,12 @@ def test_secrets_come_from_a_file_or_stdin_and_rotate(
         stderr=subprocess.PIPE,
         text=True,
     )
-    seen = Path(f"/proc/{child.pid}/cmdline").read_bytes()
+    seen = b""
+    for _ in range(1000):  # until its exec is done (empty or pytest's argv before); it then
+        seen = Path(f"/proc/{child.pid}/cmdline").read_bytes()  # waits on stdin
+        if b"--client-secret-file" in seen:
+            break
+        time.sleep(0.01)
     out, err = child.communicate("piped-secret-5678\n", timeout=60)
     assert (child.returncode, err) == (0, ""), err
     assert b"piped-secret-5678" not in seen
