@@ -40,9 +40,14 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORTS = (8001, 8100, 8443)  # [admin] listen, [status] listen, [server] listen
 
 
-@pytest.fixture(scope="session", autouse=True)
-def default_ports_held() -> Iterator[None]:
-    """Hold 127.0.0.1's default listener ports, bound and listening, for the whole run."""
+HELD_PORTS = pytest.StashKey[list[socket.socket]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hold 127.0.0.1's default listener ports, bound and listening, for the whole run: in
+    the process that outlives every xdist worker (the controller), or in the only one."""
+    if hasattr(config, "workerinput"):  # an xdist worker: the controller holds them
+        return
     held: list[socket.socket] = []
     for port in DEFAULT_PORTS:
         sock = socket.socket()
@@ -50,12 +55,15 @@ def default_ports_held() -> Iterator[None]:
         try:
             sock.bind(("127.0.0.1", port))
             sock.listen()
-        except OSError:  # held already: by something else, or by another xdist worker
+        except OSError:  # held already: by something else, such as another run
             sock.close()
             continue
         held.append(sock)
-    yield
-    for sock in held:
+    config.stash[HELD_PORTS] = held
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for sock in config.stash.get(HELD_PORTS, []):
         sock.close()
 
 
