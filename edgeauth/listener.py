@@ -67,13 +67,17 @@ class Listener:
         self._task = asyncio.get_running_loop().create_task(self._accept_loop())
 
     async def stop(self) -> None:
-        """Stop accepting; connections already accepted are left to drain."""
+        """Stop accepting; connections already accepted finish their handshake (within the
+        handshake timeout) and are left to drain: a stopping worker never resets a client
+        it has accepted."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
         self._sock.close()
+        if self._connections:
+            await asyncio.wait(set(self._connections), timeout=self._handshake_timeout)
 
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()

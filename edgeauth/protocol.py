@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 BODY_HIGH_WATER = 256 * 1024
 WRITE_HIGH_WATER = 1024 * 1024
 LINGER_SECONDS = 2.0
+DRAIN_POLL_SECONDS = 0.05  # a stop re-checks fresh connections this often
 Handler = Callable[[Request], Awaitable[Response | StreamResponse]]
 
 
@@ -120,16 +121,22 @@ class Connections:
         return GatewayProtocol(self)
 
     def pre_shutdown(self) -> None:
-        """Idle connections close now; busy ones close after their current response."""
+        """Idle connections close now; busy ones close after their current response, and
+        fresh ones (no request started yet) after their first."""
         for conn in list(self.connections):
             conn.shutdown()
 
     async def shutdown(self, drain_seconds: float) -> None:
-        """Wait up to `drain_seconds` for in-flight requests, then close whatever is left."""
+        """Wait up to `drain_seconds` for in-flight requests and for the first request of
+        fresh connections (their head timer bounds a silent one), then close what is left."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_seconds):
-                while tasks := [c.task for c in self.connections if c.task is not None]:
-                    await asyncio.wait(tasks)
+                while busy := [c for c in self.connections if c.task is not None or c.fresh]:
+                    tasks = [c.task for c in busy if c.task is not None]
+                    if tasks:
+                        await asyncio.wait(tasks, timeout=DRAIN_POLL_SECONDS)
+                    else:
+                        await asyncio.sleep(DRAIN_POLL_SECONDS)
         for conn in list(self.connections):
             conn.kill()
 
@@ -170,6 +177,9 @@ class GatewayProtocol(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._close_after = False
         self.closing = False
+        # no request started yet: its client may be sending the first one now (a stop waits
+        # for it; the head timer ends a silent or slow one, a refusal a bad one)
+        self.fresh = True
         self._lingering = False
         self._read_paused = False
         self._write_paused = False
@@ -409,7 +419,7 @@ class GatewayProtocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         self.closing = True
-        if self._task is None:
+        if self._task is None and not self.fresh:
             self.abort()
 
     def abort(self) -> None:
@@ -433,6 +443,7 @@ class GatewayProtocol(asyncio.Protocol):
 
     def _next(self) -> None:
         request = self._queue[0]
+        self.fresh = False
         self._task = self._loop.create_task(self._run(request))
 
     async def _run(self, request: Request) -> None:
