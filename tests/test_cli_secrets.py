@@ -185,12 +185,12 @@ def test_secrets_come_from_a_file_or_stdin_and_rotate(
     refused = run("consumers", "list", *target, str(wrong))
     assert (refused.returncode, refused.stderr.count("\n")) == (EX_API, 1), refused
     assert f"refused the admin token from --admin-token-file ({wrong})" in refused.stderr
-    argv = run("consumers", "list", "--admin-url", url, "--admin-token", token_file.read_text())
-    assert argv.returncode == 0, argv
-    assert argv.stderr.startswith("edgeauth: warning: --admin-token puts"), argv.stderr
-    assert "other users" in argv.stderr
-    assert "--admin-token-file" in argv.stderr
-    assert argv.stdout == listed
+    flagged = run("consumers", "list", "--admin-url", url, "--admin-token", token_file.read_text())
+    assert flagged.returncode == 0, flagged
+    assert flagged.stderr.startswith("edgeauth: warning: --admin-token puts"), flagged.stderr
+    assert "other users" in flagged.stderr
+    assert "--admin-token-file" in flagged.stderr
+    assert flagged.stdout == listed
     both = ("--client-secret-file", "-", *target, "-")
     twice = run("apps", "add", "alice", "--name", "x", *both, stdin="a\nb\n")
     assert twice.returncode == EX_USAGE, twice
