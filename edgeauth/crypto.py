@@ -1,7 +1,7 @@
 """Tokens, digests and client secrets. Pure functions plus one bounded memo.
 
 Rule 1: tokens, codes and generated secrets are 256-bit `secrets.token_urlsafe(32)`; only
-their SHA-256 digests are ever stored.
+their SHA-256 digests are ever stored. Generated client_ids are 128-bit hex (public names).
 Rule 2: client secrets are stored as PBKDF2-SHA512 in Kong's PHC format
 (`$pbkdf2-sha512$i=10000,l=32$<salt>$<hash>`, unpadded base64), so Kong credentials import as
 they are; every comparison of secret material is constant-time.
@@ -33,6 +33,12 @@ def _bytes(text: str) -> bytes:
 def mint() -> str:
     """A fresh 256-bit token, code or secret."""
     return secrets.token_urlsafe(32)
+
+
+def new_client_id() -> str:
+    """A generated client_id: 32 hex digits (128 bits), like Kong's. Never starts with "-",
+    which a shell command would take for an option (token_urlsafe's do, 1 in 64)."""
+    return secrets.token_hex(16)
 
 
 def digest(token: str) -> bytes:

@@ -80,7 +80,7 @@ async def _whole(
     new = NewCredential(
         consumer_id=consumer_id,
         name=given.name or "",
-        client_id=given.client_id or crypto.mint(),
+        client_id=given.client_id or crypto.new_client_id(),
         secret_hash=secret_hash,
         redirect_uris=given.redirect_uris or (),
         client_type=client_type,

@@ -4,6 +4,7 @@ token endpoint; a new secret kills the old one and the credential's tokens."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -116,7 +117,8 @@ async def test_generated_client_id_and_secret(admin_world: AdminWorld) -> None:
     assert made.status == 201
     secret = made.body.pop("client_secret")
     _is_credential(made.body, owner, name="Gen", redirect_uris=[])
-    assert len(made.body["client_id"]) >= 43
+    # 128-bit hex like Kong's: never starts with "-", which a shell command would take for an option
+    assert re.fullmatch("[0-9a-f]{32}", made.body["client_id"]), made.body["client_id"]
     assert len(secret) >= 43
     assert made.body["client_id"] != secret
     got = await admin_world.admin("GET", f"/oauth2/{made.body['client_id']}")
