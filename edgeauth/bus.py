@@ -23,6 +23,8 @@ DIGEST_BYTES = 32
 MAX_DIGESTS = 1024  # 32 KiB a datagram
 MAX_DATAGRAM = DIGEST_BYTES * MAX_DIGESTS
 PING_BYTES = 1  # the ping carries a one-byte round number, echoed as the pong
+# A stopping worker's last word: it accepts no more connections (neither 1 byte nor 32k).
+STOPPED_ACCEPTING = b"stopped"
 
 
 def is_ping(frame: bytes) -> bool:
@@ -53,6 +55,11 @@ class WorkerBus:
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         sock.setblocking(False)
+
+    def stopped_accepting(self) -> None:
+        """Tell the supervisor this worker's listeners are closed: during a reload it waits
+        for that before it reports the new configuration live."""
+        send_nowait(self._sock, STOPPED_ACCEPTING)
 
     def publish(self, digests: Sequence[bytes]) -> None:
         for frame in frames(digests):

@@ -282,6 +282,8 @@ class Gateway:
         """Stop accepting, let in-flight requests finish up to `drain_seconds`, then close."""
         for listener in self._listeners:
             await listener.stop()
+        if self._bus is not None:
+            self._bus.stopped_accepting()
         if self._server is not None:
             self._server.pre_shutdown()  # idle keep-alive connections close now
             await self._server.shutdown(drain_seconds)

@@ -37,7 +37,7 @@ from types import FrameType
 
 from edgeauth import tls
 from edgeauth.bootstrap import prepare_store, reload_problems
-from edgeauth.bus import MAX_DATAGRAM, is_ping, send_nowait
+from edgeauth.bus import MAX_DATAGRAM, STOPPED_ACCEPTING, is_ping, send_nowait
 from edgeauth.config import Address, Settings, load_settings
 from edgeauth.errors import ConfigError, StoreError
 from edgeauth.metrics import MULTIPROC_ENV, SupervisorFigures, process_dead
@@ -347,15 +347,43 @@ class Supervisor:
                 return
         finally:
             self._previous = None
-        for proc, bus, ready_fd in old:
+        for proc, _, _ in old:
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 self._draining.append(proc)
+        self._await_stopped_accepting(old)
+        for _, bus, ready_fd in old:
             _close(bus, ready_fd)
         self.settings = new
         log.info("configuration reloaded", extra={"fields": {"workers": len(slots)}})
         self._reloaded(ok=True)
         self.notify.ready(self._status())
+
+    def _await_stopped_accepting(
+        self, old: list[tuple[subprocess.Popen[bytes] | None, socket.socket | None, int | None]]
+    ) -> None:
+        """Until every old worker has closed its listeners (or exited), one of them may still
+        accept a new connection and answer it with the old configuration: READY=1 waits.
+        Bounded by the handshake timeout the old worker gives connections it has accepted."""
+        waiting = {
+            bus.fileno(): (proc, bus)
+            for proc, bus, _ in old
+            if proc is not None and bus is not None and proc.poll() is None
+        }
+        deadline = time.monotonic() + self.settings.server.handshake_timeout_seconds + 1.0
+        while waiting and time.monotonic() < deadline:
+            readable, _, _ = select.select(list(waiting), [], [], POLL_SECONDS)
+            for fd in readable:
+                proc, bus = waiting[fd]
+                try:
+                    frame = bus.recv(MAX_DATAGRAM)
+                except OSError:
+                    frame = STOPPED_ACCEPTING  # its end is gone: nothing accepts there
+                if frame == STOPPED_ACCEPTING or not frame:
+                    del waiting[fd]
+            for fd, (proc, _) in list(waiting.items()):
+                if proc.poll() is not None:
+                    del waiting[fd]
 
     def _reloaded(self, ok: bool) -> None:
         self._figures.reloaded(ok)
@@ -495,6 +523,8 @@ class Supervisor:
             return
         if is_ping(frame):
             self._health.pong(pid, frame)
+            return
+        if frame == STOPPED_ACCEPTING:
             return
         for _, bus in ends.values():
             if bus is not source:
