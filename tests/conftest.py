@@ -144,6 +144,17 @@ def write_config(
     return path
 
 
+def edgeauth_command(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`edgeauth ARGS...` in a subprocess of this interpreter: exit status, stdout, stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "edgeauth", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def read_access_log(directory: Path) -> list[dict[str, Any]]:
     path = directory / "access.log"
     if not path.exists():

@@ -3,8 +3,6 @@ config), and stays quiet when nothing is inert: a warning, never a refusal."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import pytest
 from edgeauth import tls
 from edgeauth.config import parse_settings
 from edgeauth.config.checks import inert_keys
-from tests.conftest import ROOT, service, write_config
+from tests.conftest import ROOT, edgeauth_command, service, write_config
 
 
 def _inert(tmp_path: Path, **tables: dict[str, Any]) -> list[str]:
@@ -68,13 +66,7 @@ def test_check_config_prints_the_warning_and_still_says_ok(
         [service("tools", "http://127.0.0.1:9/", ["/"])],
         tables={"admin": {"ui": True}},
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "edgeauth", "check-config", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = edgeauth_command("check-config", "-c", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == "ok\n"
     assert (

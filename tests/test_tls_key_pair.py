@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import shutil
 import ssl
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 
 from edgeauth import tls
-from tests.conftest import service, write_config
+from tests.conftest import edgeauth_command, service, write_config
 
 EX_CONFIG = 78
 
@@ -43,13 +41,7 @@ def test_check_config_says_the_key_file_holds_a_certificate(
         [service("tools", "http://127.0.0.1:9/", ["/"])],
         tls_key_file=str(dev_cert.cert_file),
     )
-    result = subprocess.run(
-        [sys.executable, "-m", "edgeauth", "check-config", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = edgeauth_command("check-config", "-c", str(config))
     assert result.returncode == EX_CONFIG, result.stdout + result.stderr
     output = result.stdout + result.stderr
     assert f"{dev_cert.cert_file} holds a certificate, not a private key" in output, output

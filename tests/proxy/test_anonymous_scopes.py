@@ -7,8 +7,6 @@ still fall back to it. `check-config` says so when both are configured.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from edgeauth import tls
-from tests.conftest import Backend, GatewayFactory, write_config
+from tests.conftest import Backend, GatewayFactory, edgeauth_command, write_config
 from tests.oauth.conftest import PROVISION_KEY, SECRET, consumers, events_service
 
 REPORTS_KEY = "pk-" + "r" * 40
@@ -100,13 +98,7 @@ def test_check_config_notes_that_required_scopes_turn_anonymous_off(
 ) -> None:
     nowhere = Backend("http://127.0.0.1:9", 9, web.Application())  # check-config connects to none
     config = write_config(tmp_path, dev_cert, _services(nowhere), consumers=_consumers(tmp_path))
-    result = subprocess.run(
-        [sys.executable, "-m", "edgeauth", "check-config", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = edgeauth_command("check-config", "-c", str(config))
     assert result.returncode == 0, result.stderr
     assert result.stdout == "ok\n"
     (note,) = [line for line in result.stderr.splitlines() if line.startswith("note:")]
