@@ -23,6 +23,7 @@ from pathlib import Path
 from edgeauth import tls
 from tests.conftest import ServeProcess, service, write_config
 from tests.oauth.conftest import PROVISION_KEY
+from tests.test_cli_admin import ok, pairs
 
 EX_API = 1
 EX_USAGE = 2
@@ -64,21 +65,6 @@ def run(
         cwd=cwd,
         check=False,
     )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, result
-    assert result.stderr == "", result.stderr
-    return result.stdout
-
-
-def pairs(text: str) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for line in text.splitlines():
-        if line.startswith("  "):
-            key, _, value = line.strip().partition(" ")
-            found[key] = value.strip()
-    return found
 
 
 def accepted(gw: ServeProcess, context: ssl.SSLContext, client_id: str, secret: str) -> bool:
