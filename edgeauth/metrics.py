@@ -38,7 +38,8 @@ from prometheus_client import (
 from edgeauth import __version__, tls
 from edgeauth.errors import OAUTH_ERROR_CODES
 from edgeauth.exchange import Exchange
-from edgeauth.oauth import ENDPOINTS, GRANT_TYPES
+from edgeauth.oauth import ENDPOINTS
+from edgeauth.oauth.grants import GRANTS
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
@@ -94,7 +95,7 @@ class Recorder:
     anything else counts as "other", so no client text can add a series.
     """
 
-    GRANT_LABELS = frozenset(GRANT_TYPES)
+    GRANT_LABELS = frozenset(grant.name for grant in GRANTS)
     ENDPOINT_LABELS = frozenset(ENDPOINTS)
     ERROR_LABELS = OAUTH_ERROR_CODES
 

@@ -9,6 +9,7 @@ never a redirect (RFC 6749 §4.1.2.1); after that they travel in the redirect UR
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote_plus, urlencode
@@ -23,25 +24,28 @@ from edgeauth.errors import (
 )
 from edgeauth.models import AuthCode, ClientType, Credential
 from edgeauth.oauth import pkce, scopes
+from edgeauth.oauth.grants import response_types
 from edgeauth.oauth.grants.provisioned import authenticated_userid, check_provision_key
-from edgeauth.oauth.issuer import Issue, mint
+from edgeauth.oauth.issuer import Issue, mint, response_body
 from edgeauth.oauth.params import Params
-from edgeauth.oauth.policy import Policy, expires_in
+from edgeauth.oauth.policy import Policy
 from edgeauth.store.base import Store
 
 CODE_SECONDS = 60
 
 
-def with_params(uri: str, params: dict[str, str], *, fragment: bool = False) -> str:
-    """The registered URI with `params` added to its query (or set as its fragment). The
-    registered query's other parameters are kept byte for byte (RFC 6749 §3.1.2); one named
-    like a parameter we add (a stale `code`) is replaced, so the client reads only ours."""
+def with_params(uri: str, params: Mapping[str, object], *, fragment: bool = False) -> str:
+    """The registered URI with `params` added to its query (or set as its fragment), every
+    value as text. The registered query's other parameters are kept byte for byte (RFC 6749
+    §3.1.2); one named like a parameter we add (a stale `code`) is replaced, so the client
+    reads only ours."""
+    added = urlencode({name: str(value) for name, value in params.items()})
     if fragment:
-        return f"{uri}#{urlencode(params)}"  # registered URIs never carry a fragment
+        return f"{uri}#{added}"  # registered URIs never carry a fragment
     base, _, query = uri.partition("?")  # and so the query runs to the end
     pairs = query.split("&") if query else []
     kept = [pair for pair in pairs if _name(pair) not in params]
-    return f"{base}?{'&'.join([*kept, urlencode(params)])}"
+    return f"{base}?{'&'.join([*kept, added])}"
 
 
 def _name(pair: str) -> str:
@@ -111,44 +115,49 @@ class AuthorizeEndpoint:
         now: float,
         uri: str,
     ) -> dict[str, Any]:
-        s = self.policy.settings
+        """The answer to a `response_type` whose grant is enabled (grants.GRANTS)."""
         response_type = params.get("response_type")
-        if response_type == "code" and s.enable_authorization_code:
-            granted = scopes.grant(params.get("scope"), s.scopes, s.mandatory_scope)
-            public = client.client_type is ClientType.PUBLIC
-            challenge = pkce.challenge_of(params, public, s.pkce)
-            code = crypto.mint()
-            await self.store.save_code(
-                AuthCode(
-                    digest=crypto.digest(code),
-                    credential_id=client.id,
-                    service=self.policy.service,
-                    authenticated_userid=userid,
-                    scope=scopes.join(granted),
-                    redirect_uri=bound_uri,
-                    code_challenge=challenge,
-                    code_challenge_method="S256" if challenge else None,
-                    created_at=now,
-                    expires_at=now + CODE_SECONDS,
-                ),
-                client,
-            )
-            reply = {"code": code}
-            fragment = False
-        elif response_type == "token" and s.enable_implicit_grant:
-            granted = scopes.grant(params.get("scope"), s.scopes, s.mandatory_scope)
+        if response_type not in response_types(self.policy):
+            raise UnsupportedResponseType()
+        s = self.policy.settings
+        granted = scopes.grant(params.get("scope"), s.scopes, s.mandatory_scope)
+        state = params.get("state")
+        if response_type == "token":
+            # RFC 6749 §4.2.2: the token endpoint's body, never a refresh token, as the fragment
             minted = mint(Issue(client, userid, granted, with_refresh=False), self.policy, now)
             await self.store.save_token(minted.record, client)
-            reply = {"access_token": minted.access_token, "token_type": "bearer"}
-            seconds = expires_in(minted.record.expires_at, now)
-            if seconds is not None:
-                reply["expires_in"] = str(seconds)
-            if minted.record.scope:
-                reply["scope"] = minted.record.scope
-            fragment = True
-        else:
-            raise UnsupportedResponseType()
-        state = params.get("state")
-        if state is not None:
-            reply["state"] = state
-        return {"redirect_uri": with_params(uri, reply, fragment=fragment)}
+            body = response_body(minted, now, state)
+            return {"redirect_uri": with_params(uri, body, fragment=True)}
+        code = await self._save_code(params, client, userid, granted, bound_uri, now)
+        reply = {"code": code} if state is None else {"code": code, "state": state}
+        return {"redirect_uri": with_params(uri, reply)}
+
+    async def _save_code(
+        self,
+        params: Params,
+        client: Credential,
+        userid: str,
+        granted: tuple[str, ...],
+        bound_uri: str | None,
+        now: float,
+    ) -> str:
+        """A fresh code, kept by its digest for CODE_SECONDS with its PKCE challenge."""
+        public = client.client_type is ClientType.PUBLIC
+        challenge = pkce.challenge_of(params, public, self.policy.settings.pkce)
+        code = crypto.mint()
+        await self.store.save_code(
+            AuthCode(
+                digest=crypto.digest(code),
+                credential_id=client.id,
+                service=self.policy.service,
+                authenticated_userid=userid,
+                scope=scopes.join(granted),
+                redirect_uri=bound_uri,
+                code_challenge=challenge,
+                code_challenge_method="S256" if challenge else None,
+                created_at=now,
+                expires_at=now + CODE_SECONDS,
+            ),
+            client,
+        )
+        return code

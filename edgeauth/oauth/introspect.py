@@ -58,8 +58,8 @@ def _is_active(record: TokenRecord, refresh: bool, now: float) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class TokenAdmin:
-    """The revocation and introspection endpoints of one protected service."""
+class Revocation:
+    """The revocation endpoint (RFC 7009) of one protected service."""
 
     policy: Policy
     store: Store
@@ -69,6 +69,14 @@ class TokenAdmin:
         if found is not None and self.policy.accepts(found[0].service):
             await self.store.revoke_family(found[0].family_id, now)
         return {}
+
+
+@dataclass(frozen=True, slots=True)
+class Introspection:
+    """The introspection endpoint (RFC 7662) of one protected service."""
+
+    policy: Policy
+    store: Store
 
     async def introspect(self, params: Params, client: Credential, now: float) -> dict[str, Any]:
         found = await _own(self.store, _token_param(params), client, params.get("token_type_hint"))

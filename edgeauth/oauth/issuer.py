@@ -54,22 +54,17 @@ def mint(issue: Issue, policy: Policy, now: float) -> Minted:
     return Minted(access, refresh, record)
 
 
-def response_body(
-    access_token: str,
-    refresh_token: str | None,
-    record: TokenRecord,
-    now: float,
-    state: str | None,
-) -> dict[str, Any]:
-    """Design §4.1 success body: optional members omitted rather than null."""
-    body: dict[str, Any] = {"access_token": access_token, "token_type": "bearer"}
-    seconds = expires_in(record.expires_at, now)
+def response_body(minted: Minted, now: float, state: str | None) -> dict[str, Any]:
+    """Design §4.1 success body: optional members omitted rather than null. The token
+    endpoint answers it as JSON, the implicit grant in the redirect URI's fragment."""
+    body: dict[str, Any] = {"access_token": minted.access_token, "token_type": "bearer"}
+    seconds = expires_in(minted.record.expires_at, now)
     if seconds is not None:
         body["expires_in"] = seconds
-    if refresh_token is not None:
-        body["refresh_token"] = refresh_token
-    if record.scope:
-        body["scope"] = record.scope
+    if minted.refresh_token is not None:
+        body["refresh_token"] = minted.refresh_token
+    if minted.record.scope:
+        body["scope"] = minted.record.scope
     if state is not None:
         body["state"] = state
     return body

@@ -32,7 +32,8 @@ from edgeauth.messages import Request, Response
 from edgeauth.oauth import ENDPOINTS
 from edgeauth.oauth.authorize import AuthorizeEndpoint, Redirected
 from edgeauth.oauth.client_auth import credentials_from
-from edgeauth.oauth.introspect import TokenAdmin
+from edgeauth.oauth.grants import enabled_grants, response_types
+from edgeauth.oauth.introspect import Introspection, Revocation
 from edgeauth.oauth.params import MAX_BODY_BYTES, Params, parse_body, refuse_secrets_in_query
 from edgeauth.oauth.policy import Policy
 from edgeauth.oauth.throttle import Throttle
@@ -116,7 +117,8 @@ class Endpoints:
     auth: ClientAuthenticator
     token: TokenEndpoint
     authorize: AuthorizeEndpoint
-    tokens: TokenAdmin
+    revocation: Revocation
+    introspection: Introspection
     trusted_proxies: tuple[IPNetwork, ...]
 
     @classmethod
@@ -135,7 +137,8 @@ class Endpoints:
             auth,
             TokenEndpoint.build(policy, auth),
             AuthorizeEndpoint(policy, store),
-            TokenAdmin(policy, store),
+            Revocation(policy, store),
+            Introspection(policy, store),
             trusted_proxies,
         )
 
@@ -164,8 +167,8 @@ class Endpoints:
             return await self.token.issue(params, creds, source, now)
         client = await self.auth.authenticate(creds, source)
         if name == "revoke":
-            return await self.tokens.revoke(params, client, now)
-        return await self.tokens.introspect(params, client, now)
+            return await self.revocation.revoke(params, client, now)
+        return await self.introspection.introspect(params, client, now)
 
 
 async def handle(
@@ -231,34 +234,20 @@ def metadata(policy: Policy, issuer: str) -> dict[str, Any]:
     listed for every endpoint: a public client authenticates with its client_id alone at
     the token, revocation and introspection endpoints alike (client_auth.secret_check)."""
     auth_methods = ["client_secret_basic", "client_secret_post", "none"]
-    s = policy.settings
-    grants = ["refresh_token"] if policy.issues_refresh else []
-    if s.enable_authorization_code:
-        grants.append("authorization_code")
-    if s.enable_password_grant:
-        grants.append("password")
-    if s.enable_client_credentials:
-        grants.append("client_credentials")
-    if s.enable_implicit_grant:
-        grants.append("implicit")
-    response_types = [
-        kind
-        for kind, on in (("code", s.enable_authorization_code), ("token", s.enable_implicit_grant))
-        if on
-    ]
+    answers = response_types(policy)
     document: dict[str, Any] = {
         "issuer": issuer,
         "token_endpoint": f"{issuer}/oauth2/token",
         "revocation_endpoint": f"{issuer}/oauth2/revoke",
         "introspection_endpoint": f"{issuer}/oauth2/introspect",
-        "grant_types_supported": sorted(grants),
-        "response_types_supported": response_types,
-        "scopes_supported": list(s.scopes),
+        "grant_types_supported": sorted(g.name for g in enabled_grants(policy)),
+        "response_types_supported": answers,
+        "scopes_supported": list(policy.settings.scopes),
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
     }
-    if response_types:
+    if answers:
         document["authorization_endpoint"] = f"{issuer}/oauth2/authorize"
     return document

@@ -132,6 +132,4 @@ class TokenEndpoint:
             # was authenticated: the token was not kept, and the request is refused as it
             # would be a moment later.
             raise InvalidClient(basic=creds.basic) from exc
-        return issuer.response_body(
-            minted.access_token, minted.refresh_token, minted.record, now, params.get("state")
-        )
+        return issuer.response_body(minted, now, params.get("state"))

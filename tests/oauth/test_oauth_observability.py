@@ -354,8 +354,8 @@ def test_every_oauth_error_code_has_its_own_label() -> None:
 
 
 def test_every_grant_a_token_is_issued_by_has_its_own_label() -> None:
-    """The grant table and the metadata document of a service with every grant on name
-    exactly the grant labels (oauth.GRANT_TYPES)."""
+    """The token endpoint's grants (plus implicit) and the metadata document of a service
+    with every grant on name exactly the grant labels (all from grants.GRANTS)."""
     everything = OAuth2Settings(
         enable_authorization_code=True,
         enable_client_credentials=True,

@@ -1,4 +1,7 @@
-"""What every grant receives and returns; grants are looked up by `grant_type` in a table."""
+"""What every grant receives and returns; grants are looked up by `grant_type` in a table.
+
+Each grant module has `exchange`, the I/O of one token request, and `judge`, its pure rules.
+"""
 
 from __future__ import annotations
 

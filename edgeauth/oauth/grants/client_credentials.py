@@ -15,7 +15,9 @@ from edgeauth.oauth.issuer import Issue, Minted, mint
 from edgeauth.oauth.params import Params
 
 
-def decide(params: Params, client: Credential, ctx: GrantContext) -> Issue:
+def judge(params: Params, client: Credential, ctx: GrantContext) -> Issue:
+    """Pure rules: confidential clients only, the provision key whenever a user id or a key
+    is sent, then scope."""
     if client.client_type is not ClientType.CONFIDENTIAL:
         raise UnauthorizedClient("client_credentials is only for confidential clients")
     userid = given_userid(params)
@@ -27,6 +29,6 @@ def decide(params: Params, client: Credential, ctx: GrantContext) -> Issue:
 
 
 async def exchange(params: Params, client: Credential, ctx: GrantContext) -> Minted:
-    minted = mint(decide(params, client, ctx), ctx.policy, ctx.now)
+    minted = mint(judge(params, client, ctx), ctx.policy, ctx.now)
     await ctx.store.save_token(minted.record, client)
     return minted

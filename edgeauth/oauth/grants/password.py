@@ -14,7 +14,7 @@ from edgeauth.oauth.issuer import Issue, Minted, mint
 from edgeauth.oauth.params import Params
 
 
-def decide(params: Params, client: Credential, ctx: GrantContext) -> Issue:
+def judge(params: Params, client: Credential, ctx: GrantContext) -> Issue:
     """Pure rules: provision key, then user id, then scope (Kong's order)."""
     check_provision_key(params, ctx.policy)
     userid = authenticated_userid(params)
@@ -24,6 +24,6 @@ def decide(params: Params, client: Credential, ctx: GrantContext) -> Issue:
 
 
 async def exchange(params: Params, client: Credential, ctx: GrantContext) -> Minted:
-    minted = mint(decide(params, client, ctx), ctx.policy, ctx.now)
+    minted = mint(judge(params, client, ctx), ctx.policy, ctx.now)
     await ctx.store.save_token(minted.record, client)
     return minted
