@@ -32,12 +32,9 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 
 from edgeauth import __version__, crypto
 from edgeauth.config import Settings
+from edgeauth.exitcodes import EX_CONFIG, EX_REFUSED, EX_UNAVAILABLE, EX_USAGE
 from edgeauth.jsonout import document, error_line, json_line
 
-EX_API = 1
-EX_USAGE = 2
-EX_UNAVAILABLE = 69
-EX_CONFIG = 78
 TIMEOUT_SECONDS = 30.0  # a bulk revoke of many tokens is one durable write
 LOOKUP_PAGE_SIZE = 1000  # internal look-ups (consumer names) fetch few, large pages
 UNAVAILABLE_STATUSES = (502, 503, 504)
@@ -296,7 +293,7 @@ class Client:
             return json.loads(raw)
         except ValueError:
             raise Failure(
-                EX_API,
+                EX_REFUSED,
                 f"unexpected answer from {self.target.url} (HTTP {status}, not JSON): "
                 "is this the admin listener?",
             ) from None
@@ -321,7 +318,7 @@ class Client:
             )
         else:
             message = f"admin API error {status}{': ' + text if text else ''}"
-        raise Failure(EX_API, message, detail)
+        raise Failure(EX_REFUSED, message, detail)
 
     def list_all(
         self, path: str, query: Mapping[str, str] | None = None, *, missing: str | None = None
@@ -331,7 +328,7 @@ class Client:
         page = self.call("GET", path, query=query, missing=missing)
         while True:
             if not isinstance(page, Mapping) or not isinstance(page.get("data"), list):
-                raise Failure(EX_API, f"unexpected answer from {self.target.url}{path}")
+                raise Failure(EX_REFUSED, f"unexpected answer from {self.target.url}{path}")
             items.extend(page["data"])
             following = page.get("next")
             if not following:
@@ -342,7 +339,7 @@ class Client:
         """`next` is a path from the server's root; it may not lead anywhere else."""
         url = urljoin(self.target.url + "/", link)
         if urlsplit(url)[:2] != urlsplit(self.target.url)[:2]:
-            raise Failure(EX_API, f"unexpected next link from {self.target.url}: {link}")
+            raise Failure(EX_REFUSED, f"unexpected next link from {self.target.url}: {link}")
         return url
 
 
@@ -504,7 +501,7 @@ def _confirmed(client: Client, found: Json, io: Streams) -> bool:
 def consumers_rm(client: Client, args: argparse.Namespace, io: Streams) -> int:
     found = _consumer(client, args.consumer)
     if not args.yes and not _confirmed(client, found, io):
-        raise Failure(EX_API, f"not confirmed: consumer {_consumer_name(found)} kept")
+        raise Failure(EX_REFUSED, f"not confirmed: consumer {_consumer_name(found)} kept")
     client.call("DELETE", f"/consumers/{_q(found['id'])}")
     if args.json:
         io.out.write(document(found))
@@ -659,7 +656,7 @@ def apps_rotate_secret(client: Client, args: argparse.Namespace, io: Streams) ->
     found = _app(client, args.app)
     name = cell(found.get("client_id"))
     if found.get("client_type") == "public":
-        raise Failure(EX_API, f"application {name} is a public client: it has no secret")
+        raise Failure(EX_REFUSED, f"application {name} is a public client: it has no secret")
     supplied = _supplied_secret(args, io)
     secret = supplied if supplied is not None else crypto.mint()
     updated = client.call(
@@ -708,7 +705,7 @@ def _token_filters(client: Client, args: argparse.Namespace) -> dict[str, str]:
     if service is not None:
         known = {str(s.get("name")) for s in client.list_all("/services")}
         if service not in known:
-            raise Failure(EX_API, f"service not found: {service}")
+            raise Failure(EX_REFUSED, f"service not found: {service}")
         query["service"] = service
     if getattr(args, "active", False):
         query["active"] = "true"

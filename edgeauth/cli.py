@@ -1,8 +1,8 @@
 """Command line: `edgeauth serve | check-config | gen-cert | demo | version | completion`, the
 admin clients `consumers | apps | tokens`, and `import kong`.
 
-The only module that reads argv, prints for humans and calls sys.exit. Exit codes: 0 ok,
-1 refused, 2 usage, 78 configuration (EX_CONFIG), 69 unavailable (EX_UNAVAILABLE).
+The only module that reads argv, prints for humans and calls sys.exit. Exit codes: 0 ok, or
+one of edgeauth/exitcodes.py (1 refused, 2 usage, 69 unavailable, 78 configuration).
 Rule 1: a command that reads a configuration takes `-c PATH`; without it the first of
 $EDGEAUTH_CONFIG (when set), ./config.toml, /etc/edgeauth/config.toml (when present) is used.
 Rule 2: with `--json` every failure, usage errors included, is one JSON object
@@ -31,12 +31,10 @@ from edgeauth.config.checks import (
     unwritable_paths,
 )
 from edgeauth.errors import ConfigError
+from edgeauth.exitcodes import EX_CONFIG, EX_REFUSED, EX_USAGE
 from edgeauth.jsonout import document, error_line
 from edgeauth.logs import setup_logging
 
-EX_USAGE = 2
-EX_CONFIG = 78
-EX_UNAVAILABLE = 69
 CONFIG_ENV = "EDGEAUTH_CONFIG"
 SEARCHED = (Path("config.toml"), Path("/etc/edgeauth/config.toml"))
 HIDDEN = frozenset({"_worker"})
@@ -352,7 +350,7 @@ def cmd_gen_cert(args: argparse.Namespace) -> int:
     directory = Path(args.dir)
     if (directory / "edgeauth.crt").exists() and not args.force:
         sys.stderr.write(f"{directory / 'edgeauth.crt'} exists; use --force to replace it\n")
-        return 1
+        return EX_REFUSED
     paths = tls.generate_dev_certificate(directory)
     sys.stdout.write(
         f"wrote {paths.cert_file} and {paths.key_file} (0600), signed by {paths.ca_file}\n"

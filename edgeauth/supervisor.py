@@ -40,13 +40,13 @@ from edgeauth.bootstrap import prepare_store, reload_problems
 from edgeauth.bus import MAX_DATAGRAM, STOPPED_ACCEPTING, is_ping, send_nowait
 from edgeauth.config import Address, Settings, load_settings
 from edgeauth.errors import ConfigError, StoreError
+from edgeauth.exitcodes import EX_UNAVAILABLE
 from edgeauth.metrics import MULTIPROC_ENV, SupervisorFigures, process_dead
 from edgeauth.sdnotify import Notifier
 from edgeauth.status import Health, SlotView, StatusListener, StatusListenerError, ping_frame
 
 log = logging.getLogger(__name__)
 
-EX_UNAVAILABLE = 69
 CERT_WARNING_DAYS = 14
 READY_TIMEOUT_SECONDS = 30.0
 KILL_GRACE_SECONDS = 5.0

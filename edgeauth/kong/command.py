@@ -23,15 +23,12 @@ from typing import Any, TextIO
 
 from edgeauth.config import Settings
 from edgeauth.errors import StoreError, StoreUnavailable
+from edgeauth.exitcodes import EX_REFUSED, EX_UNAVAILABLE, EX_USAGE
 from edgeauth.jsonout import document, error_line
 from edgeauth.kong.apply import Applied, apply, snapshot
 from edgeauth.kong.model import KongData, SourceError, SourceUnreachable
 from edgeauth.kong.plan import Existing, Plan, make_plan
 from edgeauth.store import open_store
-
-EX_REFUSED = 1
-EX_USAGE = 2
-EX_UNAVAILABLE = 69
 
 
 def add_arguments(cmd: argparse.ArgumentParser, config_help: str) -> None:
