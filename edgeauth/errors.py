@@ -125,10 +125,16 @@ class ClientChanged(StoreError):
 
 
 class Conflict(StoreError):
-    """A uniqueness rule would be broken (username, custom_id, client_id)."""
+    """A uniqueness rule would be broken: `table.column` already holds the value (the admin
+    API names the column in Kong's 409). `message` defaults to the one both backends give."""
 
     status = 409
     message = "Unique constraint violation"
+
+    def __init__(self, table: str, column: str, message: str | None = None) -> None:
+        self.table = table
+        self.column = column
+        super().__init__(message or f"unique constraint failed: {table}.{column}")
 
 
 class OAuthError(EdgeAuthError):

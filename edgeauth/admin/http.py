@@ -193,6 +193,5 @@ def refuse_managed(kind: str, name: str, tags: tuple[str, ...]) -> None:
 
 
 def unique(exc: Conflict, values: dict[str, str | None]) -> UniqueViolation:
-    """Kong's 409 from the store's `unique constraint failed: table.column`."""
-    column = exc.message.rsplit(".", 1)[-1]
-    return UniqueViolation(column, values.get(column) or "")
+    """Kong's 409 naming the column the store's Conflict names, with the value given for it."""
+    return UniqueViolation(exc.column, values.get(exc.column) or "")

@@ -154,10 +154,9 @@ def _record(
 
 def _clash(exc: Conflict, record: TokenRecord, given: schemas.TokenInput) -> UniqueViolation:
     """Kong's 409 on the field that clashed; a token value only by its prefix."""
-    column = exc.message.rsplit(".", 1)[-1]
-    if column == "id":
+    if exc.column == "id":
         return UniqueViolation("id", record.id)
-    if column == "refresh_digest" and given.refresh_token:
+    if exc.column == "refresh_digest" and given.refresh_token:
         return UniqueViolation("refresh_token", crypto.prefix(given.refresh_token) + "...")
     return UniqueViolation("access_token", record.prefix + "...")
 

@@ -72,33 +72,33 @@ from edgeauth.store.postgres_schema import (
     code_params,
     credential_params,
     import_params,
-    page,
     page_query,
     revoke_query,
     tags_where,
-    to_code,
     to_consumer,
     to_credential,
-    to_token,
-    to_token_view,
     token_params,
     tokens_where,
     update_params,
     update_query,
 )
-from edgeauth.store.sqlite_rows import (
+from edgeauth.store.rows import page, to_token, to_token_view
+from edgeauth.store.rules import (
+    REVOCATION_LOG_SECONDS,
+    Listeners,
     dropped_redirects,
     expected_client,
     grants_void,
     identity,
     patch_values,
+    token_changes,
+    unexpired_code,
 )
 
 __all__ = [
     "MIGRATIONS",
     "MIGRATION_LOCK_CLASS",
     "NOTIFY_CHANNEL",
-    "REVOCATION_LOG_SECONDS",
     "PostgresStore",
     "notify_payloads",
     "parse_notification",
@@ -109,7 +109,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 NOTIFY_CHANNEL = "edgeauth_revocations"
 DIGESTS_PER_NOTIFICATION = 100
-REVOCATION_LOG_SECONDS = 3600.0  # as SQLite's: pollers must read the log sooner than this
 _ATTEMPTS = 3
 _MIGRATION_SECONDS = 600.0
 _INT64 = 2**63 - 1
@@ -151,13 +150,13 @@ def parse_notification(payload: str) -> list[bytes]:
 @contextlib.contextmanager
 def _translated(*, opening: bool = False) -> Iterator[None]:
     """The one boundary where driver exceptions become StoreErrors (architecture rule 5),
-    with SQLite's messages: a uniqueness clash is a Conflict naming `table.column`, the
+    with SQLite's messages: a uniqueness clash is a Conflict naming its table and column, the
     caller's bad input (integrity, data exceptions) a plain StoreError, anything else
     StoreUnavailable (its cause logged, and told only when opening)."""
     try:
         yield
     except asyncpg.UniqueViolationError as exc:
-        raise Conflict(f"unique constraint failed: {_unique_column(exc)}") from exc
+        raise Conflict(*_unique_column(exc)) from exc
     except (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError) as exc:
         raise StoreError(f"integrity rule broken: {exc}") from exc
     except asyncpg.TransactionRollbackError as exc:  # a deadlock: _write_now retries
@@ -177,13 +176,13 @@ def _translated(*, opening: bool = False) -> Iterator[None]:
         raise StoreUnavailable() from exc
 
 
-def _unique_column(exc: Any) -> str:
-    """`table.column` of a violated UNIQUE or PRIMARY KEY constraint of our schema (named
-    by PostgreSQL's defaults `<table>_<column>_key` and `<table>_pkey`)."""
+def _unique_column(exc: Any) -> tuple[str, str]:
+    """The table and column of a violated UNIQUE or PRIMARY KEY constraint of our schema
+    (named by PostgreSQL's defaults `<table>_<column>_key` and `<table>_pkey`)."""
     table, name = str(exc.table_name), str(exc.constraint_name)
     if name == f"{table}_pkey":
-        return f"{table}.{'digest' if table == 'codes' else 'id'}"
-    return f"{table}.{name.removeprefix(f'{table}_').removesuffix('_key')}"
+        return table, "digest" if table == "codes" else "id"
+    return table, name.removeprefix(f"{table}_").removesuffix("_key")
 
 
 def _server_settings(dsn: str, statement_timeout_ms: int) -> dict[str, str]:
@@ -217,7 +216,7 @@ class PostgresStore:
         self._command_timeout = self._statement_timeout_ms / 1000 + self._connect_timeout
         self._pool: Any = None
         self._opening = asyncio.Lock()
-        self._listeners: list[RevocationListener] = []
+        self._listeners = Listeners()
 
     # lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -255,7 +254,7 @@ class PostgresStore:
                 pool.terminate()
 
     def on_revoked(self, listener: RevocationListener) -> None:
-        self._listeners.append(listener)
+        self._listeners.add(listener)
 
     async def ping(self) -> bool:
         try:
@@ -364,7 +363,9 @@ class PostgresStore:
                     return to_credential(created[0]), []
                 rows = await db.fetch(q.LOCK_CLIENT, new.client_id)  # lost a race
                 if not rows:
-                    raise Conflict("the client_id changed hands during the upsert")
+                    raise Conflict(
+                        "credentials", "client_id", "the client_id changed hands during the upsert"
+                    )
             old = to_credential(rows[0])
             rows = await db.fetch(q.UPDATE_CREDENTIAL, *update_params(new, old.id))
             updated = to_credential(rows[0])
@@ -467,14 +468,7 @@ class PostgresStore:
     ) -> TokenView | None:
         """Announces (and logs) the access digest whenever something was set, revoked token
         or not, so that every cache re-reads it; a call changing nothing announces nothing."""
-        if expires_at is True:
-            raise StoreError("expires_at must be a time, None (never) or False (unchanged)")
-        values: dict[str, object] = {}
-        if expires_at is not False:
-            values["expires_at"] = expires_at
-        if scope is not None:
-            values["scope"] = scope
-            values["refresh_scope"] = None  # an operator's scope binds the refresh token too
+        values = token_changes(expires_at, scope)
         if not values:
             return await self.get_token(token_id)
 
@@ -565,10 +559,7 @@ class PostgresStore:
             raise ClientChanged()
 
     async def take_code(self, digest: bytes, now: float) -> AuthCode | None:
-        rows = await self._change(q.TAKE_CODE, digest)
-        if not rows or rows[0]["expires_at"] <= now:
-            return None
-        return to_code(rows[0])
+        return unexpired_code(await self._change(q.TAKE_CODE, digest), now)
 
     # housekeeping ----------------------------------------------------------------------
     async def sweep(self, now: float, grace_seconds: float = 3600.0) -> int:
@@ -642,7 +633,7 @@ class PostgresStore:
                 log.warning("postgres store: %s; retrying", str(exc.__cause__).partition("\n")[0])
                 attempt += 1
                 continue
-            self._announce(dead)
+            self._listeners.announce(dead)
             return result
 
     async def _attempt(self, work: Work[T], atomic: bool) -> tuple[T, Sequence[bytes]]:
@@ -655,16 +646,6 @@ class PostgresStore:
                     if dead:
                         await _log(db, dead)
                     return result, dead
-
-    def _announce(self, digests: Sequence[bytes]) -> None:
-        if not digests:
-            return
-        batch = tuple(digests)
-        for listener in tuple(self._listeners):
-            try:
-                listener(batch)
-            except Exception:
-                log.exception("revocation listener %r failed", listener)
 
 
 # helpers ---------------------------------------------------------------------------------

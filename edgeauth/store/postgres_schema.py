@@ -3,23 +3,22 @@
 No I/O here: `postgres.py` runs these. The tables, columns and indexes are SQLite's
 (sqlite_schema.py) in PostgreSQL types: JSON lists become text[], BLOB bytea, REAL double
 precision; ids are COLLATE "C" so that keyset pages sort as SQLite and Python do (by code
-point), whatever the database's collation. Lists and cursors are sqlite_rows.py's (same cursor
-format, same order); only identifiers from this module are formatted into SQL, values are
-always bound parameters.
+point), whatever the database's collation. Token and code rows, pages and cursors are
+rows.py's (same cursor format, same order); only identifiers from this module are formatted
+into SQL, values are always bound parameters.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import astuple, dataclass, field, fields
-from typing import Any, TypeVar
+from dataclasses import astuple, dataclass, field
+from typing import Any
 
-from edgeauth.models import AuthCode, ClientType, Consumer, Credential, TokenRecord, TokenView
-from edgeauth.store.base import NewCredential, Page, TagFilter, TokenFilter
-from edgeauth.store.sqlite_rows import decode_cursor, encode_cursor, page_size
+from edgeauth.models import AuthCode, ClientType, Consumer, Credential, TokenRecord
+from edgeauth.store.base import NewCredential, TagFilter, TokenFilter
+from edgeauth.store.rows import CODE_FIELDS, TOKEN_FIELDS, decode_cursor, page_size
 
-T = TypeVar("T")
 Row = Mapping[str, Any]  # an asyncpg Record
 
 _V1 = """
@@ -139,11 +138,9 @@ LOCK_CREDENTIAL = "SELECT * FROM credentials WHERE id = $1 FOR UPDATE"
 LOCK_CLIENT = "SELECT * FROM credentials WHERE client_id = $1 FOR UPDATE"
 
 # tokens -------------------------------------------------------------------------------------
-_TOKEN_FIELDS = tuple(f.name for f in fields(TokenRecord))
-_CODE_FIELDS = tuple(f.name for f in fields(AuthCode))
-_MARKS = ", ".join(f"${i}" for i in range(1, len(_TOKEN_FIELDS) + 1))
-TOKENS_INSERT = f"INSERT INTO tokens ({', '.join(_TOKEN_FIELDS)}) VALUES ({_MARKS})"  # noqa: S608
-# A migration's bulk insert: one array per column ($n, in _TOKEN_FIELDS order, import_params),
+_MARKS = ", ".join(f"${i}" for i in range(1, len(TOKEN_FIELDS) + 1))
+TOKENS_INSERT = f"INSERT INTO tokens ({', '.join(TOKEN_FIELDS)}) VALUES ({_MARKS})"  # noqa: S608
+# A migration's bulk insert: one array per column ($n, in TOKEN_FIELDS order, import_params),
 # a row whose id or a digest is already stored left out. A TokenRecord field missing here
 # fails at import time.
 _TOKEN_TYPES = {
@@ -163,8 +160,8 @@ _TOKEN_TYPES = {
     "refresh_used_at": "float8",
     "refresh_scope": "text",
 }
-_ARRAYS = ", ".join(f"${i}::{_TOKEN_TYPES[name]}[]" for i, name in enumerate(_TOKEN_FIELDS, 1))
-IMPORT_TOKENS = f"""INSERT INTO tokens ({", ".join(_TOKEN_FIELDS)})
+_ARRAYS = ", ".join(f"${i}::{_TOKEN_TYPES[name]}[]" for i, name in enumerate(TOKEN_FIELDS, 1))
+IMPORT_TOKENS = f"""INSERT INTO tokens ({", ".join(TOKEN_FIELDS)})
 SELECT * FROM unnest({_ARRAYS}) ON CONFLICT DO NOTHING"""  # noqa: S608
 
 
@@ -186,7 +183,7 @@ def _checked_insert(table: str, columns: tuple[str, ...], *, redirects: bool) ->
 INSERT INTO {table} ({", ".join(columns)}) SELECT {marks} FROM client RETURNING 1"""  # noqa: S608
 
 
-TOKENS_INSERT_CHECKED = _checked_insert("tokens", _TOKEN_FIELDS, redirects=False)
+TOKENS_INSERT_CHECKED = _checked_insert("tokens", TOKEN_FIELDS, redirects=False)
 VIEWS_SELECT = """SELECT t.*, c.client_id, c.consumer_id, k.username, k.custom_id
 FROM tokens t JOIN credentials c ON c.id = t.credential_id
 JOIN consumers k ON k.id = c.consumer_id"""
@@ -215,9 +212,9 @@ REVOKE_BY_ID = """UPDATE tokens SET revoked_at = $1
 WHERE id = $2 AND revoked_at IS NULL RETURNING access_digest"""
 
 # codes --------------------------------------------------------------------------------------
-_CODE_MARKS = ", ".join(f"${i}" for i in range(1, len(_CODE_FIELDS) + 1))
-INSERT_CODE = f"INSERT INTO codes ({', '.join(_CODE_FIELDS)}) VALUES ({_CODE_MARKS})"  # noqa: S608
-INSERT_CODE_CHECKED = _checked_insert("codes", _CODE_FIELDS, redirects=True)
+_CODE_MARKS = ", ".join(f"${i}" for i in range(1, len(CODE_FIELDS) + 1))
+INSERT_CODE = f"INSERT INTO codes ({', '.join(CODE_FIELDS)}) VALUES ({_CODE_MARKS})"  # noqa: S608
+INSERT_CODE_CHECKED = _checked_insert("codes", CODE_FIELDS, redirects=True)
 TAKE_CODE = "DELETE FROM codes WHERE digest = $1 RETURNING *"
 # A credential's codes sent to the redirect URIs $2, and (when $3) those sent to its default,
 # the codes without a redirect_uri.
@@ -301,7 +298,7 @@ def token_params(record: TokenRecord) -> tuple[object, ...]:
 
 
 def import_params(records: Sequence[TokenRecord]) -> list[list[object]]:
-    """IMPORT_TOKENS's parameters: each column's values, in _TOKEN_FIELDS order."""
+    """IMPORT_TOKENS's parameters: each column's values, in TOKEN_FIELDS order."""
     rows = [astuple(record) for record in records]
     return [list(column) for column in zip(*rows, strict=True)] if rows else []
 
@@ -316,25 +313,6 @@ def client_params(expected: Credential, *, redirects: bool) -> list[object]:
     c = expected
     params: list[object] = [c.id, c.consumer_id, c.secret_hash, str(c.client_type)]
     return [*params, list(c.redirect_uris)] if redirects else params
-
-
-def to_token(row: Row) -> TokenRecord:
-    return TokenRecord(**{name: row[name] for name in _TOKEN_FIELDS})
-
-
-def to_token_view(row: Row) -> TokenView:
-    """A row of VIEWS_SELECT."""
-    return TokenView(
-        token=to_token(row),
-        client_id=row["client_id"],
-        consumer_id=row["consumer_id"],
-        username=row["username"],
-        custom_id=row["custom_id"],
-    )
-
-
-def to_code(row: Row) -> AuthCode:
-    return AuthCode(**{name: row[name] for name in _CODE_FIELDS})
 
 
 # patches ------------------------------------------------------------------------------------
@@ -450,13 +428,3 @@ def page_query(
     limit = where.param(page_size(size) + 1)
     sql = f"{select}{where.sql()} ORDER BY {table}.created_at, {table}.id LIMIT {limit}"
     return sql, where.params
-
-
-def page(rows: list[Row], size: int, record: Callable[[Row], T]) -> Page[T]:
-    """The page of a page_query's rows; `next` only if a further row exists."""
-    size = page_size(size)
-    kept = rows[:size]
-    cursor = None
-    if len(rows) > size:
-        cursor = encode_cursor(kept[-1]["created_at"], kept[-1]["id"])
-    return Page(items=tuple(record(row) for row in kept), next=cursor)

@@ -7,8 +7,9 @@ earlier); every digest a write kills, or whose cached copies it makes stale (a t
 or scope, its client's client_id, its consumer's username or custom_id, with the consumer's
 marker), is appended to the revocation log in that write's transaction, and announced only
 after COMMIT; only StoreError subclasses leave this module.
-The schema and fixed SQL live in sqlite_schema.py, row mapping and list queries in
-sqlite_rows.py; this module alone talks to aiosqlite.
+The schema and fixed SQL live in sqlite_schema.py, SQLite's row mapping and list queries in
+sqlite_rows.py, what both backends share in rows.py and rules.py; this module alone talks to
+aiosqlite.
 """
 
 from __future__ import annotations
@@ -40,27 +41,30 @@ from edgeauth.store.base import (
     TokenFilter,
 )
 from edgeauth.store.batch import GroupCommit
+from edgeauth.store.rows import page, to_token, to_token_view
+from edgeauth.store.rules import (
+    REVOCATION_LOG_SECONDS,
+    Listeners,
+    dropped_redirects,
+    expected_client,
+    grants_void,
+    identity,
+    patch_values,
+    refusal,
+    token_changes,
+    unexpired_code,
+)
 from edgeauth.store.sqlite_rows import (
     CONSUMER_PATCH,
     CREDENTIAL_PATCH,
     Where,
     credential_params,
-    dropped_redirects,
-    expected_client,
-    grants_void,
-    identity,
     json_list,
-    page,
     page_query,
-    patch_values,
-    refusal,
     revoke_query,
     tags_where,
-    to_code,
     to_consumer,
     to_credential,
-    to_token,
-    to_token_view,
     token_params,
     tokens_where,
     update_query,
@@ -93,7 +97,7 @@ from edgeauth.store.sqlite_schema import (
     VIEWS_SELECT,
 )
 
-__all__ = ["MIGRATIONS", "REVOCATION_LOG_SECONDS", "SQLiteStore"]
+__all__ = ["MIGRATIONS", "SQLiteStore"]
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +110,6 @@ Pending = tuple[dict[str, object], Credential | None]
 
 # Tokens per transaction of an import: the gateway's own writes wait at most one chunk.
 IMPORT_CHUNK = 5000
-# How long the sweep keeps revocation-log entries: pollers must read them sooner than this.
-REVOCATION_LOG_SECONDS = 3600.0
 
 
 @contextlib.contextmanager
@@ -118,7 +120,8 @@ def _translated() -> Iterator[None]:
     except sqlite3.IntegrityError as exc:
         text = str(exc)
         if text.startswith("UNIQUE") or "PRIMARY KEY" in text:
-            raise Conflict(f"unique constraint failed: {text.rpartition(': ')[2]}") from exc
+            table, _, column = text.rpartition(": ")[2].rpartition(".")
+            raise Conflict(table, column) from exc
         raise StoreError(f"integrity rule broken: {text}") from exc
     except (sqlite3.Error, ValueError, OSError) as exc:  # aiosqlite: ValueError once closed
         log.warning("sqlite store unavailable: %s: %s", type(exc).__name__, exc)
@@ -133,7 +136,7 @@ class SQLiteStore:
         self._busy_timeout_ms = int(busy_timeout_ms)
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
-        self._listeners: list[RevocationListener] = []
+        self._listeners = Listeners()
         self._tokens = GroupCommit(self._insert_tokens, self._insert_token)
 
     # lifecycle -------------------------------------------------------------------------
@@ -173,7 +176,7 @@ class SQLiteStore:
                 await _close_quietly(db)
 
     def on_revoked(self, listener: RevocationListener) -> None:
-        self._listeners.append(listener)
+        self._listeners.add(listener)
 
     async def ping(self) -> bool:
         try:
@@ -381,14 +384,7 @@ class SQLiteStore:
     ) -> TokenView | None:
         """Announces (and logs) the access digest whenever something was set, revoked token
         or not, so that every cache re-reads it; a call changing nothing announces nothing."""
-        if expires_at is True:
-            raise StoreError("expires_at must be a time, None (never) or False (unchanged)")
-        values: dict[str, object] = {}
-        if expires_at is not False:
-            values["expires_at"] = expires_at
-        if scope is not None:
-            values["scope"] = scope
-            values["refresh_scope"] = None  # an operator's scope binds the refresh token too
+        values = token_changes(expires_at, scope)
         if not values:
             return await self.get_token(token_id)
 
@@ -478,9 +474,7 @@ class SQLiteStore:
 
     async def take_code(self, digest: bytes, now: float) -> AuthCode | None:
         rows = await self._change("DELETE FROM codes WHERE digest = ? RETURNING *", (digest,))
-        if not rows or rows[0]["expires_at"] <= now:
-            return None
-        return to_code(rows[0])
+        return unexpired_code(rows, now)
 
     # housekeeping ----------------------------------------------------------------------
     async def sweep(self, now: float, grace_seconds: float = 3600.0) -> int:
@@ -539,18 +533,8 @@ class SQLiteStore:
         with _translated():
             async with self._lock:
                 result, dead = await _in_transaction(self._connection(), logged)
-        self._announce(dead)
+        self._listeners.announce(dead)
         return result
-
-    def _announce(self, digests: Sequence[bytes]) -> None:
-        if not digests:
-            return
-        batch = tuple(digests)
-        for listener in tuple(self._listeners):
-            try:
-                listener(batch)
-            except Exception:
-                log.exception("revocation listener %r failed", listener)
 
 
 # helpers ---------------------------------------------------------------------------------

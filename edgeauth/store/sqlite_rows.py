@@ -1,40 +1,25 @@
-"""Between SQLite rows and edgeauth's records, the dynamic SQL of the admin lists, and the
-pure rules both backends share (patches, saves checked against their client, dropped redirect
-URIs).
+"""Between SQLite rows and edgeauth's records where SQLite differs (JSON lists), and the
+dynamic SQL of the admin lists and patches.
 
-No I/O. Lists are keyset-paginated on (created_at, id) ascending; a page cursor is the
-unpadded urlsafe base64 of the JSON `[created_at, id]` of the last row of the previous page.
+No I/O. Row mapping and pages both backends share are rows.py's, their rules rules.py's.
 Only identifiers from this module (never caller input) are formatted into SQL; values are
 always bound parameters.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import math
 import sqlite3
-import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, TypeVar
+from typing import Any
 
-from edgeauth.errors import ClientChanged, StoreError
-from edgeauth.models import AuthCode, ClientType, Consumer, Credential, TokenRecord, TokenView
-from edgeauth.store.base import NewCredential, Page, TagFilter, TokenFilter
-
-T = TypeVar("T")
-
-MAX_PAGE = 1000
-_MAX_CURSOR_CHARS = 512
-_INT64 = 2**63 - 1
+from edgeauth.models import ClientType, Consumer, Credential, TokenRecord
+from edgeauth.store.base import NewCredential, TagFilter, TokenFilter
+from edgeauth.store.rows import TOKEN_FIELDS, decode_cursor, page_size
 
 _CONSUMER_FIELDS = tuple(field.name for field in fields(Consumer))
 _CREDENTIAL_FIELDS = tuple(field.name for field in fields(Credential))
-_TOKEN_FIELDS = tuple(field.name for field in fields(TokenRecord))
-_CODE_FIELDS = tuple(field.name for field in fields(AuthCode))
 
 
 # records ------------------------------------------------------------------------------------
@@ -43,7 +28,7 @@ _CODE_FIELDS = tuple(field.name for field in fields(AuthCode))
 def token_params(record: TokenRecord) -> dict[str, object]:
     """Named parameters of TOKENS_INSERT; a flat copy (dataclasses.asdict deep-copies, and
     was 3 % of an issuance)."""
-    return {name: getattr(record, name) for name in _TOKEN_FIELDS}
+    return {name: getattr(record, name) for name in TOKEN_FIELDS}
 
 
 def json_list(values: tuple[str, ...]) -> str:
@@ -74,14 +59,6 @@ def credential_params(new: NewCredential, credential_id: str, created_at: int) -
     return params
 
 
-def identity(given_id: str | None, given_created_at: int | None) -> tuple[str, int]:
-    """The id and created_at of a new consumer or credential: those given (an import keeps
-    Kong's), else a new uuid and now."""
-    entity_id = str(uuid.uuid4()) if given_id is None else given_id
-    created_at = int(time.time()) if given_created_at is None else int(given_created_at)
-    return entity_id, created_at
-
-
 def to_credential(row: sqlite3.Row) -> Credential:
     decoded = {
         "redirect_uris": _strings(row["redirect_uris"]),
@@ -89,66 +66,6 @@ def to_credential(row: sqlite3.Row) -> Credential:
         "tags": _strings(row["tags"]),
     }
     return Credential(**{**_columns(row, _CREDENTIAL_FIELDS), **decoded})
-
-
-def to_token(row: sqlite3.Row) -> TokenRecord:
-    return TokenRecord(**_columns(row, _TOKEN_FIELDS))
-
-
-def to_token_view(row: sqlite3.Row) -> TokenView:
-    """A row of sqlite_schema.TOKEN_VIEWS."""
-    return TokenView(
-        token=to_token(row),
-        client_id=row["client_id"],
-        consumer_id=row["consumer_id"],
-        username=row["username"],
-        custom_id=row["custom_id"],
-    )
-
-
-def to_code(row: sqlite3.Row) -> AuthCode:
-    return AuthCode(**_columns(row, _CODE_FIELDS))
-
-
-# saves checked against their client ---------------------------------------------------------
-def expected_client(credential_id: str, issued_to: Credential | None) -> Credential | None:
-    """The `issued_to` of a save; a credential other than the row's is the caller's bug."""
-    if issued_to is not None and issued_to.id != credential_id:
-        raise StoreError("issued_to is not the credential the token or code belongs to")
-    return issued_to
-
-
-def refusal(
-    clients: Mapping[str, Credential], expected: Credential | None, *, redirects: bool
-) -> ClientChanged | None:
-    """Why a save checked against `expected` must not land, now that the credentials are
-    `clients` (by id): its credential is gone, or has another owner, secret hash or client
-    type (and, for a code, other redirect URIs) than the request was checked against. None
-    when it may land."""
-    if expected is None:
-        return None
-    current = clients.get(expected.id)
-    if current is not None and _issued_as(current, redirects) == _issued_as(expected, redirects):
-        return None
-    return ClientChanged()
-
-
-def grants_void(old: Credential, new: Credential) -> bool:
-    """Whether what was granted to `old` does not belong to `new`: another owner, secret hash
-    or client type (its tokens are revoked and its codes dropped)."""
-    return _issued_as(old, False) != _issued_as(new, False)
-
-
-def _issued_as(credential: Credential, redirects: bool) -> tuple[object, ...]:
-    fingerprint = (credential.consumer_id, credential.secret_hash, credential.client_type)
-    return (*fingerprint, credential.redirect_uris) if redirects else fingerprint
-
-
-def dropped_redirects(old: tuple[str, ...], new: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
-    """The redirect URIs a change removed, and whether the default (the old first one) is
-    among them: codes issued without a redirect_uri went to that default."""
-    removed = tuple(uri for uri in old if uri not in new)
-    return removed, bool(old) and old[0] in removed
 
 
 # patches ------------------------------------------------------------------------------------
@@ -173,16 +90,6 @@ CREDENTIAL_PATCH: Mapping[str, Callable[[Any], object]] = {
     "client_type": _text,  # an unknown type fails the CHECK constraint: a StoreError
     "tags": json_list,
 }
-
-
-def patch_values(
-    patch: Mapping[str, object], columns: Mapping[str, Callable[[Any], object]]
-) -> dict[str, object]:
-    """The patch as column values; a key that is no patchable column is a caller's bug."""
-    unknown = sorted(set(patch) - set(columns))
-    if unknown:
-        raise StoreError(f"not a patchable field: {', '.join(unknown)}")
-    return {name: columns[name](value) for name, value in patch.items()}
 
 
 def update_query(table: str, values: Mapping[str, object], returning: str) -> str:
@@ -259,48 +166,3 @@ def page_query(
         where.add(f"({table}.created_at, {table}.id) > (?, ?)", created_at, row_id)
     sql = f"{select}{where.sql()} ORDER BY {table}.created_at, {table}.id LIMIT ?"
     return sql, [*where.params, page_size(size) + 1]
-
-
-def page_size(size: int) -> int:
-    return max(1, min(int(size), MAX_PAGE))
-
-
-def page(rows: list[sqlite3.Row], size: int, record: Callable[[sqlite3.Row], T]) -> Page[T]:
-    """The page of a page_query's rows; `next` only if a further row exists."""
-    size = page_size(size)
-    kept = rows[:size]
-    cursor = None
-    if len(rows) > size:
-        cursor = encode_cursor(kept[-1]["created_at"], kept[-1]["id"])
-    return Page(items=tuple(record(row) for row in kept), next=cursor)
-
-
-def encode_cursor(created_at: float, row_id: str) -> str:
-    text = json.dumps([created_at, row_id], separators=(",", ":"))
-    return base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode("ascii")
-
-
-def decode_cursor(cursor: str) -> tuple[int | float, str]:
-    """The key a cursor holds; StoreError (the caller's input, never a driver error) if it
-    is not one this module made."""
-    try:
-        if len(cursor) > _MAX_CURSOR_CHARS:
-            raise ValueError("too long")
-        padded = cursor + "=" * (-len(cursor) % 4)
-        raw = base64.b64decode(padded, altchars=b"-_", validate=True)
-        value = json.loads(raw, parse_constant=_no_constant)
-        if not (isinstance(value, list) and len(value) == 2):
-            raise ValueError("not a pair")
-        created_at, row_id = value
-        if type(created_at) not in (int, float) or not isinstance(row_id, str):
-            raise ValueError("wrong types")
-        if not math.isfinite(created_at) or abs(created_at) > _INT64:
-            raise ValueError("out of range")
-        row_id.encode("utf-8")  # lone surrogates cannot be bound
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise StoreError("malformed page cursor") from exc
-    return created_at, row_id
-
-
-def _no_constant(name: str) -> object:
-    raise ValueError(f"{name} is not a number")

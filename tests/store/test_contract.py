@@ -51,6 +51,7 @@ async def test_tokens_saved_at_once_all_land_and_a_duplicate_fails_alone(
     )
     assert results[:40] == [None] * 40
     assert isinstance(results[40], Conflict)
+    assert (results[40].table, results[40].column) == ("tokens", "id")
     for m in minted:
         found = await store.find_token(m.record.access_digest)
         assert found is not None
@@ -258,12 +259,23 @@ async def test_consumer_with_custom_id_only(store: Store) -> None:
     assert await store.get_consumer(consumer.id) == consumer
 
 
-@pytest.mark.parametrize(("username", "custom_id"), [("alice", "other"), ("other", "alice-1")])
-async def test_duplicate_consumer_conflicts(
-    store: Store, app: App, username: str, custom_id: str
+@pytest.mark.parametrize(
+    ("username", "custom_id", "taken"),
+    [("alice", "other", "username"), ("other", "alice-1", "custom_id")],
+)
+async def test_duplicate_consumer_conflicts_naming_the_taken_column(
+    store: Store, app: App, username: str, custom_id: str, taken: str
 ) -> None:
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as caught:
         await store.create_consumer(username, custom_id)
+    assert (caught.value.table, caught.value.column) == ("consumers", taken)
+    assert caught.value.message == f"unique constraint failed: consumers.{taken}"
+
+
+async def test_a_taken_consumer_id_conflicts_on_id(store: Store, app: App) -> None:
+    with pytest.raises(Conflict) as caught:
+        await store.create_consumer("other", None, id=app.consumer.id)
+    assert (caught.value.table, caught.value.column) == ("consumers", "id")
 
 
 async def test_upsert_consumer_is_idempotent(store: Store) -> None:
@@ -275,8 +287,9 @@ async def test_upsert_consumer_is_idempotent(store: Store) -> None:
 
 
 async def test_upsert_consumer_with_taken_custom_id_conflicts(store: Store, app: App) -> None:
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as caught:
         await store.upsert_consumer("dave", "alice-1")
+    assert (caught.value.table, caught.value.column) == ("consumers", "custom_id")
 
 
 async def test_credential_crud(store: Store, app: App) -> None:
@@ -296,8 +309,9 @@ async def test_credential_crud(store: Store, app: App) -> None:
 async def test_duplicate_client_id_conflicts(store: Store, app: App) -> None:
     other = await store.create_consumer("eve", None)
     duplicate = new_credential(other.id, client_id=app.credential.client_id)
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as caught:
         await store.create_credential(duplicate)
+    assert (caught.value.table, caught.value.column) == ("credentials", "client_id")
 
 
 async def test_credential_of_unknown_consumer_is_a_store_error(store: Store) -> None:
@@ -391,8 +405,9 @@ async def test_token_without_expiry_or_refresh(store: Store, app: App) -> None:
 
 async def test_duplicate_token_digest_conflicts(store: Store, app: App) -> None:
     token = await saved(store, mint(app.credential.id, time.time()))
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as caught:
         await store.save_token(replace(token.record, id=str(uuid.uuid4()), refresh_digest=None))
+    assert (caught.value.table, caught.value.column) == ("tokens", "access_digest")
 
 
 async def test_find_refresh(store: Store, app: App) -> None:
@@ -627,8 +642,9 @@ async def test_expired_code_is_not_taken(store: Store, app: App) -> None:
 async def test_duplicate_code_conflicts(store: Store, app: App) -> None:
     _, code = auth_code(app.credential.id, time.time())
     await store.save_code(code)
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as caught:
         await store.save_code(code)
+    assert (caught.value.table, caught.value.column) == ("codes", "digest")
 
 
 # deletion cascades --------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from edgeauth.crypto import consumer_marker
 from edgeauth.errors import ClientChanged, Conflict, StoreError, StoreUnavailable
 from edgeauth.models import Consumer
 from edgeauth.store import open_store
-from edgeauth.store.sqlite_rows import encode_cursor
+from edgeauth.store.rows import encode_cursor
 from tests.store.conftest import PG_DSN, PgSchema, pg_connect, pg_schema, require_driver, with_query
 from tests.store.records import Announcements, App, auth_code, digest, mint, new_credential, saved
 from tests.store.test_contract import rotate_race

@@ -23,7 +23,7 @@ class Table:
         await asyncio.sleep(0.001)
         kept = [r for r in rows if r not in self.refused]
         if len(set(kept)) != len(kept) or any(r in self.rows for r in kept):
-            raise Conflict("duplicate")
+            raise Conflict("tokens", "id")
         self.rows.extend(kept)
         self.commits.append(len(kept))
         return [ClientChanged() if r in self.refused else None for r in rows]

@@ -1,0 +1,126 @@
+"""The data rules both backends follow, written once: what a call's arguments mean, when a
+save checked against its client must not land, what a change to a client does to what was
+granted to it, when a taken code is spent, and how revocations are announced.
+
+No I/O: the backends run the SQL these decisions call for.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from edgeauth.errors import ClientChanged, StoreError
+from edgeauth.models import AuthCode, Credential
+from edgeauth.store.base import RevocationListener
+from edgeauth.store.rows import Row, to_code
+
+log = logging.getLogger(__name__)
+
+# How long the sweep keeps revocation-log entries: pollers must read them sooner than this.
+REVOCATION_LOG_SECONDS = 3600.0
+
+
+class Listeners:
+    """A store's `on_revoked` listeners. Called only after COMMIT; one failing listener is
+    logged and never keeps the others from hearing."""
+
+    def __init__(self) -> None:
+        self._listeners: list[RevocationListener] = []
+
+    def add(self, listener: RevocationListener) -> None:
+        self._listeners.append(listener)
+
+    def announce(self, digests: Sequence[bytes]) -> None:
+        if not digests:
+            return
+        batch = tuple(digests)
+        for listener in tuple(self._listeners):
+            try:
+                listener(batch)
+            except Exception:
+                log.exception("revocation listener %r failed", listener)
+
+
+def identity(given_id: str | None, given_created_at: int | None) -> tuple[str, int]:
+    """The id and created_at of a new consumer or credential: those given (an import keeps
+    Kong's), else a new uuid and now."""
+    entity_id = str(uuid.uuid4()) if given_id is None else given_id
+    created_at = int(time.time()) if given_created_at is None else int(given_created_at)
+    return entity_id, created_at
+
+
+def patch_values(
+    patch: Mapping[str, object], columns: Mapping[str, Callable[[Any], object]]
+) -> dict[str, object]:
+    """The patch as column values; a key that is no patchable column is a caller's bug."""
+    unknown = sorted(set(patch) - set(columns))
+    if unknown:
+        raise StoreError(f"not a patchable field: {', '.join(unknown)}")
+    return {name: columns[name](value) for name, value in patch.items()}
+
+
+def token_changes(expires_at: float | bool | None, scope: str | None) -> dict[str, object]:
+    """update_token's arguments as column values (empty: nothing to change). `expires_at`
+    False leaves it, None means never; a new scope binds the refresh token too."""
+    if expires_at is True:
+        raise StoreError("expires_at must be a time, None (never) or False (unchanged)")
+    values: dict[str, object] = {}
+    if expires_at is not False:
+        values["expires_at"] = expires_at
+    if scope is not None:
+        values["scope"] = scope
+        values["refresh_scope"] = None
+    return values
+
+
+def unexpired_code(rows: Sequence[Row], now: float) -> AuthCode | None:
+    """The code a take_code deleted, unless none was there or it had expired at `now`."""
+    if not rows or rows[0]["expires_at"] <= now:
+        return None
+    return to_code(rows[0])
+
+
+# saves checked against their client ---------------------------------------------------------
+def expected_client(credential_id: str, issued_to: Credential | None) -> Credential | None:
+    """The `issued_to` of a save; a credential other than the row's is the caller's bug."""
+    if issued_to is not None and issued_to.id != credential_id:
+        raise StoreError("issued_to is not the credential the token or code belongs to")
+    return issued_to
+
+
+def refusal(
+    clients: Mapping[str, Credential], expected: Credential | None, *, redirects: bool
+) -> ClientChanged | None:
+    """Why a save checked against `expected` must not land, now that the credentials are
+    `clients` (by id): its credential is gone, or has another owner, secret hash or client
+    type (and, for a code, other redirect URIs) than the request was checked against. None
+    when it may land."""
+    if expected is None:
+        return None
+    current = clients.get(expected.id)
+    if current is not None and _issued_as(current, redirects) == _issued_as(expected, redirects):
+        return None
+    return ClientChanged()
+
+
+def _issued_as(credential: Credential, redirects: bool) -> tuple[object, ...]:
+    fingerprint = (credential.consumer_id, credential.secret_hash, credential.client_type)
+    return (*fingerprint, credential.redirect_uris) if redirects else fingerprint
+
+
+# changes to a client ------------------------------------------------------------------------
+def grants_void(old: Credential, new: Credential) -> bool:
+    """Whether what was granted to `old` does not belong to `new`: another owner, secret hash
+    or client type (its tokens are revoked and its codes dropped)."""
+    return _issued_as(old, False) != _issued_as(new, False)
+
+
+def dropped_redirects(old: tuple[str, ...], new: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
+    """The redirect URIs a change removed, and whether the default (the old first one) is
+    among them: codes issued without a redirect_uri went to that default."""
+    removed = tuple(uri for uri in old if uri not in new)
+    return removed, bool(old) and old[0] in removed
