@@ -86,10 +86,10 @@ from edgeauth.store.rows import page, to_token, to_token_view
 from edgeauth.store.rules import (
     REVOCATION_LOG_SECONDS,
     Listeners,
-    dropped_redirects,
+    client_change,
     expected_client,
-    grants_void,
     identity,
+    identity_changed,
     patch_values,
     token_changes,
     unexpired_code,
@@ -352,7 +352,7 @@ class PostgresStore:
         return to_credential((await self._change(q.INSERT_CREDENTIAL, *params))[0])
 
     async def upsert_credential(self, new: NewCredential) -> Credential:
-        """What a change does to the credential's tokens and codes: see _client_changed."""
+        """What a change does to the credential's tokens and codes: see rules.client_change."""
 
         async def work(db: Connection) -> tuple[Credential, list[bytes]]:
             rows = await db.fetch(q.LOCK_CLIENT, new.client_id)
@@ -400,7 +400,7 @@ class PostgresStore:
     async def update_credential(
         self, credential_id: str, patch: CredentialPatch
     ) -> Credential | None:
-        """What a change does to the credential's tokens and codes: see _client_changed."""
+        """What a change does to the credential's tokens and codes: see rules.client_change."""
         values = patch_values(patch, CREDENTIAL_PATCH)
 
         async def work(db: Connection) -> tuple[Credential | None, list[bytes]]:
@@ -687,30 +687,24 @@ async def _digests(db: Connection, sql: str, *params: object) -> list[bytes]:
 
 
 async def _identity_changed(db: Connection, old: Consumer, new: Consumer) -> list[bytes]:
-    """A new username or custom_id makes the identity cached with the consumer's tokens
-    stale: their digests and the consumer's marker, to be logged and announced. The
+    """The digests and marker to log and announce when rules.identity_changed. The
     credentials are locked first, so that a token being saved for one of them either is
     read here or commits after this change."""
-    if (old.username, old.custom_id) == (new.username, new.custom_id):
+    if not identity_changed(old, new):
         return []
     await db.execute(q.LOCK_CREDENTIALS_OF, old.id)
     return [*await _digests(db, q.LIVE_OF_CONSUMER, old.id), consumer_marker(old.id)]
 
 
 async def _client_changed(db: Connection, old: Credential, new: Credential) -> list[bytes]:
-    """What a change to a credential (its row locked FOR UPDATE) does beyond its row; the
-    digests to log and announce. Another owner, secret hash or client type revokes its tokens
-    and drops its codes (they were granted to a different client); removed redirect URIs drop
-    the codes sent to them; a new client_id makes the identity cached with its unrevoked
-    tokens stale."""
-    if grants_void(old, new):
+    """Carries out rules.client_change (the credential's row locked FOR UPDATE); returns the
+    digests to log and announce."""
+    change = client_change(old, new)
+    if change.void:
         return await _revoke_credential(db, old.id)
-    removed, default = dropped_redirects(old.redirect_uris, new.redirect_uris)
-    if removed:
-        await db.execute(q.DROP_CODES_TO, old.id, list(removed), default)
-    if old.client_id != new.client_id:
-        return await _digests(db, q.LIVE_OF_CREDENTIAL, old.id)
-    return []
+    if change.dropped:
+        await db.execute(q.DROP_CODES_TO, old.id, list(change.dropped), change.default_dropped)
+    return await _digests(db, q.LIVE_OF_CREDENTIAL, old.id) if change.renamed else []
 
 
 async def _revoke_credential(db: Connection, credential_id: str) -> list[bytes]:

@@ -11,10 +11,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from edgeauth.errors import ClientChanged, StoreError
-from edgeauth.models import AuthCode, Credential
+from edgeauth.models import AuthCode, Consumer, Credential
 from edgeauth.store.base import RevocationListener
 from edgeauth.store.rows import Row, to_code
 
@@ -112,7 +113,33 @@ def _issued_as(credential: Credential, redirects: bool) -> tuple[object, ...]:
     return (*fingerprint, credential.redirect_uris) if redirects else fingerprint
 
 
-# changes to a client ------------------------------------------------------------------------
+# changes to a consumer or client ------------------------------------------------------------
+def identity_changed(old: Consumer, new: Consumer) -> bool:
+    """Whether a change to a consumer makes the identity cached with its tokens stale (a new
+    username or custom_id): their digests and its marker are then logged and announced."""
+    return (old.username, old.custom_id) != (new.username, new.custom_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientChange:
+    """What a change to a credential does beyond its row (see client_change)."""
+
+    void: bool  # revoke its tokens and drop its codes: nothing else applies
+    dropped: tuple[str, ...] = ()  # drop the codes sent to these redirect URIs
+    default_dropped: bool = False  # and those sent to none (they went to the old first URI)
+    renamed: bool = False  # a new client_id: its unrevoked tokens' cached identity is stale
+
+
+def client_change(old: Credential, new: Credential) -> ClientChange:
+    """Another owner, secret hash or client type voids what was granted (it was granted to a
+    different client); removed redirect URIs void the codes sent to them; a new client_id
+    makes what caches hold for its unrevoked tokens stale."""
+    if grants_void(old, new):
+        return ClientChange(void=True)
+    removed, default = dropped_redirects(old.redirect_uris, new.redirect_uris)
+    return ClientChange(False, removed, default, old.client_id != new.client_id)
+
+
 def grants_void(old: Credential, new: Credential) -> bool:
     """Whether what was granted to `old` does not belong to `new`: another owner, secret hash
     or client type (its tokens are revoked and its codes dropped)."""

@@ -45,10 +45,10 @@ from edgeauth.store.rows import page, to_token, to_token_view
 from edgeauth.store.rules import (
     REVOCATION_LOG_SECONDS,
     Listeners,
-    dropped_redirects,
+    client_change,
     expected_client,
-    grants_void,
     identity,
+    identity_changed,
     patch_values,
     refusal,
     token_changes,
@@ -266,7 +266,7 @@ class SQLiteStore:
         return to_credential((await self._change(INSERT_CREDENTIAL, params))[0])
 
     async def upsert_credential(self, new: NewCredential) -> Credential:
-        """What a change does to the credential's tokens and codes: see _client_changed."""
+        """What a change does to the credential's tokens and codes: see rules.client_change."""
 
         async def work(db: aiosqlite.Connection) -> tuple[Credential, list[bytes]]:
             sql = "SELECT * FROM credentials WHERE client_id = ?"
@@ -307,7 +307,7 @@ class SQLiteStore:
     async def update_credential(
         self, credential_id: str, patch: CredentialPatch
     ) -> Credential | None:
-        """What a change does to the credential's tokens and codes: see _client_changed."""
+        """What a change does to the credential's tokens and codes: see rules.client_change."""
         values = patch_values(patch, CREDENTIAL_PATCH)
 
         async def work(db: aiosqlite.Connection) -> tuple[Credential | None, list[bytes]]:
@@ -647,9 +647,8 @@ async def _clients(db: aiosqlite.Connection, ids: Sequence[str]) -> dict[str, Cr
 
 
 async def _identity_changed(db: aiosqlite.Connection, old: Consumer, new: Consumer) -> list[bytes]:
-    """A new username or custom_id makes the identity cached with the consumer's tokens
-    stale: their digests and the consumer's marker, to be logged and announced."""
-    if (old.username, old.custom_id) == (new.username, new.custom_id):
+    """The digests and marker to log and announce when rules.identity_changed."""
+    if not identity_changed(old, new):
         return []
     return [*await _digests(db, LIVE_OF_CONSUMER, (old.id,)), consumer_marker(old.id)]
 
@@ -657,18 +656,14 @@ async def _identity_changed(db: aiosqlite.Connection, old: Consumer, new: Consum
 async def _client_changed(
     db: aiosqlite.Connection, old: Credential, new: Credential
 ) -> list[bytes]:
-    """What a change to a credential does beyond its row; the digests to log and announce.
-    Another owner, secret hash or client type revokes its tokens and drops its codes (they
-    were granted to a different client); removed redirect URIs drop the codes sent to them; a
-    new client_id makes the identity cached with its unrevoked tokens stale."""
-    if grants_void(old, new):
+    """Carries out rules.client_change; returns the digests to log and announce."""
+    change = client_change(old, new)
+    if change.void:
         return await _revoke_credential(db, old.id)
-    removed, default = dropped_redirects(old.redirect_uris, new.redirect_uris)
-    if removed:
-        await _exec(db, DROP_CODES_TO, (old.id, json_list(removed), default))
-    if old.client_id != new.client_id:
-        return await _digests(db, LIVE_OF_CREDENTIAL, (old.id,))
-    return []
+    if change.dropped:
+        params = (old.id, json_list(change.dropped), change.default_dropped)
+        await _exec(db, DROP_CODES_TO, params)
+    return await _digests(db, LIVE_OF_CREDENTIAL, (old.id,)) if change.renamed else []
 
 
 async def _revoke_credential(db: aiosqlite.Connection, credential_id: str) -> list[bytes]:
