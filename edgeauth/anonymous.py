@@ -20,24 +20,13 @@ from collections.abc import Sequence
 from edgeauth import crypto
 from edgeauth.cache import Header
 from edgeauth.errors import StoreError, TemporarilyUnavailable
-from edgeauth.models import Consumer
+from edgeauth.proxy import headers
 from edgeauth.store.base import Store
 
 log = logging.getLogger(__name__)
 
 MISSING_SECONDS = 1.0
 Identity = tuple[Header, ...]
-
-
-def anonymous_identity(consumer: Consumer) -> Identity:
-    """The named consumer's identity, flagged as anonymous (absent values are not sent)."""
-    pairs = (
-        ("X-Consumer-ID", consumer.id),
-        ("X-Consumer-Custom-ID", consumer.custom_id),
-        ("X-Consumer-Username", consumer.username),
-        ("X-Anonymous-Consumer", "true"),
-    )
-    return tuple((name, value) for name, value in pairs if value)
 
 
 class AnonymousConsumers:
@@ -96,7 +85,9 @@ class AnonymousConsumers:
             if fresh:
                 self._missing[name] = time.monotonic() + MISSING_SECONDS
             return None
-        identity = anonymous_identity(consumer)
+        identity = headers.identity(
+            consumer.id, consumer.custom_id, consumer.username, anonymous=True
+        )
         if fresh:
             self._known[name] = identity
             self._markers.add(crypto.consumer_marker(consumer.id))

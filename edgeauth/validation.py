@@ -19,34 +19,29 @@ from collections.abc import Sequence
 
 from edgeauth import crypto
 from edgeauth.anonymous import AnonymousConsumers
-from edgeauth.cache import EXPIRES_AT, SCOPES, SERVICE, Entry, Header, TokenCache
+from edgeauth.cache import EXPIRES_AT, SCOPES, SERVICE, Entry, TokenCache
 from edgeauth.errors import InsufficientScope, InvalidToken, StoreError, TemporarilyUnavailable
 from edgeauth.models import TokenView
 from edgeauth.oauth.policy import Policy
+from edgeauth.proxy.headers import identity
 from edgeauth.store.base import Store
 
 
-def identity_headers(view: TokenView) -> tuple[Header, ...]:
-    """Design §5 step 4: what upstream learns of the caller (absent values are not sent)."""
-    token = view.token
-    pairs = (
-        ("X-Consumer-ID", view.consumer_id),
-        ("X-Consumer-Custom-ID", view.custom_id),
-        ("X-Consumer-Username", view.username),
-        ("X-Credential-Identifier", view.client_id),
-        ("X-Authenticated-Scope", token.scope),
-        ("X-Authenticated-Userid", token.authenticated_userid),
-    )
-    return tuple((name, value) for name, value in pairs if value)
-
-
 def entry_for(view: TokenView) -> Entry:
+    """The cache entry of a token; its identity headers (design §5 step 4) built here once."""
     token = view.token
     return (
         math.inf if token.expires_at is None else token.expires_at,
         token.service,
         tuple(token.scope.split()),
-        identity_headers(view),
+        identity(
+            view.consumer_id,
+            view.custom_id,
+            view.username,
+            client_id=view.client_id,
+            scope=token.scope,
+            userid=token.authenticated_userid,
+        ),
         view.username or view.consumer_id,
         view.client_id,
     )

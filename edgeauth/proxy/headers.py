@@ -151,6 +151,30 @@ def request_id(client_value: str | None, peer_trusted: bool) -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
 
 
+def identity(
+    consumer_id: str,
+    custom_id: str | None,
+    username: str | None,
+    *,
+    client_id: str | None = None,
+    scope: str | None = None,
+    userid: str | None = None,
+    anonymous: bool = False,
+) -> tuple[tuple[str, str], ...]:
+    """What upstream learns of the caller (Rule 2), for a token or the anonymous consumer
+    alike, in one order; absent values are not sent. Built once per token or consumer."""
+    pairs = (
+        ("X-Consumer-ID", consumer_id),
+        ("X-Consumer-Custom-ID", custom_id),
+        ("X-Consumer-Username", username),
+        ("X-Credential-Identifier", client_id),
+        ("X-Authenticated-Scope", scope),
+        ("X-Authenticated-Userid", userid),
+        ("X-Anonymous-Consumer", "true" if anonymous else None),
+    )
+    return tuple((name, value) for name, value in pairs if value)
+
+
 def upstream_request_headers(
     client: Iterable[tuple[str, str]],
     fwd: Forwarded,
