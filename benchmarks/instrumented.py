@@ -63,9 +63,7 @@ async def serve(config: Path) -> dict[str, list[tuple[float, str]]]:
     sockets = [bind(address) for address in settings.server.listen]
     gateway = Gateway(settings)
     await gateway.start(sockets)
-    validator = gateway.validator
-    if validator is None:
-        raise RuntimeError("the gateway has no validator")
+    validator = gateway.c.validator
     counting = CountingStore(validator.store)
     validator.store = cast(Store, counting)
     stop = asyncio.Event()

@@ -16,6 +16,7 @@ import random
 import socket
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -28,7 +29,7 @@ from edgeauth.audit import AuditLog
 from edgeauth.bootstrap import policy_for, read_or_create_secret
 from edgeauth.bus import WorkerBus
 from edgeauth.cache import CLIENT_ID, CONSUMER, IDENTITY, Header, TokenCache
-from edgeauth.config import OAuth2Settings, ServiceSettings, Settings
+from edgeauth.config import OAuth2Settings, ServerSettings, ServiceSettings, Settings
 from edgeauth.errors import (
     BadPath,
     EdgeAuthError,
@@ -112,6 +113,37 @@ async def _token_in_body(
     return bearer.choose(token, body_token), stripped if s.hide_credentials else body
 
 
+def _limits(server: ServerSettings) -> Limits:
+    return Limits(
+        server.header_timeout_seconds,
+        server.max_request_line_bytes,
+        server.max_header_bytes,
+        server.max_header_count,
+        server.keepalive_timeout_seconds,
+        server.body_timeout_seconds,
+        server.request_timeout_seconds,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Components:
+    """What `Gateway.start` builds, all before the first request can arrive: handlers use
+    them without asking whether start has run. `notify` and `admin` are None only where the
+    configuration has none."""
+
+    store: Store
+    validator: Validator
+    follower: RevocationFollower
+    notify: NotifyListener | None  # PostgreSQL only
+    policies: dict[str, Policy]
+    endpoints: dict[str, oauth_routes.Endpoints]
+    issuers: dict[str, str]
+    server: Connections
+    admin: web.AppRunner | None  # only with admin sockets
+    sweeper: asyncio.Task[None]
+    gauges: asyncio.Task[None]
+
+
 class Gateway:
     """Everything one worker serves: owns the upstream pools, the access log and listeners."""
 
@@ -120,24 +152,14 @@ class Gateway:
         self._bus = None if bus is None else WorkerBus(bus)
         self.router = Router(settings.services)
         self._hidden = {s.name: _hidden_headers(settings, s) for s in settings.services}
-        self._issuers: dict[str, str] = {}
         self.upstreams = {s.name: Upstream(s) for s in settings.services}
         self.access_log = AccessLog(settings.log.access_log)
         self.audit_log = AuditLog(settings.log.audit_log)  # opened by the admin app
         self.metrics = Recorder(settings.metrics.enabled, settings.metrics.per_consumer)
-        self.store: Store | None = None
-        self.validator: Validator | None = None
-        self.policies: dict[str, Policy] = {}
-        self.endpoints: dict[str, oauth_routes.Endpoints] = {}
-        self._sweeper: asyncio.Task[None] | None = None
-        self._gauges: asyncio.Task[None] | None = None
-        self._follower: RevocationFollower | None = None
-        self._listener: NotifyListener | None = None
-        self._admin: web.AppRunner | None = None
+        self.c: Components  # set by start()
         self._inflight = 0
         self._pid = os.getpid()
         self._listeners: list[Listener] = []
-        self._server: Connections | None = None
 
     async def start(
         self,
@@ -145,25 +167,64 @@ class Gateway:
         plain_sockets: Sequence[socket.socket] = (),
         admin_sockets: Sequence[socket.socket] = (),
     ) -> None:
-        """Open the store and upstream pools, then start accepting on already-bound sockets."""
+        """Open the store, build the components, then start accepting on already-bound
+        sockets (the admin API's first, as before)."""
         server = self.settings.server
         port = tls_sockets[0].getsockname()[1] if tls_sockets else None
-        self._issuers = {s.name: public_base(server, s, port) for s in self.settings.services}
-        await self._open_oauth()
-        await self._start_admin(admin_sockets)
+        store = await open_store(self.settings.store)
+        validator, follower, notify = await self._follow_revocations(store)
+        policies = {s.name: p for s in self.settings.services if (p := policy_for(s)) is not None}
+        admin = await self._admin_app(store) if admin_sockets else None
+        memo = crypto.SecretMemo()
+        loop = asyncio.get_running_loop()
+        self.c = Components(
+            store=store,
+            validator=validator,
+            follower=follower,
+            notify=notify,
+            policies=policies,
+            endpoints={
+                name: oauth_routes.Endpoints.build(policy, store, memo, server.trusted_proxies)
+                for name, policy in policies.items()
+            },
+            issuers={s.name: public_base(server, s, port) for s in self.settings.services},
+            server=Connections(self.handle, _limits(server)),
+            admin=admin,
+            sweeper=loop.create_task(self._sweep(store)),
+            gauges=loop.create_task(self._report_gauges()),
+        )
+        await self._serve_admin(admin_sockets)
         for upstream in self.upstreams.values():
             upstream.open()
         self.access_log.open()
-        limits = Limits(
-            server.header_timeout_seconds,
-            server.max_request_line_bytes,
-            server.max_header_bytes,
-            server.max_header_count,
-            server.keepalive_timeout_seconds,
-            server.body_timeout_seconds,
-            server.request_timeout_seconds,
-        )
-        self._server = Connections(self.handle, limits)
+        self._listen(tls_sockets, plain_sockets)
+
+    async def _follow_revocations(
+        self, store: Store
+    ) -> tuple[Validator, RevocationFollower, NotifyListener | None]:
+        """The validator, and the paths by which revocations reach its cache."""
+        cache = TokenCache(self.settings.cache.max_tokens, self.settings.cache.negative_ttl_seconds)
+        validator = Validator(store, cache)
+        follower = RevocationFollower(store, validator.revoked, cache.clear)
+        await follower.start()
+        notify = None
+        if self.settings.store.backend == "postgres":
+            from edgeauth.store.postgres_listen import NotifyListener
+
+            notify = NotifyListener(
+                self.settings.store.dsn, validator.revoked, validator.distrust, validator.trust
+            )
+            validator.distrust()  # until the listener is connected
+            notify.start()
+        if self._bus is not None:
+            store.on_revoked(self._bus.publish)  # tell the other workers at once
+            self._bus.attach(validator.revoked)
+        return validator, follower, notify
+
+    def _listen(
+        self, tls_sockets: Sequence[socket.socket], plain_sockets: Sequence[socket.socket]
+    ) -> None:
+        server = self.settings.server
         context = tls.server_context(
             server.tls_cert_file, server.tls_key_file, server.tls_min_version
         )
@@ -171,44 +232,13 @@ class Gateway:
         for sock, ctx in [(s, context) for s in tls_sockets] + [(s, None) for s in plain_sockets]:
             listener = Listener(
                 sock,
-                self._server,
+                self.c.server,
                 ssl_context=ctx,
                 handshake_timeout=server.handshake_timeout_seconds,
                 slots=slots,
             )
             listener.start()
             self._listeners.append(listener)
-
-    async def _open_oauth(self) -> None:
-        self.store = store = await open_store(self.settings.store)
-        cache = TokenCache(self.settings.cache.max_tokens, self.settings.cache.negative_ttl_seconds)
-        self.validator = validator = Validator(store, cache)
-        self._follower = RevocationFollower(store, validator.revoked, cache.clear)
-        await self._follower.start()
-        if self.settings.store.backend == "postgres":
-            from edgeauth.store.postgres_listen import NotifyListener
-
-            self._listener = NotifyListener(
-                self.settings.store.dsn, validator.revoked, validator.distrust, validator.trust
-            )
-            validator.distrust()  # until the listener is connected
-            self._listener.start()
-        if self._bus is not None:
-            store.on_revoked(self._bus.publish)  # tell the other workers at once
-            self._bus.attach(validator.revoked)
-        self.policies = {
-            s.name: p for s in self.settings.services if (p := policy_for(s)) is not None
-        }
-        memo = crypto.SecretMemo()
-        self.endpoints = {
-            name: oauth_routes.Endpoints.build(
-                policy, store, memo, self.settings.server.trusted_proxies
-            )
-            for name, policy in self.policies.items()
-        }
-        loop = asyncio.get_running_loop()
-        self._sweeper = loop.create_task(self._sweep(store))
-        self._gauges = loop.create_task(self._report_gauges())
 
     async def _report_gauges(self) -> None:
         while True:
@@ -219,36 +249,37 @@ class Gateway:
             )
             await asyncio.sleep(FLUSH_SECONDS)
 
-    async def _start_admin(self, sockets: Sequence[socket.socket]) -> None:
-        """The admin API on its own listener(s), never on the proxy's (design §6)."""
-        if not sockets or self.store is None:
-            return
-        admin = self.settings.admin
+    async def _admin_app(self, store: Store) -> web.AppRunner:
+        """The admin API, set up but not yet listening."""
         context = AdminContext(
             settings=self.settings,
-            store=self.store,
-            token=read_or_create_secret(admin.token_file),
+            store=store,
+            token=read_or_create_secret(self.settings.admin.token_file),
             stats=self.stats,
             audit=self.audit_log,
         )
-        self._admin = runner = web.AppRunner(
-            build_admin_app(context), access_log=None, handler_cancellation=True
-        )
+        runner = web.AppRunner(build_admin_app(context), access_log=None, handler_cancellation=True)
         await runner.setup()
+        return runner
+
+    async def _serve_admin(self, sockets: Sequence[socket.socket]) -> None:
+        """The admin API on its own listener(s), never on the proxy's (design §6)."""
+        if self.c.admin is None:
+            return
+        admin = self.settings.admin
         ssl_context = None
         if admin.tls_cert_file is not None and admin.tls_key_file is not None:
             ssl_context = tls.server_context(admin.tls_cert_file, admin.tls_key_file)
         for sock in sockets:
-            await web.SockSite(runner, sock, ssl_context=ssl_context).start()
+            await web.SockSite(self.c.admin, sock, ssl_context=ssl_context).start()
 
     def connections(self) -> list[GatewayProtocol]:
         """The open client connections of this worker's proxy listeners."""
-        return list(self._server.connections) if self._server is not None else []
+        return list(self.c.server.connections)
 
     def stats(self) -> dict[str, Any]:
         """What this worker can say of itself, for /status and /metrics."""
-        cache = self.validator.cache if self.validator is not None else None
-        connections = len(self.connections())
+        connections = len(self.c.server.connections)
         return {
             "connections": connections,
             "connections_by_state": {
@@ -256,13 +287,13 @@ class Gateway:
                 "idle": max(0, connections - self._inflight),
             },
             "inflight_requests": self._inflight,
-            "token_cache_entries": len(cache) if cache is not None else 0,
+            "token_cache_entries": len(self.c.validator.cache),
         }
 
     def _reuse_memory(self) -> float:
         """How long dead rows are kept: a rotated refresh token replayed within this time is
         still recognised as reuse (and revokes its family) rather than as unknown."""
-        ttls = [p.settings.refresh_token_ttl for p in self.policies.values()]
+        ttls = [p.settings.refresh_token_ttl for p in self.c.policies.values()]
         if any(ttl == 0 for ttl in ttls):
             return 30 * 86400.0
         return float(max([86400, *ttls]))
@@ -280,29 +311,26 @@ class Gateway:
 
     async def stop(self, drain_seconds: float) -> None:
         """Stop accepting, let in-flight requests finish up to `drain_seconds`, then close."""
+        c = self.c
         for listener in self._listeners:
             await listener.stop()
         if self._bus is not None:
             self._bus.stopped_accepting()
-        if self._server is not None:
-            self._server.pre_shutdown()  # idle keep-alive connections close now
-            await self._server.shutdown(drain_seconds)
+        c.server.pre_shutdown()  # idle keep-alive connections close now
+        await c.server.shutdown(drain_seconds)
         for upstream in self.upstreams.values():
             await upstream.close()
-        if self._admin is not None:
-            await self._admin.cleanup()
-        if self._follower is not None:
-            await self._follower.stop()
-        if self._listener is not None:
-            await self._listener.stop()
+        if c.admin is not None:
+            await c.admin.cleanup()
+        await c.follower.stop()
+        if c.notify is not None:
+            await c.notify.stop()
         if self._bus is not None:
             self._bus.close()
-        for task in (self._sweeper, self._gauges):
-            if task is not None:
-                task.cancel()
+        c.sweeper.cancel()
+        c.gauges.cancel()
         self.metrics.flush()
-        if self.store is not None:
-            await self.store.close()
+        await c.store.close()
         self.access_log.close()
 
     async def handle(self, request: Request) -> AnyResponse:
@@ -353,12 +381,12 @@ class Gateway:
         ex.route = target.route.name
         identity: tuple[Header, ...] = ()
         whole_body: bytes | None = None
-        policy = self.policies.get(target.service.name)
+        policy = self.c.policies.get(target.service.name)
         if policy is not None:
             endpoint = oauth_routes.endpoint_of(path.path)
             if endpoint is not None:
                 return await oauth_routes.handle(
-                    request, endpoint, self.endpoints[policy.service], peer, ex, self.metrics
+                    request, endpoint, self.c.endpoints[policy.service], peer, ex, self.metrics
                 )
             identity, raw_query, whole_body = await self._authenticate(
                 request, policy, target, raw_query, ex
@@ -380,12 +408,12 @@ class Gateway:
     def _metadata(self, peer: hdr.Peer, prefix: str, ex: Exchange) -> Response:
         """RFC 8414 metadata of the protected route at `prefix` (design §4.4)."""
         target = self.router.match(peer.host, "POST", normalize_path(prefix or "/"))
-        policy = self.policies.get(target.service.name) if target is not None else None
+        policy = self.c.policies.get(target.service.name) if target is not None else None
         if target is None or policy is None or target.prefix != (prefix or "/"):
             raise NoRoute()
         ex.service = target.service.name
         ex.route = target.route.name
-        issuer = self._issuers[target.service.name] + prefix
+        issuer = self.c.issuers[target.service.name] + prefix
         return oauth_routes.json_response(200, oauth_routes.metadata(policy, issuer))
 
     async def _authenticate(
@@ -406,8 +434,7 @@ class Gateway:
         try:
             if token is None:
                 raise MissingToken()
-            assert self.validator is not None  # noqa: S101 - set by start()
-            entry = await self.validator.validate(token, policy, target.route.required_scopes)
+            entry = await self.c.validator.validate(token, policy, target.route.required_scopes)
         except (MissingToken, InvalidToken) as exc:
             if not s.anonymous or target.route.required_scopes:  # anonymous holds no scope
                 self.metrics.validation("missing" if isinstance(exc, MissingToken) else "invalid")
@@ -424,8 +451,7 @@ class Gateway:
 
     async def _anonymous_identity(self, anonymous: str, ex: Exchange) -> tuple[Header, ...]:
         """Kong's `anonymous`: the named consumer's identity, flagged as anonymous."""
-        assert self.validator is not None  # noqa: S101 - set by start()
-        identity = await self.validator.anonymous.identity(anonymous)
+        identity = await self.c.validator.anonymous.identity(anonymous)
         if identity is None:
             raise InvalidToken()
         ex.consumer = anonymous
@@ -434,7 +460,7 @@ class Gateway:
     def _error(self, exc: EdgeAuthError, ex: Exchange, request: Request | None = None) -> Response:
         headers = {self.settings.server.request_id_header: ex.request_id, "Server": SERVER_HEADER}
         if isinstance(exc, OAuthError):
-            policy = self.policies.get(ex.service or "")
+            policy = self.c.policies.get(ex.service or "")
             headers.update(exc.headers(policy.settings.realm if policy else "edgeauth"))
             body = orjson.dumps(oauth_body(exc))
         else:

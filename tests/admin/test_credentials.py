@@ -78,7 +78,7 @@ async def test_create_shows_the_secret_once(admin_world: AdminWorld) -> None:
         assert shown in listed.body["data"]
     assert "reports-secret" not in (await admin_world.admin("GET", "/oauth2?size=1000")).text
 
-    store = admin_world.gw.gateway.store
+    store = admin_world.gw.gateway.c.store
     assert store is not None
     stored = await store.find_credential("reports")
     assert stored is not None
@@ -489,7 +489,7 @@ async def test_patch_cannot_give_a_public_client_a_secret(admin_world: AdminWorl
     )
     assert reply.status == 400
     schema_violation(reply.body, {"client_secret": "public clients have no secret"})
-    store = admin_world.gw.gateway.store
+    store = admin_world.gw.gateway.c.store
     assert store is not None
     stored = await store.find_credential("publicclient")
     assert stored is not None

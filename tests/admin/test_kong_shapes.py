@@ -92,7 +92,7 @@ async def test_ids_and_creation_times_are_kept(admin_world: AdminWorld) -> None:
 
 async def test_a_kong_hash_authenticates_the_real_secret_only(admin_world: AdminWorld) -> None:
     await _import_kong_consumer(admin_world)
-    store = admin_world.gw.gateway.store
+    store = admin_world.gw.gateway.c.store
     assert store is not None
     stored = await store.find_credential("kong-app")
     assert stored is not None

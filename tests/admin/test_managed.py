@@ -34,7 +34,7 @@ async def world(
 ) -> AsyncIterator[AdminWorld]:
     """The admin world plus Declared and its application, both tagged as the seed tags."""
     gw = await gateway([events_service(backend)])
-    store = gw.gateway.store
+    store = gw.gateway.c.store
     assert store is not None
     owner = await store.create_consumer("Declared", "decl-1", ("team-a", MANAGED_TAG))
     await store.create_credential(

@@ -65,7 +65,7 @@ async def _paged(gateway: GatewayFactory, backend: Backend, count: int) -> Paged
     """A gateway with `count` consumers, made through the store one after another to save
     time (the listing under test goes through the API)."""
     gw = await gateway([events_service(backend)])
-    store = gw.gateway.store
+    store = gw.gateway.c.store
     assert store is not None
     ids = []
     for i in range(count):

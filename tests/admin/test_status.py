@@ -78,7 +78,7 @@ async def test_metrics_are_prometheus_text(admin_world: AdminWorld) -> None:
 async def test_ready_is_503_and_metrics_say_unreachable_while_the_store_is_down(
     admin_world: AdminWorld,
 ) -> None:
-    store = admin_world.gw.gateway.store
+    store = admin_world.gw.gateway.c.store
     assert store is not None
     await store.close()
     ready = await admin_world.admin("GET", "/status/ready")

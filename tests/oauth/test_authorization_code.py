@@ -686,7 +686,7 @@ async def test_missing_code_is_invalid_request_and_unknown_code_invalid_grant(
 
 async def _stored_code(gw: RunningGateway, *, age: float, lifetime: float = 60) -> str:
     """A code saved straight into the store, issued `age` seconds ago."""
-    store = gw.gateway.store
+    store = gw.gateway.c.store
     assert store is not None
     credential = await store.find_credential("clientid")
     assert credential is not None

@@ -35,7 +35,7 @@ WINDOW = 60  # Retry-After once throttled: WINDOW / LIMIT seconds
 
 
 def auth_of(gw: RunningGateway) -> ClientAuthenticator:
-    return gw.gateway.endpoints["events"].auth
+    return gw.gateway.c.endpoints["events"].auth
 
 
 def cc(client_id: str, secret: str | None = WRONG, **extra: str) -> dict[str, str]:

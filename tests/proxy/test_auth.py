@@ -154,7 +154,7 @@ async def _expect_refusal(
 
 
 async def _consumer_id(gw: RunningGateway, username: str) -> str:
-    store = gw.gateway.store
+    store = gw.gateway.c.store
     assert store is not None
     consumer = await store.get_consumer(username)
     assert consumer is not None
@@ -573,7 +573,7 @@ async def test_anonymous_never_stands_in_for_a_store_failure(
         gateway, backend, tmp_path, anonymous="Guest", extra_consumers=[{"username": "Guest"}]
     )
     token = await _token(client, gw)
-    store = gw.gateway.store
+    store = gw.gateway.c.store
     assert store is not None
     await store.close()
     async with client.get(f"{gw.url}/events/echo", headers=_bearer(token)) as resp:
@@ -663,7 +663,7 @@ async def test_store_failure_is_503_for_every_token_once_revocations_cannot_be_f
     used = await _token(client, gw)
     await _echo(client, f"{gw.url}/events/echo", _bearer(used))  # validated: now cached
     unused = await _token(client, gw)  # issued but never presented: not cached
-    store = gw.gateway.store
+    store = gw.gateway.c.store
     assert store is not None
     await store.close()
 
@@ -692,7 +692,7 @@ async def test_token_endpoint_answers_503_when_the_store_is_closed(
     backend: Backend, gateway: GatewayFactory, client: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     gw = await _start(gateway, backend, tmp_path)
-    store = gw.gateway.store
+    store = gw.gateway.c.store
     assert store is not None
     await store.close()
     # The gateway's first request: the client's secret has never been verified (no memo).
