@@ -28,13 +28,11 @@ from edgeauth.admin.http import AdminContext
 from edgeauth.audit import AuditLog
 from edgeauth.bootstrap import policy_for, read_or_create_secret
 from edgeauth.bus import WorkerBus
-from edgeauth.cache import CLIENT_ID, CONSUMER, IDENTITY, Header, TokenCache
-from edgeauth.config import OAuth2Settings, ServerSettings, ServiceSettings, Settings
+from edgeauth.cache import Header, TokenCache
+from edgeauth.config import ServerSettings, ServiceSettings, Settings
 from edgeauth.errors import (
     BadPath,
     EdgeAuthError,
-    InvalidToken,
-    MissingToken,
     NoRoute,
     OAuthError,
     Overloaded,
@@ -46,18 +44,17 @@ from edgeauth.listener import Listener
 from edgeauth.logs import AccessLog
 from edgeauth.messages import AnyResponse, Request, Response, has_body
 from edgeauth.metrics import FLUSH_SECONDS, Recorder
-from edgeauth.oauth import bearer
 from edgeauth.oauth import routes as oauth_routes
 from edgeauth.oauth.policy import Policy
 from edgeauth.protocol import Connections, GatewayProtocol, Limits
 from edgeauth.proxy import headers as hdr
-from edgeauth.proxy.routes import form_cap, forward, peer_of, read_whole
+from edgeauth.proxy.routes import forward, peer_of
 from edgeauth.proxy.upstream import Upstream
 from edgeauth.revocations import RevocationFollower
 
 if TYPE_CHECKING:
     from edgeauth.store.postgres_listen import NotifyListener
-from edgeauth.routing import Router, Target, normalize_path, public_base
+from edgeauth.routing import Router, normalize_path, public_base
 from edgeauth.store import open_store
 from edgeauth.store.base import Store
 from edgeauth.validation import Validator
@@ -83,34 +80,6 @@ def _hidden_headers(settings: Settings, service: ServiceSettings) -> frozenset[s
     if service.oauth2 is not None and service.oauth2.hide_credentials:
         dropped.add(service.oauth2.auth_header_name)
     return frozenset(dropped)
-
-
-def _token_outside_body(
-    request: Request, s: OAuth2Settings, raw_query: str
-) -> tuple[str | None, str]:
-    """The token of the header or the query, and the query to forward."""
-    header_token = bearer.from_header(request.headers.getall(s.auth_header_name, []))
-    query_token: str | None = None
-    if s.accept_token_in_query or s.hide_credentials:
-        found, stripped = bearer.split_query_token(raw_query)
-        if s.accept_token_in_query:
-            query_token = found
-        if s.hide_credentials:
-            raw_query = stripped  # design §3: never forwarded, used or not
-    return bearer.choose(header_token, query_token), raw_query
-
-
-async def _token_in_body(
-    request: Request, s: OAuth2Settings, target: Target, token: str | None
-) -> tuple[str | None, bytes | None]:
-    """`accept_token_in_body`: the one token of the request, and the body to forward if it
-    was read. Only a form body is read (RFC 6750 §2.2), whole and capped (form_cap); a token
-    found elsewhere too is still invalid_request, so it is read even then."""
-    if not bearer.is_form(request.method, request.headers.getall("Content-Type", [])):
-        return token, None
-    body = await read_whole(request, form_cap(target))
-    body_token, stripped = bearer.split_form_token(body)
-    return bearer.choose(token, body_token), stripped if s.hide_credentials else body
 
 
 def _limits(server: ServerSettings) -> Limits:
@@ -388,8 +357,8 @@ class Gateway:
                 return await oauth_routes.handle(
                     request, endpoint, self.c.endpoints[policy.service], peer, ex, self.metrics
                 )
-            identity, raw_query, whole_body = await self._authenticate(
-                request, policy, target, raw_query, ex
+            identity, raw_query, whole_body = await self.c.validator.authenticate(
+                request, policy, target, raw_query, ex, self.metrics
             )
         return await forward(
             request,
@@ -415,47 +384,6 @@ class Gateway:
         ex.route = target.route.name
         issuer = self.c.issuers[target.service.name] + prefix
         return oauth_routes.json_response(200, oauth_routes.metadata(policy, issuer))
-
-    async def _authenticate(
-        self,
-        request: Request,
-        policy: Policy,
-        target: Target,
-        raw_query: str,
-        ex: Exchange,
-    ) -> tuple[tuple[Header, ...], str, bytes | None]:
-        """Identity headers for upstream, the query to forward, and the body to forward when it
-        had to be read to find the token (design §5 steps 2-3)."""
-        s = policy.settings
-        token, raw_query = _token_outside_body(request, s, raw_query)
-        body: bytes | None = None
-        if s.accept_token_in_body and request.body_exists:  # else no body is ever read here
-            token, body = await _token_in_body(request, s, target, token)
-        try:
-            if token is None:
-                raise MissingToken()
-            entry = await self.c.validator.validate(token, policy, target.route.required_scopes)
-        except (MissingToken, InvalidToken) as exc:
-            if not s.anonymous or target.route.required_scopes:  # anonymous holds no scope
-                self.metrics.validation("missing" if isinstance(exc, MissingToken) else "invalid")
-                raise
-            self.metrics.validation("anonymous")
-            return await self._anonymous_identity(s.anonymous, ex), raw_query, body
-        except OAuthError as exc:
-            self.metrics.validation(exc.error)
-            raise
-        self.metrics.validation("valid")
-        ex.consumer = entry[CONSUMER]
-        ex.client_id = entry[CLIENT_ID]
-        return entry[IDENTITY], raw_query, body
-
-    async def _anonymous_identity(self, anonymous: str, ex: Exchange) -> tuple[Header, ...]:
-        """Kong's `anonymous`: the named consumer's identity, flagged as anonymous."""
-        identity = await self.c.validator.anonymous.identity(anonymous)
-        if identity is None:
-            raise InvalidToken()
-        ex.consumer = anonymous
-        return identity
 
     def _error(self, exc: EdgeAuthError, ex: Exchange, request: Request | None = None) -> Response:
         headers = {self.settings.server.request_id_header: ex.request_id, "Server": SERVER_HEADER}

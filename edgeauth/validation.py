@@ -1,4 +1,4 @@
-"""Bearer validation for the proxy path (design §5 step 3, §8).
+"""Bearer authentication for the proxy path (design §5 steps 2-3, §8).
 
 Rule 1: a cache hit is synchronous: one SHA-256, one dict lookup, one comparison with now.
 Rule 2: a miss reads the store once per digest however many requests wait for it
@@ -19,11 +19,35 @@ from collections.abc import Sequence
 
 from edgeauth import crypto
 from edgeauth.anonymous import AnonymousConsumers
-from edgeauth.cache import EXPIRES_AT, SCOPES, SERVICE, Entry, TokenCache
-from edgeauth.errors import InsufficientScope, InvalidToken, StoreError, TemporarilyUnavailable
+from edgeauth.cache import (
+    CLIENT_ID,
+    CONSUMER,
+    EXPIRES_AT,
+    IDENTITY,
+    SCOPES,
+    SERVICE,
+    Entry,
+    Header,
+    TokenCache,
+)
+from edgeauth.config import OAuth2Settings
+from edgeauth.errors import (
+    InsufficientScope,
+    InvalidToken,
+    MissingToken,
+    OAuthError,
+    StoreError,
+    TemporarilyUnavailable,
+)
+from edgeauth.exchange import Exchange
+from edgeauth.messages import Request
+from edgeauth.metrics import Recorder
 from edgeauth.models import TokenView
+from edgeauth.oauth import bearer
 from edgeauth.oauth.policy import Policy
 from edgeauth.proxy.headers import identity
+from edgeauth.proxy.routes import form_cap, read_whole
+from edgeauth.routing import Target
 from edgeauth.store.base import Store
 
 
@@ -52,6 +76,34 @@ def is_live(view: TokenView | None, now: float) -> bool:
         return False
     expires_at = view.token.expires_at
     return expires_at is None or expires_at > now
+
+
+def _token_outside_body(
+    request: Request, s: OAuth2Settings, raw_query: str
+) -> tuple[str | None, str]:
+    """The token of the header or the query, and the query to forward."""
+    header_token = bearer.from_header(request.headers.getall(s.auth_header_name, []))
+    query_token: str | None = None
+    if s.accept_token_in_query or s.hide_credentials:
+        found, stripped = bearer.split_query_token(raw_query)
+        if s.accept_token_in_query:
+            query_token = found
+        if s.hide_credentials:
+            raw_query = stripped  # design §3: never forwarded, used or not
+    return bearer.choose(header_token, query_token), raw_query
+
+
+async def _token_in_body(
+    request: Request, s: OAuth2Settings, target: Target, token: str | None
+) -> tuple[str | None, bytes | None]:
+    """`accept_token_in_body`: the one token of the request, and the body to forward if it
+    was read. Only a form body is read (RFC 6750 §2.2), whole and capped (form_cap); a token
+    found elsewhere too is still invalid_request, so it is read even then."""
+    if not bearer.is_form(request.method, request.headers.getall("Content-Type", [])):
+        return token, None
+    body = await read_whole(request, form_cap(target))
+    body_token, stripped = bearer.split_form_token(body)
+    return bearer.choose(token, body_token), stripped if s.hide_credentials else body
 
 
 class Validator:
@@ -98,6 +150,48 @@ class Validator:
             else:
                 dead = set(digests)
                 self._stale.update(d for d in loading if d in dead)
+
+    async def authenticate(
+        self,
+        request: Request,
+        policy: Policy,
+        target: Target,
+        raw_query: str,
+        ex: Exchange,
+        metrics: Recorder,
+    ) -> tuple[tuple[Header, ...], str, bytes | None]:
+        """Identity headers for upstream, the query to forward, and the body to forward when it
+        had to be read to find the token (design §5 steps 2-3)."""
+        s = policy.settings
+        token, raw_query = _token_outside_body(request, s, raw_query)
+        body: bytes | None = None
+        if s.accept_token_in_body and request.body_exists:  # else no body is ever read here
+            token, body = await _token_in_body(request, s, target, token)
+        try:
+            if token is None:
+                raise MissingToken()
+            entry = await self.validate(token, policy, target.route.required_scopes)
+        except (MissingToken, InvalidToken) as exc:
+            if not s.anonymous or target.route.required_scopes:  # anonymous holds no scope
+                metrics.validation("missing" if isinstance(exc, MissingToken) else "invalid")
+                raise
+            metrics.validation("anonymous")
+            return await self._anonymous_identity(s.anonymous, ex), raw_query, body
+        except OAuthError as exc:
+            metrics.validation(exc.error)
+            raise
+        metrics.validation("valid")
+        ex.consumer = entry[CONSUMER]
+        ex.client_id = entry[CLIENT_ID]
+        return entry[IDENTITY], raw_query, body
+
+    async def _anonymous_identity(self, anonymous: str, ex: Exchange) -> tuple[Header, ...]:
+        """Kong's `anonymous`: the named consumer's identity, flagged as anonymous."""
+        identity = await self.anonymous.identity(anonymous)
+        if identity is None:
+            raise InvalidToken()
+        ex.consumer = anonymous
+        return identity
 
     async def validate(self, token: str, policy: Policy, required: tuple[str, ...]) -> Entry:
         """The entry for a live token valid on this service with the required scopes."""
