@@ -8,21 +8,22 @@ has already prepared, written and ended.
 Rule 2: a header block is encoded once, and a value that would split a line is refused.
 Rule 3: the framing headers a response leaves with (Content-Length, Transfer-Encoding) are
 computed here, never copied: none on 1xx, 204 and 304; a HEAD answer keeps its length only.
+Rule 4: a handler never holds the connection: it reads `request.peer`, facts taken once when
+the connection was made, and may only cut it (`request.abort()`). The connection is reached
+through `Connection`, the little of protocol.py's GatewayProtocol these objects need.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from multidict import CIMultiDict
-
-if TYPE_CHECKING:
-    from edgeauth.protocol import GatewayProtocol
 
 HeaderList = list[tuple[str, str]]
 NO_BODY_STATUSES = frozenset({204, 304})
@@ -76,16 +77,45 @@ class _Clock:
 DATE = _Clock()
 
 
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """The downstream connection's facts, read once when it is made: the client's address,
+    the local port it reached and its TLS version (None over plain TCP)."""
+
+    address: str
+    local_port: int
+    tls_version: str | None
+
+
+class Connection(Protocol):
+    """What a request's body and its responses need of the connection they came on."""
+
+    @property
+    def will_close(self) -> bool: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    async def drain(self) -> None: ...
+
+    def send_continue(self) -> None: ...
+
+    def body_consumed(self) -> None: ...
+
+    def close_after_response(self) -> None: ...
+
+    def kill(self) -> None: ...
+
+
 class Body:
     """A request body as it arrives; read by one consumer, in the chunks received."""
 
-    __slots__ = ("_chunks", "_eof", "_error", "_protocol", "_size", "_waiter", "expect_continue")
+    __slots__ = ("_chunks", "_conn", "_eof", "_error", "_size", "_waiter", "expect_continue")
 
-    def __init__(self, protocol: GatewayProtocol | None, expect_continue: bool) -> None:
-        self._protocol = protocol
+    def __init__(self, conn: Connection | None, expect_continue: bool) -> None:
+        self._conn = conn
         self._chunks: list[bytes] = []
         self._size = 0
-        self._eof = protocol is None
+        self._eof = conn is None
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self.expect_continue = expect_continue
@@ -111,8 +141,8 @@ class Body:
         """The interim `100 Continue`, once, if the client asked for it."""
         if self.expect_continue:
             self.expect_continue = False
-            if self._protocol is not None:
-                self._protocol.send_continue()
+            if self._conn is not None:
+                self._conn.send_continue()
 
     def is_eof(self) -> bool:
         return self._eof and not self._chunks
@@ -141,8 +171,8 @@ class Body:
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._size = 0
-        if self._protocol is not None:
-            self._protocol.body_consumed()
+        if self._conn is not None:
+            self._conn.body_consumed()
         return data
 
     def _wake(self) -> None:
@@ -151,23 +181,25 @@ class Body:
 
 
 class Request:
-    """One parsed request head, its body stream and the connection it came on."""
+    """One parsed request head, its body stream and the facts of the connection it came on."""
 
     __slots__ = (
+        "_conn",
         "body_exists",
         "content",
         "content_length",
         "headers",
         "keep_alive",
         "method",
-        "protocol",
+        "peer",
         "raw_path",
         "version",
     )
 
     def __init__(
         self,
-        protocol: GatewayProtocol,
+        conn: Connection,
+        peer: PeerInfo,
         method: str,
         raw_path: str,
         version: tuple[int, int],
@@ -177,7 +209,8 @@ class Request:
         content_length: int | None,
         body_exists: bool,
     ) -> None:
-        self.protocol = protocol
+        self._conn = conn
+        self.peer = peer
         self.method = method
         self.raw_path = raw_path
         self.version = version
@@ -190,6 +223,36 @@ class Request:
     def send_continue(self) -> None:
         """Answer `Expect: 100-continue` now that the request is allowed (RFC 9110 §10.1.1)."""
         self.content.send_continue()
+
+    def abort(self) -> None:
+        """Cut the connection at once: after a response has started, the only way to say it
+        failed, so that a truncated body cannot pass for a complete one."""
+        self._conn.kill()
+
+
+async def read_capped(
+    request: Request,
+    cap: int,
+    too_large: Callable[[], Exception],
+    counted: Callable[[int], None] | None = None,
+) -> bytes:
+    """The whole body, never holding more than `cap` bytes of it: over `cap` raises
+    `too_large()`, by its declared length before `100 Continue` and before any byte is read.
+    `counted` hears each chunk's size as it is read, the one that broke the cap included.
+    The body timers of protocol.py bound the wait."""
+    length = request.content_length
+    if length is not None and length > cap:
+        raise too_large()
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read_any():  # the first read sends `100 Continue`
+        size += len(chunk)
+        if counted is not None:
+            counted(len(chunk))
+        if size > cap:
+            raise too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class Response:
@@ -255,8 +318,8 @@ class StreamResponse:
 
     __slots__ = (
         "_chunked",
+        "_conn",
         "_head_only",
-        "_protocol",
         "content_length",
         "headers",
         "prepared",
@@ -279,43 +342,43 @@ class StreamResponse:
         self.prepared = False
         self._chunked = False
         self._head_only = False
-        self._protocol: GatewayProtocol | None = None
+        self._conn: Connection | None = None
 
     async def prepare(self, request: Request) -> None:
-        protocol = request.protocol
-        self._protocol = protocol
+        conn = request._conn
+        self._conn = conn
         self.prepared = True
         body = has_body(self.status)
         self._head_only = request.method == "HEAD" or not body
         length = self.content_length if body else None
-        close = not request.keep_alive or protocol.will_close or not request.content.is_eof()
+        close = not request.keep_alive or conn.will_close or not request.content.is_eof()
         if length is None and not self._head_only:
             if request.version >= (1, 1):
                 self._chunked = True
             else:
                 close = True  # an HTTP/1.0 body without a length ends with the connection
         if close:
-            protocol.close_after_response()
+            conn.close_after_response()
         tail = _framing_tail(self.headers, close, request.version)
         if self._chunked:
             tail = "Transfer-Encoding: chunked\r\n" + tail
         elif length is not None:
             tail = f"Content-Length: {length}\r\n" + tail
-        protocol.write(encode_head(f"HTTP/1.1 {self.status} {self.reason}", self.headers, tail))
+        conn.write(encode_head(f"HTTP/1.1 {self.status} {self.reason}", self.headers, tail))
 
     async def write(self, chunk: bytes) -> None:
-        protocol = self._protocol
-        if protocol is None or self._head_only or not chunk:
+        conn = self._conn
+        if conn is None or self._head_only or not chunk:
             return
         if self._chunked:
-            protocol.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
         else:
-            protocol.write(chunk)
-        await protocol.drain()
+            conn.write(chunk)
+        await conn.drain()
 
     async def write_eof(self) -> None:
-        if self._protocol is not None and self._chunked:
-            self._protocol.write(b"0\r\n\r\n")
+        if self._conn is not None and self._chunked:
+            self._conn.write(b"0\r\n\r\n")
             self._chunked = False
 
 

@@ -30,7 +30,7 @@ import httptools
 from multidict import CIMultiDict
 
 from edgeauth.errors import BadRequestBody, ProxyError, RequestTimeout, TrailersTooLarge
-from edgeauth.messages import Body, Request, Response, StreamResponse
+from edgeauth.messages import Body, PeerInfo, Request, Response, StreamResponse
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,21 @@ class Limits:
         self.max_head_bytes = max_line_bytes + max_header_bytes + 4
 
 
+NO_PEER = PeerInfo("", 0, None)
+
+
+def _peer_of(transport: asyncio.BaseTransport) -> PeerInfo:
+    """The connection's facts, read once per connection, not per request."""
+    ssl_object = transport.get_extra_info("ssl_object")
+    peername = transport.get_extra_info("peername")
+    sockname = transport.get_extra_info("sockname")
+    return PeerInfo(
+        address=peername[0] if peername else "",
+        local_port=sockname[1] if sockname else 0,
+        tls_version=ssl_object.version() if ssl_object is not None else None,
+    )
+
+
 class _Refused(Exception):
     """A request broke a limit: answer with the fixed bytes and close. `error` is what a
     handler already reading the request's body gets instead (trailers beyond the limits)."""
@@ -151,9 +166,7 @@ class GatewayProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self.on_closed: Callable[[], None] | None = None
-        self.tls_version: str | None = None
-        self.peer_address = ""
-        self.local_port = 0
+        self.peer = NO_PEER  # until connection_made
         # the head being parsed
         self._url = b""
         self._raw_headers: list[tuple[bytes, bytes]] = []
@@ -189,14 +202,7 @@ class GatewayProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = stream = cast(asyncio.Transport, transport)  # uvloop's: no subclass
-        ssl_object = transport.get_extra_info("ssl_object")
-        if ssl_object is not None:
-            self.tls_version = ssl_object.version()
-        # Read once per connection, not per request.
-        peername = transport.get_extra_info("peername")
-        sockname = transport.get_extra_info("sockname")
-        self.peer_address = peername[0] if peername else ""
-        self.local_port = sockname[1] if sockname else 0
+        self.peer = _peer_of(transport)
         self._owner.connections.add(self)
         stream.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self._head_timer = self._loop.call_later(self._limits.header_timeout, self._head_expired)
@@ -338,6 +344,7 @@ class GatewayProtocol(asyncio.Protocol):
             raise _Refused(BAD_REQUEST)
         request = Request(
             self,
+            self.peer,
             parser.get_method().decode("ascii"),
             self._url.decode("utf-8", "surrogateescape"),
             (1, 1) if version == "1.1" else (1, 0),

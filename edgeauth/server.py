@@ -309,7 +309,7 @@ class Gateway:
         peer = peer_of(request, server)
         ex.client_ip = peer.address
         ex.request_id = hdr.request_id(request.headers.get(server.request_id_header), peer.trusted)
-        ex.tls_version = request.protocol.tls_version
+        ex.tls_version = request.peer.tls_version
         resp: AnyResponse | None = None
         try:
             if self._inflight >= server.max_inflight_requests:

@@ -148,11 +148,7 @@ KNOWN_UPWARD: dict[tuple[str, str], str] = {
     ),
 }
 # Import cycles today: the modules of one cycle → why it is wrong.
-KNOWN_CYCLES: dict[frozenset[str], str] = {
-    frozenset({"messages.py", "protocol.py"}): (
-        "Request.protocol hands handlers the connection (issue 16 point 4: request.peer, abort())"
-    ),
-}
+KNOWN_CYCLES: dict[frozenset[str], str] = {}
 
 IO_LIBRARIES = {
     "aiohttp",

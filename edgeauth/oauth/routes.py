@@ -28,7 +28,7 @@ from edgeauth.errors import (
     oauth_body,
 )
 from edgeauth.exchange import Exchange, clip
-from edgeauth.messages import Request, Response
+from edgeauth.messages import Request, Response, read_capped
 from edgeauth.oauth import ENDPOINTS
 from edgeauth.oauth.authorize import AuthorizeEndpoint, Redirected
 from edgeauth.oauth.client_auth import credentials_from
@@ -94,19 +94,14 @@ def check_https(request: Request, peer: Peer, policy: Policy) -> None:
     raise AccessDenied()
 
 
-async def read_capped(request: Request, ex: Exchange, cap: int = MAX_BODY_BYTES) -> bytes:
-    """The whole body, refusing anything over `cap` bytes without buffering it; what was
+async def read_body(request: Request, ex: Exchange) -> bytes:
+    """The whole body, refusing anything over MAX_BODY_BYTES without buffering it; what was
     read, refused or not, is counted in `ex.bytes_in`."""
-    length = request.content_length
-    if length is not None and length > cap:
-        raise RequestTooLarge()
-    chunks: list[bytes] = []
-    async for chunk in request.content.iter_any():
-        ex.bytes_in += len(chunk)
-        if ex.bytes_in > cap:
-            raise RequestTooLarge()
-        chunks.append(chunk)
-    return b"".join(chunks)
+
+    def count(size: int) -> None:
+        ex.bytes_in += size
+
+    return await read_capped(request, MAX_BODY_BYTES, RequestTooLarge, count)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +176,7 @@ async def handle(
         if request.method != "POST":
             raise InvalidMethod()
         check_https(request, peer, policy)
-        params = parse_body(request.headers.get("Content-Type", ""), await read_capped(request, ex))
+        params = parse_body(request.headers.get("Content-Type", ""), await read_body(request, ex))
         state = params.get("state")
         if name == "token":
             ex.grant_type = clip(params.get("grant_type"))

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from edgeauth.config import ServerSettings
 from edgeauth.errors import BodyTooLarge, UpstreamTimeout
 from edgeauth.exchange import Exchange
-from edgeauth.messages import AnyResponse, Request, Response, StreamResponse
+from edgeauth.messages import AnyResponse, Request, Response, StreamResponse, read_capped
 from edgeauth.oauth.params import MAX_BODY_BYTES
 from edgeauth.proxy import headers as hdr
 from edgeauth.proxy.connection import UpstreamConnection
@@ -34,16 +34,13 @@ FORM_CAP = MAX_BODY_BYTES  # a form body read whole, like the OAuth endpoints' b
 
 def peer_of(request: Request, server: ServerSettings) -> hdr.Peer:
     """The downstream connection as the gateway sees it."""
-    protocol = request.protocol
-    address = protocol.peer_address
-    port = protocol.local_port
-    tls = protocol.tls_version is not None
+    facts = request.peer
     return hdr.Peer(
-        address=address,
-        scheme="https" if tls else "http",
+        address=facts.address,
+        scheme="https" if facts.tls_version is not None else "http",
         host=request.headers.get("Host", ""),
-        port=port,
-        trusted=hdr.is_trusted(address, server.trusted_proxies),
+        port=facts.local_port,
+        trusted=hdr.is_trusted(facts.address, server.trusted_proxies),
     )
 
 
@@ -63,21 +60,8 @@ def form_cap(target: Target) -> int:
 
 
 async def read_whole(request: Request, cap: int) -> bytes:
-    """The whole body, never holding more than `cap` bytes of it: over `cap` is 413, by its
-    declared length before `100 Continue` and before any byte is read. The body timers of
-    protocol.py bound the wait."""
-    length = request.content_length
-    if length is not None and length > cap:
-        raise BodyTooLarge()
-    request.send_continue()
-    chunks: list[bytes] = []
-    size = 0
-    while chunk := await request.content.read_any():
-        size += len(chunk)
-        if size > cap:
-            raise BodyTooLarge()
-        chunks.append(chunk)
-    return b"".join(chunks)
+    """The whole form body, at most `cap` bytes of it: over `cap` is the proxy's 413."""
+    return await read_capped(request, cap, BodyTooLarge)
 
 
 def upstream_target(target: Target, path: str, raw_query: str) -> str:
@@ -178,7 +162,7 @@ async def _relay(
             ex.error = "upstream_timeout" if isinstance(err, UpstreamTimeout) else "upstream_error"
             log.warning("upstream failed mid-response (request %s): %r", ex.request_id, exc)
             up.close()
-            _abort(request)
+            request.abort()  # a truncated body must not pass for a complete one
             return resp
         if not chunk:
             break
@@ -186,10 +170,3 @@ async def _relay(
         await resp.write(chunk)  # ConnectionResetError here: the client left; propagate
     await resp.write_eof()
     return resp
-
-
-def _abort(request: Request) -> None:
-    """Cut the downstream connection so a truncated body cannot pass for a complete one."""
-    transport = request.protocol.transport
-    if transport is not None:
-        transport.abort()
