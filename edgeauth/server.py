@@ -63,7 +63,6 @@ log = logging.getLogger(__name__)
 
 SERVER_HEADER = "edgeauth"
 SWEEP_SECONDS = 600.0
-WELL_KNOWN = "/.well-known/oauth-authorization-server"
 
 
 def _answered(ex: Exchange, request: Request, resp: Response) -> None:
@@ -341,8 +340,12 @@ class Gateway:
             raise BadPath()  # a fragment is the client's own; the backend would drop what follows
         path = normalize_path(raw_path)
         ex.path = path.path
-        if path.path.startswith(WELL_KNOWN):
-            return self._metadata(peer, path.path[len(WELL_KNOWN) :], ex)
+        if path.path.startswith(oauth_routes.WELL_KNOWN):
+            prefix = path.path[len(oauth_routes.WELL_KNOWN) :]
+            c = self.c
+            return oauth_routes.serve_metadata(
+                self.router, c.policies, c.issuers, peer.host, prefix, ex
+            )
         target = self.router.match(peer.host, request.method, path)
         if target is None:
             raise NoRoute()
@@ -373,17 +376,6 @@ class Gateway:
             raw_query=raw_query,
             whole_body=whole_body,
         )
-
-    def _metadata(self, peer: hdr.Peer, prefix: str, ex: Exchange) -> Response:
-        """RFC 8414 metadata of the protected route at `prefix` (design §4.4)."""
-        target = self.router.match(peer.host, "POST", normalize_path(prefix or "/"))
-        policy = self.c.policies.get(target.service.name) if target is not None else None
-        if target is None or policy is None or target.prefix != (prefix or "/"):
-            raise NoRoute()
-        ex.service = target.service.name
-        ex.route = target.route.name
-        issuer = self.c.issuers[target.service.name] + prefix
-        return oauth_routes.json_response(200, oauth_routes.metadata(policy, issuer))
 
     def _error(self, exc: EdgeAuthError, ex: Exchange, request: Request | None = None) -> Response:
         headers = {self.settings.server.request_id_header: ex.request_id, "Server": SERVER_HEADER}

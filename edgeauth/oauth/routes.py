@@ -21,6 +21,7 @@ from edgeauth.crypto import SecretMemo
 from edgeauth.errors import (
     AccessDenied,
     InvalidMethod,
+    NoRoute,
     OAuthError,
     RequestTooLarge,
     StoreError,
@@ -39,9 +40,11 @@ from edgeauth.oauth.policy import Policy
 from edgeauth.oauth.throttle import Throttle
 from edgeauth.oauth.token_endpoint import ClientAuthenticator, TokenEndpoint
 from edgeauth.proxy.headers import IPNetwork, Peer, forwarded
+from edgeauth.routing import Router, normalize_path
 from edgeauth.store.base import Store
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+WELL_KNOWN = "/.well-known/oauth-authorization-server"
 
 
 class Tally(Protocol):
@@ -246,3 +249,22 @@ def metadata(policy: Policy, issuer: str) -> dict[str, Any]:
     if answers:
         document["authorization_endpoint"] = f"{issuer}/oauth2/authorize"
     return document
+
+
+def serve_metadata(
+    router: Router,
+    policies: dict[str, Policy],
+    issuers: dict[str, str],
+    host: str,
+    prefix: str,
+    ex: Exchange,
+) -> Response:
+    """RFC 8414 metadata of the protected route at `prefix` (design §4.4): only a route whose
+    prefix is exactly `prefix` on a service with a policy has any, anything else is NoRoute."""
+    target = router.match(host, "POST", normalize_path(prefix or "/"))
+    policy = policies.get(target.service.name) if target is not None else None
+    if target is None or policy is None or target.prefix != (prefix or "/"):
+        raise NoRoute()
+    ex.service = target.service.name
+    ex.route = target.route.name
+    return json_response(200, metadata(policy, issuers[target.service.name] + prefix))
