@@ -15,7 +15,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -115,8 +115,15 @@ class Components:
 class Gateway:
     """Everything one worker serves: owns the upstream pools, the access log and listeners."""
 
-    def __init__(self, settings: Settings, *, bus: socket.socket | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        bus: socket.socket | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
+        self.clock = clock  # the wall clock expiry is judged by, read once per request
         self._bus = None if bus is None else WorkerBus(bus)
         self.router = Router(settings.services)
         self._hidden = {s.name: _hidden_headers(settings, s) for s in settings.services}
@@ -271,7 +278,7 @@ class Gateway:
         while True:
             await asyncio.sleep(SWEEP_SECONDS * random.uniform(0.5, 1.5))  # noqa: S311
             try:
-                removed = await store.sweep(time.time(), grace_seconds=self._reuse_memory())
+                removed = await store.sweep(self.clock(), grace_seconds=self._reuse_memory())
             except StoreError as exc:
                 log.warning("sweep failed: %s", exc)
             else:
@@ -355,13 +362,14 @@ class Gateway:
         whole_body: bytes | None = None
         policy = self.c.policies.get(target.service.name)
         if policy is not None:
+            now = self.clock()
             endpoint = oauth_routes.endpoint_of(path.path)
             if endpoint is not None:
                 return await oauth_routes.handle(
-                    request, endpoint, self.c.endpoints[policy.service], peer, ex, self.metrics
+                    request, endpoint, self.c.endpoints[policy.service], peer, ex, self.metrics, now
                 )
             identity, raw_query, whole_body = await self.c.validator.authenticate(
-                request, policy, target, raw_query, ex, self.metrics
+                request, policy, target, raw_query, ex, self.metrics, now
             )
         return await forward(
             request,

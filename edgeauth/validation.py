@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import Sequence
 
 from edgeauth import crypto
@@ -159,9 +158,11 @@ class Validator:
         raw_query: str,
         ex: Exchange,
         metrics: Recorder,
+        now: float,
     ) -> tuple[tuple[Header, ...], str, bytes | None]:
         """Identity headers for upstream, the query to forward, and the body to forward when it
-        had to be read to find the token (design §5 steps 2-3)."""
+        had to be read to find the token (design §5 steps 2-3); the token must be live at
+        `now`."""
         s = policy.settings
         token, raw_query = _token_outside_body(request, s, raw_query)
         body: bytes | None = None
@@ -170,7 +171,7 @@ class Validator:
         try:
             if token is None:
                 raise MissingToken()
-            entry = await self.validate(token, policy, target.route.required_scopes)
+            entry = await self.validate(token, policy, target.route.required_scopes, now)
         except (MissingToken, InvalidToken) as exc:
             if not s.anonymous or target.route.required_scopes:  # anonymous holds no scope
                 metrics.validation("missing" if isinstance(exc, MissingToken) else "invalid")
@@ -193,10 +194,12 @@ class Validator:
         ex.consumer = anonymous
         return identity
 
-    async def validate(self, token: str, policy: Policy, required: tuple[str, ...]) -> Entry:
-        """The entry for a live token valid on this service with the required scopes."""
+    async def validate(
+        self, token: str, policy: Policy, required: tuple[str, ...], now: float
+    ) -> Entry:
+        """The entry for a token live at `now` (the caller's clock, so tests can move it),
+        valid on this service with the required scopes."""
         digest = crypto.digest(token)
-        now = time.time()
         entry = self.cache.get(digest, now) if self.trusted else None
         if entry is None:
             entry = await self._load(digest, now)

@@ -189,9 +189,30 @@ class RunningGateway:
 GatewayFactory = Callable[..., Awaitable[RunningGateway]]
 
 
+class Clock:
+    """The wall clock of the in-process gateways: real time, plus whatever the test has moved
+    it on by, so a test lets a token expire without sleeping until it does."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += seconds
+
+
 @pytest.fixture
-async def gateway(tmp_path: Path, dev_cert: tls.DevCertificate) -> AsyncIterator[GatewayFactory]:
-    """Start an in-process gateway: `await gateway(services, **server_keys)`."""
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def gateway(
+    tmp_path: Path, dev_cert: tls.DevCertificate, clock: Clock
+) -> AsyncIterator[GatewayFactory]:
+    """Start an in-process gateway on `clock`: `await gateway(services, **server_keys)`."""
     started: list[Gateway] = []
 
     async def start(
@@ -209,7 +230,7 @@ async def gateway(tmp_path: Path, dev_cert: tls.DevCertificate) -> AsyncIterator
         sock = bind(Address("127.0.0.1", 0))
         admin = bind(Address("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        gw = Gateway(settings)
+        gw = Gateway(settings, clock=clock)
         await gw.start([sock], [], [admin])
         started.append(gw)
         admin_url = f"http://127.0.0.1:{admin.getsockname()[1]}"

@@ -68,11 +68,11 @@ async def test_a_request_joining_a_read_older_than_a_revocation_is_refused(
     policy = Policy("orders", OAuth2Settings(), "key")
     try:
         worker.release.clear()
-        first = asyncio.create_task(validator.validate(token.access, policy, ()))
+        first = asyncio.create_task(validator.validate(token.access, policy, (), time.time()))
         await asyncio.wait_for(worker.answered.wait(), 5)  # the database said "live"
         assert await other.revoke_token(token.record.id, time.time())
         await asyncio.wait_for(heard.wait(), 5)  # worker A has heard of the revocation
-        second = asyncio.create_task(validator.validate(token.access, policy, ()))
+        second = asyncio.create_task(validator.validate(token.access, policy, (), time.time()))
         await asyncio.sleep(0.05)  # the second request joins the read in flight
         worker.release.set()
         with pytest.raises(InvalidToken):
@@ -80,7 +80,7 @@ async def test_a_request_joining_a_read_older_than_a_revocation_is_refused(
         with pytest.raises(InvalidToken):
             await asyncio.wait_for(first, 5)
         with pytest.raises(InvalidToken):  # and nothing live was cached
-            await validator.validate(token.access, policy, ())
+            await validator.validate(token.access, policy, (), time.time())
     finally:
         await follower.stop()
         await worker.close()

@@ -11,7 +11,6 @@ each OAuth error answer.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -151,11 +150,12 @@ class Endpoints:
         authorization: str | None,
         source: str,
         ex: Exchange,
+        now: float,
     ) -> dict[str, Any]:
         """The success body of endpoint `name`; raises OAuthError or Redirected. The client_id
         the request claims goes to `ex` before it is checked, so a refusal names it too; one
-        from Basic credentials that could not be read is never logged (it may be a secret)."""
-        now = time.time()
+        from Basic credentials that could not be read is never logged (it may be a secret).
+        Expiry is judged at `now`, the gateway's clock."""
         if name == "authorize":
             ex.client_id = clip(params.get("client_id"))
             return await self.authorize.authorize(params, now)
@@ -170,9 +170,15 @@ class Endpoints:
 
 
 async def handle(
-    request: Request, name: str, endpoints: Endpoints, peer: Peer, ex: Exchange, tally: Tally
+    request: Request,
+    name: str,
+    endpoints: Endpoints,
+    peer: Peer,
+    ex: Exchange,
+    tally: Tally,
+    now: float,
 ) -> Response:
-    """Answer one OAuth endpoint request; never forwarded upstream."""
+    """Answer one OAuth endpoint request at `now`; never forwarded upstream."""
     policy = endpoints.policy
     state: str | None = None
     try:
@@ -191,6 +197,7 @@ async def handle(
                 request.headers.get("Authorization"),
                 endpoints.source_of(request, peer),
                 ex,
+                now,
             )
         except StoreError as exc:
             raise TemporarilyUnavailable() from exc

@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 from multidict import CIMultiDictProxy
 
-from tests.conftest import Backend, GatewayFactory, service
+from tests.conftest import Backend, Clock, GatewayFactory, service
 from tests.oauth.conftest import PROVISION_KEY, SECRET, OAuthWorld, consumers, events_service
 
 USERID = "user-4711"
@@ -333,11 +333,15 @@ async def test_reuse_refresh_token_refuses_a_scope_change(
 
 # refresh_token_ttl -----------------------------------------------------------------------
 async def test_refresh_token_ttl(
-    backend: Backend, gateway: GatewayFactory, tmp_path: Path, client: aiohttp.ClientSession
+    backend: Backend,
+    gateway: GatewayFactory,
+    tmp_path: Path,
+    client: aiohttp.ClientSession,
+    clock: Clock,
 ) -> None:
     world = await start_world(gateway, backend, tmp_path, refresh_token_ttl=1)
     access, refresh_token = assert_pair(await post(client, world.token_url, login()))
-    await asyncio.sleep(2.0)
+    clock.advance(2.0)
     expired = await post(client, world.token_url, refresh(refresh_token))
     assert_refused(expired, EXPIRED_REFRESH, refresh_token)
     await api_call(client, world.api_url, access)  # the access token lives on its own TTL

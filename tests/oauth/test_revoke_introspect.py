@@ -7,7 +7,6 @@ one. Tokens come from the password grant (and client_credentials where no user i
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from collections.abc import Mapping
@@ -20,7 +19,7 @@ import orjson
 import pytest
 from multidict import CIMultiDictProxy
 
-from tests.conftest import Backend, GatewayFactory, RunningGateway, service
+from tests.conftest import Backend, Clock, GatewayFactory, RunningGateway, service
 from tests.oauth.conftest import PROVISION_KEY, SECRET, consumers, events_service
 
 OTHER_SECRET = "other-secret"
@@ -368,12 +367,16 @@ async def test_a_refresh_token_is_introspected_with_the_scope_it_refreshes_to(
 
 
 async def test_introspect_expired_token_is_inactive(
-    gateway: GatewayFactory, backend: Backend, tmp_path: Path, client: aiohttp.ClientSession
+    gateway: GatewayFactory,
+    backend: Backend,
+    tmp_path: Path,
+    client: aiohttp.ClientSession,
+    clock: Clock,
 ) -> None:
     gw = await gateway([events_service(backend, token_expiration=1)], consumers=consumers(tmp_path))
     access, refresh = await login(client, gw)
     assert (await introspect(client, gw, access))["active"] is True
-    await asyncio.sleep(2)
+    clock.advance(2)
     assert await introspect(client, gw, access) == INACTIVE
     # Its refresh token outlives it, and still names the user and the consumer.
     body = await introspect(client, gw, refresh)

@@ -18,6 +18,7 @@ from multidict import CIMultiDict
 
 from tests.conftest import (
     Backend,
+    Clock,
     GatewayFactory,
     RunningGateway,
     body_of,
@@ -269,7 +270,11 @@ async def test_auth_header_name_reads_that_header_and_realm_names_the_challenge(
 
 
 async def test_token_works_at_once_and_is_invalid_after_it_expires(
-    backend: Backend, gateway: GatewayFactory, client: aiohttp.ClientSession, tmp_path: Path
+    backend: Backend,
+    gateway: GatewayFactory,
+    client: aiohttp.ClientSession,
+    tmp_path: Path,
+    clock: Clock,
 ) -> None:
     gw = await _start(gateway, backend, tmp_path, token_expiration=1)
     issued = await _issue(client, gw)
@@ -277,7 +282,7 @@ async def test_token_works_at_once_and_is_invalid_after_it_expires(
     token = str(issued["access_token"])
     echo = await _echo(client, f"{gw.url}/events/echo", _bearer(token))  # now cached
     assert _seen(echo)["x-authenticated-userid"] == ["user-1"]
-    await asyncio.sleep(2.1)
+    clock.advance(2.1)
     await _expect_refusal(
         client, f"{gw.url}/events/echo", _bearer(token), 401, INVALID, INVALID_CHALLENGE
     )
