@@ -1,45 +1,46 @@
-"""Following the store's revocation log, so that every worker evicts what any process revoked.
+"""The revocation log as a path of the revocation feed (feed.py), and the `Tap` every path
+reports to.
 
-Rule 1: the log is written in the same transaction as the revocation, so nothing is missed:
-a worker that polls it evicts every revoked digest within one poll interval (design §8).
-Rule 2: fail closed: when the log cannot be read, the whole cache is dropped, so requests go
-to the store (and get 503 while it is down) instead of trusting possibly-revoked entries.
+The log is written in the same transaction as the revocation, so nothing is missed: a worker
+that polls it evicts every revoked digest within one poll interval (design §8). While it cannot
+be read, the follower tells the feed so, and the feed's one fail-closed rule applies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from edgeauth.errors import StoreError
 from edgeauth.store.base import Store
 
-log = logging.getLogger(__name__)
-
 POLL_SECONDS = 0.01
+LOG = "revocation log"
+
+
+class Tap(Protocol):
+    """What a path tells the feed: digests revoked, and whether it can vouch for freshness."""
+
+    def revoked(self, digests: Sequence[bytes]) -> None: ...
+    def lost(self, path: str, reason: str, *, expected: bool = False) -> None: ...
+    def back(self, path: str) -> None: ...
 
 
 class RevocationFollower:
-    def __init__(
-        self,
-        store: Store,
-        on_revoked: Callable[[Sequence[bytes]], None],
-        on_lost: Callable[[], None],
-        interval: float = POLL_SECONDS,
-    ) -> None:
+    """Polls the revocation log every `interval`."""
+
+    def __init__(self, store: Store, interval: float = POLL_SECONDS) -> None:
         self._store = store
-        self._on_revoked = on_revoked
-        self._on_lost = on_lost
         self._interval = interval
         self._seq = 0
         self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, tap: Tap) -> None:
         """Start from the log's head: this worker's cache is empty, older entries are moot."""
         self._seq = await self._store.revocation_head()
-        self._task = asyncio.get_running_loop().create_task(self._run())
+        self._task = asyncio.get_running_loop().create_task(self._run(tap))
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -47,21 +48,15 @@ class RevocationFollower:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def _run(self) -> None:
-        healthy = True
+    async def _run(self, tap: Tap) -> None:
         while True:
             await asyncio.sleep(self._interval)
             try:
                 rows = await self._store.revocations_since(self._seq)
             except StoreError as exc:
-                if healthy:
-                    log.error("revocation log unreadable, cache dropped: %s", exc)
-                healthy = False
-                self._on_lost()
+                tap.lost(LOG, f"unreadable: {exc}")
                 continue
-            if not healthy:
-                log.info("revocation log readable again")
-                healthy = True
+            tap.back(LOG)
             if rows:
                 self._seq = rows[-1][0]
-                self._on_revoked([digest for _, digest in rows])
+                tap.revoked([digest for _, digest in rows])

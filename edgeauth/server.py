@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -40,6 +40,7 @@ from edgeauth.errors import (
     oauth_body,
 )
 from edgeauth.exchange import Exchange
+from edgeauth.feed import RevocationFeed, feed_for
 from edgeauth.listener import Listener
 from edgeauth.logs import AccessLog
 from edgeauth.messages import AnyResponse, Request, Response, has_body
@@ -50,10 +51,6 @@ from edgeauth.protocol import Connections, GatewayProtocol, Limits
 from edgeauth.proxy import headers as hdr
 from edgeauth.proxy.routes import forward, peer_of
 from edgeauth.proxy.upstream import Upstream
-from edgeauth.revocations import RevocationFollower
-
-if TYPE_CHECKING:
-    from edgeauth.store.postgres_listen import NotifyListener
 from edgeauth.routing import Router, normalize_path, public_base
 from edgeauth.store import open_store
 from edgeauth.store.base import Store
@@ -96,13 +93,12 @@ def _limits(server: ServerSettings) -> Limits:
 @dataclass(frozen=True, slots=True)
 class Components:
     """What `Gateway.start` builds, all before the first request can arrive: handlers use
-    them without asking whether start has run. `notify` and `admin` are None only where the
-    configuration has none."""
+    them without asking whether start has run. `admin` is None only where the configuration
+    has none."""
 
     store: Store
     validator: Validator
-    follower: RevocationFollower
-    notify: NotifyListener | None  # PostgreSQL only
+    feed: RevocationFeed
     policies: dict[str, Policy]
     endpoints: dict[str, oauth_routes.Endpoints]
     issuers: dict[str, str]
@@ -147,7 +143,10 @@ class Gateway:
         server = self.settings.server
         port = tls_sockets[0].getsockname()[1] if tls_sockets else None
         store = await open_store(self.settings.store)
-        validator, follower, notify = await self._follow_revocations(store)
+        cache = TokenCache(self.settings.cache.max_tokens, self.settings.cache.negative_ttl_seconds)
+        validator = Validator(store, cache)
+        feed = feed_for(store, self.settings.store, self._bus)
+        await feed.attach(validator)
         policies = {s.name: p for s in self.settings.services if (p := policy_for(s)) is not None}
         admin = await self._admin_app(store) if admin_sockets else None
         memo = crypto.SecretMemo()
@@ -155,8 +154,7 @@ class Gateway:
         self.c = Components(
             store=store,
             validator=validator,
-            follower=follower,
-            notify=notify,
+            feed=feed,
             policies=policies,
             endpoints={
                 name: oauth_routes.Endpoints.build(policy, store, memo, server.trusted_proxies)
@@ -173,28 +171,6 @@ class Gateway:
             upstream.open()
         self.access_log.open()
         self._listen(tls_sockets, plain_sockets)
-
-    async def _follow_revocations(
-        self, store: Store
-    ) -> tuple[Validator, RevocationFollower, NotifyListener | None]:
-        """The validator, and the paths by which revocations reach its cache."""
-        cache = TokenCache(self.settings.cache.max_tokens, self.settings.cache.negative_ttl_seconds)
-        validator = Validator(store, cache)
-        follower = RevocationFollower(store, validator.revoked, cache.clear)
-        await follower.start()
-        notify = None
-        if self.settings.store.backend == "postgres":
-            from edgeauth.store.postgres_listen import NotifyListener
-
-            notify = NotifyListener(
-                self.settings.store.dsn, validator.revoked, validator.distrust, validator.trust
-            )
-            validator.distrust()  # until the listener is connected
-            notify.start()
-        if self._bus is not None:
-            store.on_revoked(self._bus.publish)  # tell the other workers at once
-            self._bus.attach(validator.revoked)
-        return validator, follower, notify
 
     def _listen(
         self, tls_sockets: Sequence[socket.socket], plain_sockets: Sequence[socket.socket]
@@ -297,11 +273,7 @@ class Gateway:
             await upstream.close()
         if c.admin is not None:
             await c.admin.cleanup()
-        await c.follower.stop()
-        if c.notify is not None:
-            await c.notify.stop()
-        if self._bus is not None:
-            self._bus.close()
+        await c.feed.stop()
         c.sweeper.cancel()
         c.gauges.cancel()
         self.metrics.flush()

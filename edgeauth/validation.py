@@ -115,8 +115,7 @@ class Validator:
         self._stale: set[bytes] = set()  # digests whose read in flight predates a revocation
         self._revocations = 0
         self.anonymous = AnonymousConsumers(store)
-        self.trusted = True
-        store.on_revoked(self.revoked)
+        self.trusted = True  # see feed.py for when it is not
 
     def distrust(self) -> None:
         """Revocations may go unheard: drop the cache and read every token from the store."""

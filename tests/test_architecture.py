@@ -94,6 +94,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "sdnotify.py",
         "bootstrap.py",
         "revocations.py",
+        "feed.py",
         "validation.py",
         "anonymous.py",
         "proxy/connection.py",

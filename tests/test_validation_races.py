@@ -6,7 +6,7 @@ hears of it through the revocation log. A request arriving now joins the read in
 must not be let through by an answer older than the revocation it already heard of.
 
 Real SQLite file shared by two stores (worker A's and the revoking process's) and the real
-RevocationFollower. Worker A's store holds a token read between the database's answer and its
+revocation feed. Worker A's store holds a token read between the database's answer and its
 delivery: the window that, on a real network, a revocation can land in.
 """
 
@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from edgeauth.cache import TokenCache
-from edgeauth.config import OAuth2Settings
+from edgeauth.config import OAuth2Settings, StoreSettings
 from edgeauth.errors import InvalidToken
+from edgeauth.feed import feed_for
 from edgeauth.models import TokenView
 from edgeauth.oauth.policy import Policy
-from edgeauth.revocations import RevocationFollower
 from edgeauth.store.sqlite import SQLiteStore
 from edgeauth.validation import Validator
 from tests.store.records import mint, new_credential
@@ -45,6 +46,18 @@ class HeldReads(SQLiteStore):
         return view
 
 
+class Hearing(Validator):
+    """A validator that says when it has heard of a revocation."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        super().__init__(store, TokenCache(100, negative_ttl=5.0))
+        self.heard = asyncio.Event()
+
+    def revoked(self, digests: Sequence[bytes]) -> None:
+        super().revoked(digests)
+        self.heard.set()
+
+
 async def test_a_request_joining_a_read_older_than_a_revocation_is_refused(
     tmp_path: Path,
 ) -> None:
@@ -56,15 +69,10 @@ async def test_a_request_joining_a_read_older_than_a_revocation_is_refused(
     credential = await other.create_credential(new_credential(consumer.id))
     token = mint(credential.id, time.time())
     await other.save_token(token.record)
-    validator = Validator(worker, TokenCache(100, negative_ttl=5.0))
-    heard = asyncio.Event()
-
-    def on_revoked(digests: object) -> None:
-        validator.revoked(digests)  # type: ignore[arg-type]
-        heard.set()
-
-    follower = RevocationFollower(worker, on_revoked, validator.distrust)
-    await follower.start()
+    validator = Hearing(worker)
+    heard = validator.heard
+    feed = feed_for(worker, StoreSettings(), None)
+    await feed.attach(validator)
     policy = Policy("orders", OAuth2Settings(), "key")
     try:
         worker.release.clear()
@@ -82,6 +90,6 @@ async def test_a_request_joining_a_read_older_than_a_revocation_is_refused(
         with pytest.raises(InvalidToken):  # and nothing live was cached
             await validator.validate(token.access, policy, (), time.time())
     finally:
-        await follower.stop()
+        await feed.stop()
         await worker.close()
         await other.close()
