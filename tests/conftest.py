@@ -243,6 +243,18 @@ async def gateway(
         await gw.stop(1.0)
 
 
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> bool:
+    """Whether `check` comes true before a deadline, asked every 50 ms: for what another
+    process does in its own time, where a fixed sleep would be a guess."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
 @pytest.fixture
 async def client(client_ssl: ssl.SSLContext) -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTPS client trusting the test CA, sending exactly the headers it is given."""

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from edgeauth import tls
-from tests.conftest import Backend, ServeProcess, write_config
+from tests.conftest import Backend, ServeProcess, eventually, write_config
 from tests.oauth.conftest import PROVISION_KEY, SECRET, consumers, events_service
 from tests.store.conftest import PgSchema, pg_connect, pg_schema
 
@@ -177,12 +177,8 @@ async def test_two_nodes_share_tokens_revocations_and_races(
         headers = {"Authorization": f"Bearer {token_a}"}
         async with session.delete(f"{admin_a}/oauth2_tokens/{access}", headers=headers) as r:
             assert r.status == 204
-        refused = False
-        for _ in range(50):  # B hears of it at once; polled, with a deadline for slow machines
-            await asyncio.sleep(0.1)
-            if refused := await _everywhere(session, b.url, access, 401):
-                break
-        assert refused
+        # B hears of it at once; polled, with a deadline for slow machines
+        assert await eventually(lambda: _everywhere(session, b.url, access, 401))
 
         # 50 concurrent refreshes of one refresh token, spread over both nodes
         pair = await _login(session, a.url, user="2")
@@ -260,34 +256,30 @@ async def test_a_lost_listener_makes_the_node_distrust_its_cache_until_it_is_bac
                 sorted(relay.client_ports),
             )
             assert killed >= 2  # one listener per worker
-            refused = False
-            for _ in range(200):  # within a few keep-alive checks (a deadline for slow machines)
-                if await _status(session, f"{b.url}/events", quiet) == 401:
-                    refused = True
-                    break
-                await asyncio.sleep(0.05)
-            assert refused
 
-            back = 0
-            for _ in range(100):  # the listeners reconnect by themselves
+            async def refused(token: str) -> bool:
+                return await _status(session, f"{b.url}/events", token) == 401
+
+            # within a few keep-alive checks (a deadline for slow machines)
+            assert await eventually(lambda: refused(quiet), within=15.0)
+
+            async def listening_again() -> bool:  # the listeners reconnect by themselves
                 back = await db.fetchval(
                     "SELECT count(*) FROM pg_stat_activity"
                     " WHERE application_name = $1 AND client_port = ANY($2::int[])",
                     LISTENER,
                     sorted(relay.client_ports),
                 )
-                if back >= 2:
-                    break
-                await asyncio.sleep(0.1)
-            assert back >= 2
-            trusted_again = False
-            for _ in range(50):  # connected is not yet listening: poll until the cache is used
+                return bool(back >= 2)
+
+            assert await eventually(listening_again)
+
+            async def trusted_again() -> bool:
                 again = await cached_then_silently_revoked()
-                if await _status(session, f"{b.url}/events", again) == 200:
-                    trusted_again = True
-                    break
-                await asyncio.sleep(0.1)
-            assert trusted_again
+                return await _status(session, f"{b.url}/events", again) == 200
+
+            # connected is not yet listening: poll until the cache is used
+            assert await eventually(trusted_again)
     finally:
         await db.close()
 
@@ -336,8 +328,8 @@ async def test_store_outage_gives_503_never_a_forward_and_service_resumes(
         assert backend.stats == before  # nothing was forwarded during the outage
 
         relay.start()
-        for _ in range(100):
-            if await _status(session, f"{node.url}/events", uncached) == 200:
-                break
-            await asyncio.sleep(0.1)
-        assert await _status(session, f"{node.url}/events", uncached) == 200
+
+        async def served() -> bool:
+            return await _status(session, f"{node.url}/events", uncached) == 200
+
+        assert await eventually(served)

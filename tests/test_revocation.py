@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 
 from edgeauth import tls
-from tests.conftest import Backend, ServeProcess, read_access_log, write_config
+from tests.conftest import Backend, ServeProcess, eventually, read_access_log, write_config
 from tests.oauth.conftest import PROVISION_KEY, SECRET, consumers, events_service
 
 ROUNDS = 40
@@ -89,13 +89,13 @@ async def test_admin_delete_makes_every_worker_refuse_a_token_it_had_cached(
         headers = {"Authorization": f"Bearer {admin_token}"}
         async with session.delete(f"{admin_url}/oauth2_tokens/{token}", headers=headers) as r:
             assert r.status == 204
-        await asyncio.sleep(0.2)  # many times the workers' revocation poll interval
+        refused: dict[int, set[int]] = {}
 
-        refused = await _statuses_by_worker(tmp_path, api, token, client_ssl)
-        for _ in range(20):  # asked again while not settled: a loaded machine delays the polls
-            if len(refused) == 2 and all(statuses == {401} for statuses in refused.values()):
-                break
-            await asyncio.sleep(0.2)
+        async def every_worker_refuses() -> bool:
+            nonlocal refused
             refused = await _statuses_by_worker(tmp_path, api, token, client_ssl)
+            return len(refused) == 2 and all(statuses == {401} for statuses in refused.values())
+
+        await eventually(every_worker_refuses)  # a loaded machine delays the workers' polls
         assert len(refused) == 2, refused
         assert all(statuses == {401} for statuses in refused.values()), refused
