@@ -2,7 +2,7 @@
 
 Every error the gateway can answer with is a subclass of EdgeAuthError carrying its HTTP
 status; foreign exceptions (aiohttp, OS, sqlite) are translated into these at one boundary
-per module. Rendering to a response body lives with the web layer, never here.
+per module. Rendering to bodies and headers lives in rendering.py, never here.
 Imports nothing of ours.
 """
 
@@ -14,15 +14,12 @@ class EdgeAuthError(Exception):
 
     status: int = 500
     message: str = "An unexpected error occurred"
+    retry_after: int | None = None  # seconds, for answers that say when to come back
 
     def __init__(self, message: str | None = None) -> None:
         if message is not None:
             self.message = message
         super().__init__(self.message)
-
-    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
-        """Extra response headers this error calls for (challenges, Retry-After, Allow)."""
-        return {}
 
 
 class ConfigError(EdgeAuthError):
@@ -81,9 +78,7 @@ class Overloaded(ProxyError):
 
     status = 503
     message = "The gateway is at capacity, retry shortly"
-
-    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
-        return {"Retry-After": "1"}
+    retry_after = 1
 
 
 class UpstreamError(ProxyError):
@@ -105,9 +100,7 @@ class UpstreamBusy(ProxyError):
 
     status = 503
     message = "The upstream server is at capacity, retry shortly"
-
-    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
-        return {"Retry-After": "1"}
+    retry_after = 1
 
 
 class StoreError(EdgeAuthError):
@@ -168,9 +161,6 @@ class InvalidMethod(OAuthError):
     status = 405
     message = "The HTTP method is not allowed for this endpoint"
 
-    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
-        return {"Allow": "POST"}
-
 
 class RequestTooLarge(InvalidRequest):
     status = 413
@@ -188,9 +178,6 @@ class InvalidClient(OAuthError):
         self.basic = basic
         self.status = 401 if basic else 400
 
-    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
-        return {"WWW-Authenticate": f'Basic realm="{realm}"'} if self.basic else {}
-
 
 class ClientThrottled(OAuthError):
     """Too many failed client authentications for this client_id or source address.
@@ -206,9 +193,6 @@ class ClientThrottled(OAuthError):
     def __init__(self, retry_after: int) -> None:
         super().__init__()
         self.retry_after = retry_after
-
-    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
 
 
 class InvalidGrant(OAuthError):
@@ -247,9 +231,7 @@ class TemporarilyUnavailable(OAuthError):
     error = "temporarily_unavailable"
     status = 503
     message = "The service is temporarily unavailable, retry shortly"
-
-    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
-        return {"Retry-After": "1"}
+    retry_after = 1
 
 
 class MissingToken(OAuthError):
@@ -258,20 +240,11 @@ class MissingToken(OAuthError):
     status = 401
     message = "The access token is missing"
 
-    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
-        return {"WWW-Authenticate": f'Bearer realm="{realm}"'}
-
 
 class InvalidToken(OAuthError):
     error = "invalid_token"
     status = 401
     message = "The access token is invalid or has expired"
-
-    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
-        return {
-            "WWW-Authenticate": f'Bearer realm="{realm}", error="{self.error}", '
-            f'error_description="{self.message}"'
-        }
 
 
 class InsufficientScope(OAuthError):
@@ -282,20 +255,6 @@ class InsufficientScope(OAuthError):
     def __init__(self, required: tuple[str, ...]) -> None:
         super().__init__()
         self.required = required
-
-    def headers(self, realm: str = "edgeauth") -> dict[str, str]:
-        return {
-            "WWW-Authenticate": f'Bearer realm="{realm}", error="{self.error}", '
-            f'scope="{" ".join(self.required)}"'
-        }
-
-
-def oauth_body(exc: OAuthError, state: str | None = None) -> dict[str, str]:
-    """The JSON body of an OAuth error; `state` is echoed on the token endpoint if sent."""
-    body = {"error": exc.error, "error_description": exc.message}
-    if state is not None:
-        body["state"] = state
-    return body
 
 
 def _codes(cls: type[OAuthError]) -> frozenset[str]:
@@ -308,9 +267,6 @@ OAUTH_ERROR_CODES = _codes(OAuthError)
 
 class AdminError(EdgeAuthError):
     """Admin API errors, rendered with Kong's bodies."""
-
-    def body(self) -> dict[str, object]:
-        return {"message": self.message}
 
 
 class NotFound(AdminError):
@@ -344,14 +300,6 @@ class SchemaViolation(AdminError):
         noun = "schema violation" if count == 1 else "schema violations"
         super().__init__(f"{count} {noun} ({'; '.join(parts)})")
 
-    def body(self) -> dict[str, object]:
-        return {
-            "code": 2,
-            "name": "schema violation",
-            "message": self.message,
-            "fields": self.fields,
-        }
-
 
 class UniqueViolation(AdminError):
     """Kong's 409 body for a clash on a unique field."""
@@ -362,14 +310,6 @@ class UniqueViolation(AdminError):
         self.field = field
         self.value = value
         super().__init__(f"UNIQUE violation detected on '{{{field}=\"{value}\"}}'")
-
-    def body(self) -> dict[str, object]:
-        return {
-            "code": 5,
-            "name": "unique constraint violation",
-            "message": self.message,
-            "fields": {self.field: self.value},
-        }
 
 
 def _flat(problem: object) -> str:

@@ -31,6 +31,7 @@ from multidict import CIMultiDict
 
 from edgeauth.errors import BadRequestBody, ProxyError, RequestTimeout, TrailersTooLarge
 from edgeauth.messages import Body, PeerInfo, Request, Response, StreamResponse
+from edgeauth.rendering import fixed_answer
 
 log = logging.getLogger(__name__)
 
@@ -41,27 +42,17 @@ DRAIN_POLL_SECONDS = 0.05  # a stop re-checks fresh connections this often
 Handler = Callable[[Request], Awaitable[Response | StreamResponse]]
 
 
-def _fixed(status: bytes, message: bytes) -> bytes:
-    body = b'{"message":"' + message + b'"}'
-    return (
-        b"HTTP/1.1 "
-        + status
-        + b"\r\nContent-Type: application/json\r\nContent-Length: "
-        + str(len(body)).encode()
-        + b"\r\nConnection: close\r\n\r\n"
-        + body
-    )
-
-
-BAD_REQUEST = _fixed(b"400 Bad Request", b"Bad request")
-HEAD_TIMEOUT = _fixed(b"408 Request Timeout", b"Request header timeout")
+BAD_REQUEST = fixed_answer(b"400 Bad Request", b"Bad request")
+HEAD_TIMEOUT = fixed_answer(b"408 Request Timeout", b"Request header timeout")
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-BODY_TIMEOUT = _fixed(b"408 Request Timeout", b"Request timeout")
-URI_TOO_LONG = _fixed(b"414 URI Too Long", b"Request-URI too long")
-HEAD_TOO_LARGE = _fixed(b"431 Request Header Fields Too Large", b"Request header fields too large")
-NOT_IMPLEMENTED = _fixed(b"501 Not Implemented", b"Upgrade and CONNECT are not supported")
+BODY_TIMEOUT = fixed_answer(b"408 Request Timeout", b"Request timeout")
+URI_TOO_LONG = fixed_answer(b"414 URI Too Long", b"Request-URI too long")
+HEAD_TOO_LARGE = fixed_answer(
+    b"431 Request Header Fields Too Large", b"Request header fields too large"
+)
+NOT_IMPLEMENTED = fixed_answer(b"501 Not Implemented", b"Upgrade and CONNECT are not supported")
 SERVER_ERROR_BODY = b'{"message":"An unexpected error occurred"}'
-SERVER_ERROR = _fixed(b"500 Internal Server Error", b"An unexpected error occurred")
+SERVER_ERROR = fixed_answer(b"500 Internal Server Error", b"An unexpected error occurred")
 
 
 class Limits:

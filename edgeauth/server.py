@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from edgeauth import crypto, tls
+from edgeauth import crypto, rendering, tls
 from edgeauth.admin.app import build_admin_app
 from edgeauth.admin.http import AdminContext
 from edgeauth.audit import AuditLog
@@ -30,15 +30,7 @@ from edgeauth.bootstrap import policy_for, read_or_create_secret
 from edgeauth.bus import WorkerBus
 from edgeauth.cache import Header, TokenCache
 from edgeauth.config import ServerSettings, ServiceSettings, Settings
-from edgeauth.errors import (
-    BadPath,
-    EdgeAuthError,
-    NoRoute,
-    OAuthError,
-    Overloaded,
-    StoreError,
-    oauth_body,
-)
+from edgeauth.errors import BadPath, EdgeAuthError, NoRoute, Overloaded, StoreError
 from edgeauth.exchange import Exchange
 from edgeauth.feed import RevocationFeed, feed_for
 from edgeauth.listener import Listener
@@ -359,13 +351,9 @@ class Gateway:
 
     def _error(self, exc: EdgeAuthError, ex: Exchange, request: Request | None = None) -> Response:
         headers = {self.settings.server.request_id_header: ex.request_id, "Server": SERVER_HEADER}
-        if isinstance(exc, OAuthError):
-            policy = self.c.policies.get(ex.service or "")
-            headers.update(exc.headers(policy.settings.realm if policy else "edgeauth"))
-            body = orjson.dumps(oauth_body(exc))
-        else:
-            headers.update(exc.headers())
-            body = orjson.dumps({"message": exc.message})
+        policy = self.c.policies.get(ex.service or "")
+        headers.update(rendering.headers(exc, policy.settings.realm if policy else "edgeauth"))
+        body = orjson.dumps(rendering.body(exc))
         resp = Response(exc.status, body=body, content_type="application/json", headers=headers)
         if request is not None and not request.content.is_eof():
             # The body was not read: close rather than drain an upload we refused.

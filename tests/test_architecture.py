@@ -31,6 +31,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "core": (
         "__init__.py",
         "errors.py",
+        "rendering.py",
         "exitcodes.py",
         "models.py",
         "crypto.py",

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 import orjson
 from aiohttp import web
 
+from edgeauth import rendering
 from edgeauth.admin.auth import authorized
 from edgeauth.audit import AuditLog
 from edgeauth.config import Settings
@@ -83,19 +84,19 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
             return json({"message": "Method not allowed"}, 405)
         raise
     except AdminError as exc:
-        return json(exc.body(), exc.status)
+        return json(rendering.kong_body(exc), exc.status)
     except Conflict as exc:
-        return json({"message": exc.message}, 409)
+        return json(rendering.kong_body(exc), 409)
     except StoreUnavailable as exc:
-        return json({"message": exc.message}, 503)
+        return json(rendering.kong_body(exc), 503)
     except StoreError as exc:  # the store refused the caller's input (e.g. a bad cursor)
-        return json({"message": exc.message}, 400)
+        return json(rendering.kong_body(exc), 400)
     except EdgeAuthError as exc:
         log.warning("admin %s %s failed: %s", request.method, _route_of(request), exc)
-        return json({"message": exc.message}, exc.status)
+        return json(rendering.kong_body(exc), exc.status)
     except Exception:
         log.exception("admin %s %s failed", request.method, _route_of(request))
-        return json({"message": "An unexpected error occurred"}, 500)
+        return json(rendering.kong_body(EdgeAuthError()), 500)
 
 
 def _route_of(request: web.Request) -> str:

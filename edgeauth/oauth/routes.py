@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from edgeauth import rendering
 from edgeauth.crypto import SecretMemo
 from edgeauth.errors import (
     AccessDenied,
@@ -25,7 +26,6 @@ from edgeauth.errors import (
     RequestTooLarge,
     StoreError,
     TemporarilyUnavailable,
-    oauth_body,
 )
 from edgeauth.exchange import Exchange, clip
 from edgeauth.messages import Request, Response, read_capped
@@ -212,7 +212,9 @@ async def handle(
         _refused(ex, tally, policy.service, name, exc)
         body_state = state if name == "token" else None
         resp = json_response(
-            exc.status, oauth_body(exc, body_state), exc.headers(policy.settings.realm)
+            exc.status,
+            rendering.body(exc, body_state),
+            rendering.headers(exc, policy.settings.realm),
         )
         if not request.content.is_eof():
             resp.force_close()

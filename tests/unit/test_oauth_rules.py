@@ -14,7 +14,6 @@ from edgeauth.errors import (
     InvalidRequest,
     InvalidScope,
     OAuthError,
-    oauth_body,
 )
 from edgeauth.models import ClientType, Credential
 from edgeauth.oauth import bearer, scopes
@@ -28,6 +27,8 @@ from edgeauth.oauth.grants.provisioned import authenticated_userid, given_userid
 from edgeauth.oauth.params import SECRET_PARAMS, Params, parse_body, refuse_secrets_in_query
 from edgeauth.oauth.routes import says_http
 from edgeauth.oauth.throttle import MAX_KEY_CHARS, Throttle, keys_of, source_key
+from edgeauth.rendering import headers as headers_of
+from edgeauth.rendering import oauth_body
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -206,7 +207,7 @@ def test_malformed_basic_is_401_invalid_client_with_a_basic_challenge(header: st
     exc = info.value
     assert exc.basic is True
     assert exc.status == 401
-    assert exc.headers("edgeauth") == {"WWW-Authenticate": 'Basic realm="edgeauth"'}
+    assert headers_of(exc, "edgeauth") == {"WWW-Authenticate": 'Basic realm="edgeauth"'}
     assert oauth_body(exc) == {
         "error": "invalid_client",
         "error_description": "Invalid client authentication",
@@ -276,7 +277,7 @@ def test_no_client_at_all_is_400_invalid_client(authorization: str | None, param
         credentials_from(authorization, params)
     assert info.value.basic is False
     assert info.value.status == 400
-    assert info.value.headers("edgeauth") == {}
+    assert headers_of(info.value, "edgeauth") == {}
     assert oauth_body(info.value)["error"] == "invalid_client"
 
 
@@ -740,7 +741,7 @@ def test_oauth_error_status_code_and_headers(
 ) -> None:
     assert exc.status == status
     assert exc.error == code
-    assert exc.headers("r") == headers
+    assert headers_of(exc, "r") == headers
     body = oauth_body(exc)
     assert body == {"error": code, "error_description": exc.message}
     assert oauth_body(exc, state="xyz") == {**body, "state": "xyz"}
@@ -764,8 +765,8 @@ def test_descriptions_reuse_kongs_wording(exc: OAuthError, description: str) -> 
 
 
 def test_realm_default_is_edgeauth() -> None:
-    assert errors.MissingToken().headers() == {"WWW-Authenticate": 'Bearer realm="edgeauth"'}
-    assert errors.InvalidClient(basic=True).headers() == {
+    assert headers_of(errors.MissingToken()) == {"WWW-Authenticate": 'Bearer realm="edgeauth"'}
+    assert headers_of(errors.InvalidClient(basic=True)) == {
         "WWW-Authenticate": 'Basic realm="edgeauth"'
     }
 
