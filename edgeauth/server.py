@@ -326,14 +326,19 @@ class Gateway:
         whole_body: bytes | None = None
         policy = self.c.policies.get(target.service.name)
         if policy is not None:
-            now = self.clock()
             endpoint = oauth_routes.endpoint_of(path.path)
             if endpoint is not None:
                 return await oauth_routes.handle(
-                    request, endpoint, self.c.endpoints[policy.service], peer, ex, self.metrics, now
+                    request,
+                    endpoint,
+                    self.c.endpoints[policy.service],
+                    peer,
+                    ex,
+                    self.metrics,
+                    self.clock,
                 )
             identity, raw_query, whole_body = await self.c.validator.authenticate(
-                request, policy, target, raw_query, ex, self.metrics, now
+                request, policy, target, raw_query, ex, self.metrics, self.clock
             )
         return await forward(
             request,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from edgeauth import crypto
 from edgeauth.anonymous import AnonymousConsumers
@@ -157,11 +157,11 @@ class Validator:
         raw_query: str,
         ex: Exchange,
         metrics: Recorder,
-        now: float,
+        clock: Callable[[], float],
     ) -> tuple[tuple[Header, ...], str, bytes | None]:
         """Identity headers for upstream, the query to forward, and the body to forward when it
-        had to be read to find the token (design §5 steps 2-3); the token must be live at
-        `now`."""
+        had to be read to find the token (design §5 steps 2-3); the token must be live at the
+        time `clock` gives once any body is in."""
         s = policy.settings
         token, raw_query = _token_outside_body(request, s, raw_query)
         body: bytes | None = None
@@ -170,7 +170,7 @@ class Validator:
         try:
             if token is None:
                 raise MissingToken()
-            entry = await self.validate(token, policy, target.route.required_scopes, now)
+            entry = await self.validate(token, policy, target.route.required_scopes, clock())
         except (MissingToken, InvalidToken) as exc:
             if not s.anonymous or target.route.required_scopes:  # anonymous holds no scope
                 metrics.validation("missing" if isinstance(exc, MissingToken) else "invalid")

@@ -11,6 +11,7 @@ each OAuth error answer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -176,9 +177,10 @@ async def handle(
     peer: Peer,
     ex: Exchange,
     tally: Tally,
-    now: float,
+    clock: Callable[[], float],
 ) -> Response:
-    """Answer one OAuth endpoint request at `now`; never forwarded upstream."""
+    """Answer one OAuth endpoint request; never forwarded upstream. Time is read from `clock`
+    once the body is in: a slow upload must not stretch a code's or token's life."""
     policy = endpoints.policy
     state: str | None = None
     try:
@@ -197,7 +199,7 @@ async def handle(
                 request.headers.get("Authorization"),
                 endpoints.source_of(request, peer),
                 ex,
-                now,
+                clock(),
             )
         except StoreError as exc:
             raise TemporarilyUnavailable() from exc
