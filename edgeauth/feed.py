@@ -65,10 +65,12 @@ class RevocationFeed:
             self._bus.attach(sink.revoked)
 
     async def stop(self) -> None:
-        for source in self._sources:
-            await source.stop()
-        if self._bus is not None:
-            self._bus.close()
+        try:
+            for source in self._sources:
+                await source.stop()
+        finally:
+            if self._bus is not None:
+                self._bus.close()
 
 
 class _Vouching:

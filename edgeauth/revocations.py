@@ -13,7 +13,6 @@ import contextlib
 from collections.abc import Sequence
 from typing import Protocol
 
-from edgeauth.errors import StoreError
 from edgeauth.store.base import Store
 
 POLL_SECONDS = 0.01
@@ -53,7 +52,7 @@ class RevocationFollower:
             await asyncio.sleep(self._interval)
             try:
                 rows = await self._store.revocations_since(self._seq)
-            except StoreError as exc:
+            except Exception as exc:  # any failure fails closed and is retried, never ends the poll
                 tap.lost(LOG, f"unreadable: {exc}")
                 continue
             tap.back(LOG)

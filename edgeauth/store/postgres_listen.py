@@ -56,10 +56,12 @@ class NotifyListener:
             backoff = 0.05
             try:
                 await self._listen(connection, tap)
+            except Exception as exc:  # a failed listen is a lost path, then a reconnect
+                log.warning("revocation listener failed: %r", exc)
             finally:
+                tap.lost(LISTENER, "connection lost")  # before the close, which may take 1 s
                 with contextlib.suppress(Exception):
                     await connection.close(timeout=1)
-            tap.lost(LISTENER, "connection lost")
 
     async def _listen(self, connection: Any, tap: Tap) -> None:
         """Serve notifications until the connection dies (checked every KEEPALIVE_SECONDS)."""
