@@ -29,6 +29,7 @@ from edgeauth.oauth.grants.provisioned import authenticated_userid, check_provis
 from edgeauth.oauth.issuer import Issue, mint, response_body
 from edgeauth.oauth.params import Params
 from edgeauth.oauth.policy import Policy
+from edgeauth.rendering import oauth_body
 from edgeauth.store.base import Store
 
 CODE_SECONDS = 60
@@ -75,9 +76,7 @@ class Redirected(Exception):
         self.state = state
 
     def body(self) -> dict[str, str]:
-        params = {"error": self.error.error, "error_description": self.error.message}
-        if self.state is not None:
-            params["state"] = self.state
+        params = oauth_body(self.error, self.state)
         return {"redirect_uri": with_params(self.uri, params, fragment=self.fragment)}
 
 

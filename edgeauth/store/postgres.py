@@ -82,7 +82,7 @@ from edgeauth.store.postgres_schema import (
     update_params,
     update_query,
 )
-from edgeauth.store.rows import page, to_token, to_token_view
+from edgeauth.store.rows import INT64, page, to_token, to_token_view
 from edgeauth.store.rules import (
     REVOCATION_LOG_SECONDS,
     Listeners,
@@ -111,7 +111,6 @@ NOTIFY_CHANNEL = "edgeauth_revocations"
 DIGESTS_PER_NOTIFICATION = 100
 _ATTEMPTS = 3
 _MIGRATION_SECONDS = 600.0
-_INT64 = 2**63 - 1
 IMPORT_CHUNK = 5000  # tokens per transaction of an import
 
 
@@ -543,8 +542,8 @@ class PostgresStore:
         module docstring), so a seq is never returned before a smaller one still to come."""
         if limit <= 0:
             return []
-        seq = max(-_INT64, min(int(seq), _INT64))
-        rows = await self._read(q.REVOCATIONS_SINCE, seq, min(int(limit), _INT64))
+        seq = max(-INT64, min(int(seq), INT64))
+        rows = await self._read(q.REVOCATIONS_SINCE, seq, min(int(limit), INT64))
         return [(int(row["seq"]), bytes(row["access_digest"])) for row in rows]
 
     # authorization codes ---------------------------------------------------------------

@@ -24,7 +24,7 @@ T = TypeVar("T")
 
 MAX_PAGE = 1000
 _MAX_CURSOR_CHARS = 512
-_INT64 = 2**63 - 1
+INT64 = 2**63 - 1  # PostgreSQL's bigint; a bound for every integer a client sends
 
 TOKEN_FIELDS = tuple(field.name for field in fields(TokenRecord))
 CODE_FIELDS = tuple(field.name for field in fields(AuthCode))
@@ -94,7 +94,7 @@ def decode_cursor(cursor: str) -> tuple[int | float, str]:
         created_at, row_id = value
         if type(created_at) not in (int, float) or not isinstance(row_id, str):
             raise ValueError("wrong types")
-        if not math.isfinite(created_at) or abs(created_at) > _INT64:
+        if not math.isfinite(created_at) or abs(created_at) > INT64:
             raise ValueError("out of range")
         row_id.encode("utf-8")  # lone surrogates cannot be bound
     except (ValueError, TypeError, binascii.Error) as exc:
