@@ -198,6 +198,7 @@ class Gateway:
             settings=self.settings,
             store=store,
             token=read_or_create_secret(self.settings.admin.token_file),
+            clock=self.clock,
             stats=self.stats,
             audit=self.audit_log,
         )

@@ -6,8 +6,6 @@ change or delete here is a 409 naming it.
 
 from __future__ import annotations
 
-import time
-
 from aiohttp import web
 
 from edgeauth.admin import schemas, views
@@ -62,8 +60,9 @@ async def _create(store: Store, given: schemas.ConsumerInput) -> Consumer:
 
 
 async def create_consumer(request: web.Request) -> web.Response:
-    given = schemas.consumer(await body_of(request), now=time.time())
-    return json(views.consumer(await _create(ctx(request).store, given)), 201)
+    c = ctx(request)
+    given = schemas.consumer(await body_of(request), now=c.clock())
+    return json(views.consumer(await _create(c.store, given)), 201)
 
 
 async def get_consumer(request: web.Request) -> web.Response:
@@ -82,10 +81,11 @@ async def _update(store: Store, found: Consumer, patch: ConsumerPatch) -> Consum
 
 
 async def patch_consumer(request: web.Request) -> web.Response:
-    store = ctx(request).store
+    c = ctx(request)
+    store = c.store
     found = unmanaged(await find_consumer(store, request.match_info["c"]))
     body = await body_of(request)
-    given = schemas.consumer(body, now=time.time(), current=found, partial=True)
+    given = schemas.consumer(body, now=c.clock(), current=found, partial=True)
     patch: ConsumerPatch = {}
     if "username" in body:
         patch["username"] = given.username
@@ -99,14 +99,16 @@ async def patch_consumer(request: web.Request) -> web.Response:
 async def put_consumer(request: web.Request) -> web.Response:
     """Kong's upsert: by id if the path is one, else the path is the username; an existing
     consumer is replaced whole (what the body omits is cleared), keeping its id."""
-    store = ctx(request).store
+    c = ctx(request)
+    store = c.store
     key = request.match_info["c"]
     body = schemas.from_path(await body_of(request), key, "username")
+    now = c.clock()
     found = await store.get_consumer(key)
     if found is None:
-        given = schemas.consumer(body, now=time.time())
+        given = schemas.consumer(body, now=now)
         return json(views.consumer(await _create(store, given)), 200)
-    given = schemas.consumer(body, now=time.time(), current=unmanaged(found))
+    given = schemas.consumer(body, now=now, current=unmanaged(found))
     patch: ConsumerPatch = {
         "username": given.username,
         "custom_id": given.custom_id,

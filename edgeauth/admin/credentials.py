@@ -12,7 +12,6 @@ lacks (it can mint tokens for any application).
 from __future__ import annotations
 
 import asyncio
-import time
 
 from aiohttp import web
 
@@ -122,9 +121,10 @@ async def list_all(request: web.Request) -> web.Response:
 
 
 async def create(request: web.Request) -> web.Response:
-    store = ctx(request).store
+    c = ctx(request)
+    store = c.store
     consumer = await find_consumer(store, request.match_info["c"])
-    given = schemas.credential(await body_of(request), now=time.time())
+    given = schemas.credential(await body_of(request), now=c.clock())
     made, secret = await new_credential(store, consumer, given)
     return json(views.credential(made, secret), 201)
 
@@ -181,29 +181,30 @@ async def _update(
 
 
 async def patch(request: web.Request) -> web.Response:
+    c = ctx(request)
     found = unmanaged_app(await _found(request))
     body = await body_of(request)
-    given = schemas.credential(body, now=time.time(), current=found, partial=True)
+    given = schemas.credential(body, now=c.clock(), current=found, partial=True)
     changes = await _patch_of(body, given)
-    return await _update(ctx(request).store, found, changes, given.client_secret)
+    return await _update(c.store, found, changes, given.client_secret)
 
 
 async def put(request: web.Request) -> web.Response:
     """Kong's upsert under a consumer, by id or with the path as the client_id: an existing
     application is replaced whole (what the body omits returns to its default), keeping its
     id."""
-    store = ctx(request).store
+    c = ctx(request)
+    store = c.store
     consumer = await find_consumer(store, request.match_info["c"])
     key = request.match_info["cred"]
     body = schemas.from_path(await body_of(request), key, "client_id")
+    now = c.clock()
     try:
         found = await find_credential(store, key, consumer.id)
     except NotFound:
-        made, secret = await new_credential(
-            store, consumer, schemas.credential(body, now=time.time())
-        )
+        made, secret = await new_credential(store, consumer, schemas.credential(body, now=now))
         return json(views.credential(made, secret), 200)
-    given = schemas.credential(body, now=time.time(), current=unmanaged_app(found))
+    given = schemas.credential(body, now=now, current=unmanaged_app(found))
     return await _replace(store, found, given)
 
 

@@ -11,7 +11,6 @@ is a 400, never guessed at: aiohttp would keep such an escape as literal text, s
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,12 +45,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @dataclass
 class AdminContext:
+    """What the handlers share. `clock` is the gateway's wall clock, read once per handler;
+    `started` is read from it when the context is made."""
+
     settings: Settings
     store: Store
     token: str
-    started: float = field(default_factory=time.time)
+    clock: Callable[[], float]
     stats: Callable[[], dict[str, Any]] = dict
     audit: AuditLog = field(default_factory=lambda: AuditLog("off"))
+    started: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.started = self.clock()
 
 
 CONTEXT = web.AppKey("admin", AdminContext)

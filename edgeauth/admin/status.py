@@ -4,7 +4,6 @@ the unauthenticated status listener for load balancers is edgeauth/status.py."""
 from __future__ import annotations
 
 import os
-import time
 
 from aiohttp import web
 
@@ -21,7 +20,7 @@ async def status(request: web.Request) -> web.Response:
             "version": __version__,
             "worker": os.getpid(),
             "workers": c.settings.server.workers,
-            "uptime_seconds": round(time.time() - c.started, 3),
+            "uptime_seconds": round(c.clock() - c.started, 3),
             "config_loaded_at": int(c.started),
             "database": {"reachable": reachable, "backend": c.settings.store.backend},
             **c.stats(),

@@ -8,7 +8,6 @@ Rule 3: a bulk DELETE needs at least one filter: "revoke everything" is never an
 
 from __future__ import annotations
 
-import time
 import uuid
 from typing import Any
 
@@ -54,10 +53,11 @@ async def filter_of(request: web.Request) -> TokenFilter | None:
 async def list_tokens(request: web.Request) -> web.Response:
     size = size_of(request)
     which = await filter_of(request)
-    now = time.time()
+    c = ctx(request)
+    now = c.clock()
     if which is None:
         return json({"data": [], "next": None})
-    result = await ctx(request).store.list_tokens(which, now, after=offset_of(request), size=size)
+    result = await c.store.list_tokens(which, now, after=offset_of(request), size=size)
     return json(
         views.page(result, lambda v: views.token(v, now), request.path, size, request.query)
     )
@@ -69,7 +69,8 @@ async def revoke_many(request: web.Request) -> web.Response:
     which = await filter_of(request)
     if which is None:
         return json({"revoked": 0})
-    return json({"revoked": await ctx(request).store.revoke_tokens(which, time.time())})
+    c = ctx(request)
+    return json({"revoked": await c.store.revoke_tokens(which, c.clock())})
 
 
 async def find_token(store: Store, key: str) -> TokenView:
@@ -133,9 +134,9 @@ def _lifetime(
 
 
 def _record(
-    c: AdminContext, given: schemas.TokenInput, credential: Credential, access: str
+    c: AdminContext, given: schemas.TokenInput, credential: Credential, access: str, now: float
 ) -> TokenRecord:
-    created, expires_at, refresh_expires_at = _lifetime(c, given, time.time())
+    created, expires_at, refresh_expires_at = _lifetime(c, given, now)
     return TokenRecord(
         id=given.id or str(uuid.uuid4()),
         access_digest=crypto.digest(access),
@@ -161,13 +162,16 @@ def _clash(exc: Conflict, record: TokenRecord, given: schemas.TokenInput) -> Uni
     return UniqueViolation("access_token", record.prefix + "...")
 
 
-async def _import(c: AdminContext, body: dict[str, Any], status: int = 201) -> web.Response:
-    """Import a token by value (a migration from Kong), or mint one when none is given."""
+async def _import(
+    c: AdminContext, body: dict[str, Any], now: float, status: int = 201
+) -> web.Response:
+    """Import a token by value (a migration from Kong), or mint one when none is given; it
+    is checked, made and shown at `now`."""
     credential, problems = await _references(c, body)
-    given = schemas.token(body, now=time.time(), found=problems)
+    given = schemas.token(body, now=now, found=problems)
     assert credential is not None  # noqa: S101 - the schema requires one that exists
     access = given.access_token or crypto.mint()
-    record = _record(c, given, credential, access)
+    record = _record(c, given, credential, access, now)
     try:
         await c.store.save_token(record)
     except Conflict as exc:
@@ -175,16 +179,19 @@ async def _import(c: AdminContext, body: dict[str, Any], status: int = 201) -> w
     view = await c.store.get_token(record.id)
     if view is None:
         raise NotFound()
-    return json(views.token(view, time.time(), access, given.refresh_token), status)
+    return json(views.token(view, now, access, given.refresh_token), status)
 
 
 async def create(request: web.Request) -> web.Response:
-    return await _import(ctx(request), dict(await body_of(request)))
+    c = ctx(request)
+    body = dict(await body_of(request))
+    return await _import(c, body, c.clock())
 
 
 async def get(request: web.Request) -> web.Response:
-    found = await find_token(ctx(request).store, request.match_info["t"])
-    return json(views.token(found, time.time()))
+    c = ctx(request)
+    found = await find_token(c.store, request.match_info["t"])
+    return json(views.token(found, c.clock()))
 
 
 def _new_expiry(found: TokenView, given: schemas.TokenInput, now: float) -> float | bool | None:
@@ -197,19 +204,22 @@ def _new_expiry(found: TokenView, given: schemas.TokenInput, now: float) -> floa
     return _capped(end, given.ttl, now)
 
 
-async def _update(c: AdminContext, found: TokenView, given: schemas.TokenInput) -> web.Response:
-    expires_at = _new_expiry(found, given, time.time())
+async def _update(
+    c: AdminContext, found: TokenView, given: schemas.TokenInput, now: float
+) -> web.Response:
+    expires_at = _new_expiry(found, given, now)
     updated = await c.store.update_token(found.token.id, expires_at=expires_at, scope=given.scope)
     if updated is None:
         raise NotFound()
-    return json(views.token(updated, time.time()))
+    return json(views.token(updated, now))
 
 
 async def patch(request: web.Request) -> web.Response:
     c = ctx(request)
     found = await find_token(c.store, request.match_info["t"])
     body = await body_of(request)
-    return await _update(c, found, schemas.token_patch(body, now=time.time()))
+    now = c.clock()
+    return await _update(c, found, schemas.token_patch(body, now=now), now)
 
 
 async def put(request: web.Request) -> web.Response:
@@ -217,14 +227,15 @@ async def put(request: web.Request) -> web.Response:
     c = ctx(request)
     key = request.match_info["t"]
     body = dict(await body_of(request))
+    now = c.clock()
     try:
         found = await find_token(c.store, key)
     except NotFound:
         if schemas.is_uuid(key):
             raise
         body["access_token"] = key
-        return await _import(c, body, status=200)  # PUT answers 200
-    return await _update(c, found, schemas.token(body, now=time.time(), partial=True))
+        return await _import(c, body, now, status=200)  # PUT answers 200
+    return await _update(c, found, schemas.token(body, now=now, partial=True), now)
 
 
 async def delete(request: web.Request) -> web.Response:
@@ -233,5 +244,5 @@ async def delete(request: web.Request) -> web.Response:
         found = await find_token(c.store, request.match_info["t"])
     except NotFound:
         return no_content()
-    await c.store.revoke_token(found.token.id, time.time())
+    await c.store.revoke_token(found.token.id, c.clock())
     return no_content()

@@ -21,6 +21,7 @@ from tests.admin.conftest import (
     unique_violation,
     upstream_headers,
 )
+from tests.conftest import Clock
 from tests.oauth.conftest import SECRET
 
 TOKEN_KEYS = {
@@ -313,9 +314,9 @@ async def test_post_schema_violations(
     assert await _listed(admin_world, "") == []
 
 
-async def _until(moment: float) -> None:
-    """Sleep until just after `moment` (seconds since the epoch)."""
-    await asyncio.sleep(max(0.0, moment - time.time()) + 0.2)
+def _until(clock: Clock, moment: float) -> None:
+    """Move the gateway's clock on to just after `moment` (seconds since the epoch)."""
+    clock.advance(max(0.0, moment - clock()) + 0.2)
 
 
 async def _refresh(world: AdminWorld, refresh_token: str) -> Reply:
@@ -330,7 +331,7 @@ async def _refresh(world: AdminWorld, refresh_token: str) -> Reply:
 
 @pytest.mark.parametrize("method", ["POST", "PUT"])
 async def test_an_imported_token_lives_from_its_created_at(
-    admin_world: AdminWorld, method: str
+    admin_world: AdminWorld, method: str, clock: Clock
 ) -> None:
     """A Kong token made an hour ago with expires_in 3600 has two seconds left, not an hour."""
     created = int(time.time()) - 3598
@@ -343,7 +344,7 @@ async def test_an_imported_token_lives_from_its_created_at(
     assert made.body["expires_in"] == 3600
     assert made.body["expires_at"] == created + 3600
     assert (await admin_world.proxied(IMPORTED)).status == 200
-    await _until(created + 3600)
+    _until(clock, created + 3600)
     refused = await admin_world.proxied(IMPORTED)
     assert refused.status == 401
     assert refused.body == INVALID_TOKEN
@@ -351,7 +352,7 @@ async def test_an_imported_token_lives_from_its_created_at(
     assert entry["active"] is False
 
 
-async def test_an_imported_token_dies_with_its_ttl(admin_world: AdminWorld) -> None:
+async def test_an_imported_token_dies_with_its_ttl(admin_world: AdminWorld, clock: Clock) -> None:
     """Kong's `ttl` is the row's time to live: at its end both halves of the pair are gone."""
     refresh_token = "imported-refresh-0123456789-abcdefghijk"
     body: dict[str, Any] = {
@@ -368,7 +369,7 @@ async def test_an_imported_token_dies_with_its_ttl(admin_world: AdminWorld) -> N
     assert made.body["expires_at"] <= time.time() + 2
     assert made.body["expires_in"] <= 3
     assert (await admin_world.proxied(IMPORTED)).status == 200
-    await _until(before + 2 + 1)
+    _until(clock, before + 2 + 1)
     assert (await admin_world.proxied(IMPORTED)).body == INVALID_TOKEN
     refused = await _refresh(admin_world, refresh_token)
     assert refused.status == 400
@@ -378,7 +379,9 @@ async def test_an_imported_token_dies_with_its_ttl(admin_world: AdminWorld) -> N
     }
 
 
-async def test_a_ttl_put_on_a_stored_token_cuts_its_life(admin_world: AdminWorld) -> None:
+async def test_a_ttl_put_on_a_stored_token_cuts_its_life(
+    admin_world: AdminWorld, clock: Clock
+) -> None:
     issued = await admin_world.password_token("clientid", SECRET, "u1")
     access = issued["access_token"]
     assert (await admin_world.proxied(access)).status == 200  # cached from here on
@@ -386,7 +389,7 @@ async def test_a_ttl_put_on_a_stored_token_cuts_its_life(admin_world: AdminWorld
     cut = await admin_world.admin("PUT", f"/oauth2_tokens/{access}", json={"ttl": 1})
     assert cut.status == 200, cut.text
     assert before <= cut.body["expires_at"] <= time.time() + 1
-    await _until(before + 2)
+    _until(clock, before + 2)
     assert (await admin_world.proxied(access)).body == INVALID_TOKEN
 
 
