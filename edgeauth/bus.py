@@ -7,6 +7,8 @@ Rule: the bus is an accelerator, never the guarantee: a datagram that cannot be 
 blocking is dropped, and the revocation log that every worker follows catches it.
 Rule: a datagram of PING_BYTES (never a multiple of DIGEST_BYTES) is the supervisor's liveness
 ping; the worker's event loop echoes it back unchanged, so an answer proves that loop runs.
+The other way a worker reaches its supervisor, a SIGHUP asking for a reload, needs its pid:
+the supervisor puts it in each worker's environment (supervisor_pid).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Callable, Sequence
 
@@ -47,6 +50,18 @@ def send_nowait(sock: socket.socket, frame: bytes) -> bool:
     except (BlockingIOError, ConnectionError, OSError):
         return False
     return True
+
+
+# Set in each worker's environment to the supervisor's pid: how a worker finds whom to ask for
+# a reload, and knows it has a supervisor at all (an in-process Gateway has none).
+SUPERVISOR_ENV = "EDGEAUTH_SUPERVISOR_PID"
+
+
+def supervisor_pid() -> int | None:
+    """In a worker: the pid of the supervisor that started it, which reloads on SIGHUP; None in
+    a process no supervisor started (an in-process Gateway), or once it is gone."""
+    pid = os.environ.get(SUPERVISOR_ENV, "")
+    return int(pid) if pid.isdigit() and int(pid) == os.getppid() else None
 
 
 class WorkerBus:

@@ -7,7 +7,7 @@ Rule 2: a worker that dies is restarted, with a backoff if it keeps dying young.
 Rule 3: SIGTERM/SIGINT are passed on to the workers, which drain; the supervisor exits 0
 once they are gone (or killed after `drain_seconds` plus a grace period).
 Rule 4: SIGHUP reloads, whoever sends it: systemd (`systemctl reload`), an operator, or a
-worker whose admin API has just written a new config file (POST /config, supervisor_pid).
+worker whose admin API has just written a new config file (POST /config, bus.supervisor_pid).
 A SIGHUP that arrives during a reload makes one more reload after it.
 Rule 5: the supervisor serves the status listener (edgeauth/status.py) from a thread, and its
 own loop answers that listener's ping rounds, pinging each serving worker over its bus,
@@ -37,7 +37,13 @@ from types import FrameType
 
 from edgeauth import tls
 from edgeauth.bootstrap import prepare_store, reload_problems
-from edgeauth.bus import MAX_DATAGRAM, STOPPED_ACCEPTING, is_ping, send_nowait
+from edgeauth.bus import (
+    MAX_DATAGRAM,
+    STOPPED_ACCEPTING,
+    SUPERVISOR_ENV,
+    is_ping,
+    send_nowait,
+)
 from edgeauth.config import Address, Settings, load_settings
 from edgeauth.errors import ConfigError, StoreError
 from edgeauth.exitcodes import EX_UNAVAILABLE
@@ -51,16 +57,6 @@ CERT_WARNING_DAYS = 14
 READY_TIMEOUT_SECONDS = 30.0
 KILL_GRACE_SECONDS = 5.0
 POLL_SECONDS = 0.1
-# Set in each worker's environment to the supervisor's pid: how a worker finds whom to ask for
-# a reload, and knows it has a supervisor at all (an in-process Gateway has none).
-SUPERVISOR_ENV = "EDGEAUTH_SUPERVISOR_PID"
-
-
-def supervisor_pid() -> int | None:
-    """In a worker: the pid of the supervisor that started it, which reloads on SIGHUP; None in
-    a process no supervisor started (an in-process Gateway), or once it is gone."""
-    pid = os.environ.get(SUPERVISOR_ENV, "")
-    return int(pid) if pid.isdigit() and int(pid) == os.getppid() else None
 
 
 class ListenError(Exception):

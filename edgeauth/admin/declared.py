@@ -32,9 +32,9 @@ from aiohttp import web
 from edgeauth import __version__
 from edgeauth.admin.http import ctx, json, raw_body
 from edgeauth.bootstrap import reload_problems
+from edgeauth.bus import supervisor_pid
 from edgeauth.config import OAuth2Settings, RouteSettings, ServiceSettings, Settings, parse_toml
 from edgeauth.errors import BadRequest, ConfigError, NotFound
-from edgeauth.supervisor import supervisor_pid
 
 log = logging.getLogger(__name__)
 
