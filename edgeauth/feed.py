@@ -9,10 +9,11 @@ The paths, all ending in one call, `sink.revoked(digests)`:
 
 The fail-closed rule, the only one: a path that can miss revocations says so (the log while it
 cannot be read; the listener from start until connected, and whenever its connection is lost).
-While any path says so, the sink is distrusted: it drops its cache and reads every token from
-the store (so requests get 503 while the store is down) instead of trusting entries that may
-have been revoked. When the last such path is back the sink is trusted again, starting from an
-empty cache, since anything may have been missed meanwhile. The store's callbacks and the bus
+While any path says so, the feed cannot vouch for the sink's cache (`sink.vouched(False)`): it
+drops its cache and reads every token from the store (so requests get 503 while the store is
+down) instead of trusting entries that may have been revoked. When the last such path is back
+the feed vouches again (`sink.vouched(True)`) and the sink starts from an empty cache, since
+anything may have been missed meanwhile. The store's callbacks and the bus
 never vouch for anything: the bus is an accelerator ahead of the log.
 """
 
@@ -34,8 +35,7 @@ class Sink(Protocol):
     """What the feed drives: the validator."""
 
     def revoked(self, digests: Sequence[bytes]) -> None: ...
-    def distrust(self) -> None: ...
-    def trust(self) -> None: ...
+    def vouched(self, heard_all: bool) -> None: ...
 
 
 class Source(Protocol):
@@ -92,7 +92,7 @@ class _Vouching:
         log.log(level, "%s cannot vouch (%s): cache distrusted until it is back", path, reason)
         self._unheard.add(path)
         if len(self._unheard) == 1:
-            self._sink.distrust()
+            self._sink.vouched(False)
 
     def back(self, path: str) -> None:
         """`path` hears every revocation again."""
@@ -101,7 +101,7 @@ class _Vouching:
         log.info("%s is back", path)
         self._unheard.discard(path)
         if not self._unheard:
-            self._sink.trust()
+            self._sink.vouched(True)
 
 
 def feed_for(store: Store, settings: StoreSettings, bus: WorkerBus | None) -> RevocationFeed:

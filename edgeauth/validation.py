@@ -117,17 +117,13 @@ class Validator:
         self.anonymous = AnonymousConsumers(store)
         self.trusted = True  # see feed.py for when it is not
 
-    def distrust(self) -> None:
-        """Revocations may go unheard: drop the cache and read every token from the store."""
-        self.trusted = False
-        self.anonymous.caching = False
+    def vouched(self, heard_all: bool) -> None:
+        """Whether the feed vouches that every revocation is heard. The cache starts empty
+        either way: while it cannot vouch, nothing is cached and every token is read from the
+        store; once it can again, some revocations may have been missed meanwhile."""
         self._forget_all()
-
-    def trust(self) -> None:
-        """Revocations are heard again; start from an empty cache (some may have been missed)."""
-        self._forget_all()
-        self.trusted = True
-        self.anonymous.caching = True
+        self.trusted = heard_all
+        self.anonymous.caching = heard_all
 
     def _forget_all(self) -> None:
         self._revocations += 1

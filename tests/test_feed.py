@@ -35,13 +35,13 @@ class Sink:
     def revoked(self, digests: Sequence[bytes]) -> None:
         pass
 
-    def distrust(self) -> None:
-        self.trusted.clear()
-        self.distrusted.set()
-
-    def trust(self) -> None:
-        self.distrusted.clear()
-        self.trusted.set()
+    def vouched(self, heard_all: bool) -> None:
+        if heard_all:
+            self.distrusted.clear()
+            self.trusted.set()
+        else:
+            self.trusted.clear()
+            self.distrusted.set()
 
 
 async def test_a_log_read_failing_with_any_error_distrusts_and_the_feed_goes_on(
