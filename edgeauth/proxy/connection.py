@@ -8,7 +8,8 @@ the chunks it arrives in, with backpressure from the service's socket.
 Rule 2: the response body is handed over in the chunks llhttp yields; reading from the service
 pauses while more than HIGH_WATER bytes wait for the client, so memory stays flat.
 Rule 3: a connection is reusable only after a complete response whose framing allows it, with
-its upload finished; anything else closes it, so a half-read answer never reaches the pool.
+its upload finished and its reading not paused; anything else closes it, so a half-read answer
+never reaches the pool.
 Rule 4: the read timeout counts from the last byte received once the request has been sent,
 or while the service does not take the upload: a slow but moving body is fine, a silent
 service is a TimeoutError. Time spent paused for a slow client, or waiting for the client's
@@ -283,12 +284,15 @@ class UpstreamConnection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        """Whether the exchange ended so that the next request can use this connection."""
+        """Whether the exchange ended so that the next request can use this connection.
+        Not while reading is paused (a whole body taken by whole_body() can leave it so): what
+        the service sent since would go unseen, and the next answer would never be read."""
         return (
             self.transport is not None
             and not self.transport.is_closing()
             and self._done
             and not self._chunks
+            and not self._read_paused
             and self._keep_alive
             and (self._uploader is None or self._uploader.done())
             and self._error is None
