@@ -17,8 +17,8 @@ import orjson
 
 from tests.conftest import Backend, Clock, GatewayFactory
 from tests.oauth.conftest import SECRET, consumers, events_service
+from tests.protocol.test_protocol import _open, _response
 from tests.proxy.test_auth import _issue
-from tests.test_protocol import _open, _response
 
 FORM = "application/x-www-form-urlencoded"
 DAY = 86400.0

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from tests.conftest import GatewayFactory, RunningGateway, service
+from tests.protocol.test_protocol import _open, _response
 from tests.proxy.raw_upstream import RawUpstream, fixed
-from tests.test_protocol import _open, _response
 
 FAST = {"body_timeout_seconds": 0.5, "request_timeout_seconds": 30}
 GET_X = b"GET /raw/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"

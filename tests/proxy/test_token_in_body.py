@@ -19,6 +19,7 @@ from multidict import CIMultiDictProxy
 
 from tests.conftest import Backend, GatewayFactory, RunningGateway, raw_exchange, service
 from tests.oauth.conftest import PROVISION_KEY, consumers, events_service
+from tests.protocol.test_protocol import _open, _response
 from tests.proxy.raw_upstream import RawUpstream
 from tests.proxy.test_auth import (
     BARE_CHALLENGE,
@@ -29,7 +30,6 @@ from tests.proxy.test_auth import (
     _seen,
     _token,
 )
-from tests.test_protocol import _open, _response
 
 FORM = "application/x-www-form-urlencoded"
 CAP = 16 * 1024

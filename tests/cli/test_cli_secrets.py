@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgeauth import tls
+from tests.cli.test_cli_admin import ok, pairs
 from tests.conftest import ServeProcess, service, write_config
 from tests.oauth.conftest import PROVISION_KEY
-from tests.test_cli_admin import ok, pairs
 
 EX_API = 1
 EX_USAGE = 2

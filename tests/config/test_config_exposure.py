@@ -10,7 +10,7 @@ import pytest
 
 from edgeauth.config.checks import exposure_warnings
 from edgeauth.config.schema import DROPPED_REQUEST_HEADERS
-from tests.unit.test_config import OAUTH2, SERVICE, load, only_problem, problems, route
+from tests.config.test_config import OAUTH2, SERVICE, load, only_problem, problems, route
 
 
 def test_defaults(tmp_path: Path) -> None:

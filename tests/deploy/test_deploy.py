@@ -22,7 +22,7 @@ import tomli_w
 
 from edgeauth import tls
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "deploy" / "edgeauth.service"
 CHECK = "ExecReload=/opt/edgeauth/.venv/bin/edgeauth check-config -c /etc/edgeauth/config.toml"
 SIGNAL = "ExecReload=/bin/kill -HUP $MAINPID"
