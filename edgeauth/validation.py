@@ -31,6 +31,7 @@ from edgeauth.cache import (
 )
 from edgeauth.config import OAuth2Settings
 from edgeauth.errors import (
+    BodyTooLarge,
     InsufficientScope,
     InvalidToken,
     MissingToken,
@@ -39,13 +40,13 @@ from edgeauth.errors import (
     TemporarilyUnavailable,
 )
 from edgeauth.exchange import Exchange
-from edgeauth.messages import Request
+from edgeauth.messages import Request, read_capped
 from edgeauth.metrics import Recorder
 from edgeauth.models import TokenView
 from edgeauth.oauth import bearer
 from edgeauth.oauth.policy import Policy
 from edgeauth.proxy.headers import identity
-from edgeauth.proxy.routes import form_cap, read_whole
+from edgeauth.proxy.routes import form_cap
 from edgeauth.routing import Target
 from edgeauth.store.base import Store
 
@@ -96,11 +97,12 @@ async def _token_in_body(
     request: Request, s: OAuth2Settings, target: Target, token: str | None
 ) -> tuple[str | None, bytes | None]:
     """`accept_token_in_body`: the one token of the request, and the body to forward if it
-    was read. Only a form body is read (RFC 6750 §2.2), whole and capped (form_cap); a token
-    found elsewhere too is still invalid_request, so it is read even then."""
+    was read. Only a form body is read (RFC 6750 §2.2), whole and capped (form_cap: over it,
+    the proxy's 413); a token found elsewhere too is still invalid_request, so it is read even
+    then."""
     if not bearer.is_form(request.method, request.headers.getall("Content-Type", [])):
         return token, None
-    body = await read_whole(request, form_cap(target))
+    body = await read_capped(request, form_cap(target), BodyTooLarge)
     body_token, stripped = bearer.split_form_token(body)
     return bearer.choose(token, body_token), stripped if s.hide_credentials else body
 

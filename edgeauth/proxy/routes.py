@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from edgeauth.config import ServerSettings
 from edgeauth.errors import BodyTooLarge, UpstreamTimeout
 from edgeauth.exchange import Exchange
-from edgeauth.messages import AnyResponse, Request, Response, StreamResponse, read_capped
+from edgeauth.messages import AnyResponse, Request, Response, StreamResponse
 from edgeauth.oauth.params import MAX_BODY_BYTES
 from edgeauth.proxy import headers as hdr
 from edgeauth.proxy.connection import UpstreamConnection
@@ -57,11 +57,6 @@ def form_cap(target: Target) -> int:
     `max_request_body_bytes` if smaller."""
     limit = target.service.max_request_body_bytes
     return min(FORM_CAP, limit) if limit else FORM_CAP
-
-
-async def read_whole(request: Request, cap: int) -> bytes:
-    """The whole form body, at most `cap` bytes of it: over `cap` is the proxy's 413."""
-    return await read_capped(request, cap, BodyTooLarge)
 
 
 def upstream_target(target: Target, path: str, raw_query: str) -> str:
