@@ -67,6 +67,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "store/base.py",
         "store/rows.py",
         "store/rules.py",
+        "store/sql.py",
         "store/sqlite_schema.py",
         "store/sqlite_rows.py",
         "store/postgres_schema.py",

@@ -39,7 +39,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -67,20 +69,15 @@ from edgeauth.store.postgres_schema import (
     MIGRATION_LOCK_CLASS,
     MIGRATIONS,
     Row,
-    Where,
     client_params,
     code_params,
     credential_params,
     import_params,
-    page_query,
-    revoke_query,
-    tags_where,
+    tags_match,
     to_consumer,
     to_credential,
     token_params,
-    tokens_where,
     update_params,
-    update_query,
 )
 from edgeauth.store.rows import INT64, page, to_token, to_token_view
 from edgeauth.store.rules import (
@@ -93,6 +90,14 @@ from edgeauth.store.rules import (
     patch_values,
     token_changes,
     unexpired_code,
+)
+from edgeauth.store.sql import (
+    Where,
+    page_query,
+    revoke_query,
+    tags_where,
+    tokens_where,
+    update_query,
 )
 
 __all__ = [
@@ -110,6 +115,7 @@ T = TypeVar("T")
 NOTIFY_CHANNEL = "edgeauth_revocations"
 DIGESTS_PER_NOTIFICATION = 100
 _ATTEMPTS = 3
+_NUMBERED = re.compile(r"\?(\d+)")
 _MIGRATION_SECONDS = 600.0
 IMPORT_CHUNK = 5000  # tokens per transaction of an import
 
@@ -313,7 +319,7 @@ class PostgresStore:
         self, *, tags: TagFilter | None = None, after: str | None = None, size: int = 100
     ) -> Page[Consumer]:
         where = Where()
-        tags_where(where, "consumers.tags", tags)
+        tags_where(where, "consumers.tags", tags, tags_match)
         select = "SELECT * FROM consumers"
         sql, params = page_query(select, where, "consumers", after, size, whole=True)
         return page(await self._read(sql, *params), size, to_consumer)
@@ -328,7 +334,7 @@ class PostgresStore:
             old = await db.fetch(q.LOCK_CONSUMER, consumer_id)
             if not old:
                 return None, []
-            sql = update_query("consumers", values, "*")
+            sql = _dollars(update_query("consumers", values, "*"))
             consumer = to_consumer((await db.fetch(sql, consumer_id, *values.values()))[0])
             return consumer, await _identity_changed(db, to_consumer(old[0]), consumer)
 
@@ -390,8 +396,8 @@ class PostgresStore:
     ) -> Page[Credential]:
         where = Where()
         if consumer_id is not None:
-            where.add(f"credentials.consumer_id = {where.param(consumer_id)}")
-        tags_where(where, "credentials.tags", tags)
+            where.add("credentials.consumer_id = ?", consumer_id)
+        tags_where(where, "credentials.tags", tags, tags_match)
         select = "SELECT * FROM credentials"
         sql, params = page_query(select, where, "credentials", after, size, whole=True)
         return page(await self._read(sql, *params), size, to_credential)
@@ -409,7 +415,7 @@ class PostgresStore:
             old = to_credential(rows[0])
             if values:
                 sql = update_query("credentials", values, "*")
-                rows = await db.fetch(sql, credential_id, *values.values())
+                rows = await db.fetch(_dollars(sql), credential_id, *values.values())
             updated = to_credential(rows[0])
             return updated, await _client_changed(db, old, updated)
 
@@ -473,7 +479,7 @@ class PostgresStore:
 
         async def work(db: Connection) -> tuple[TokenView | None, list[bytes]]:
             sql = update_query("tokens", values, "access_digest")
-            changed = await _digests(db, sql, token_id, *values.values())
+            changed = await _digests(db, _dollars(sql), token_id, *values.values())
             if not changed:
                 return None, []
             rows = await db.fetch(f"{q.VIEWS_SELECT} WHERE t.id = $1", token_id)
@@ -586,7 +592,7 @@ class PostgresStore:
     async def _read(self, sql: str, *params: object) -> list[Row]:
         with _translated():
             async with self._connection() as db:
-                return await db.fetch(sql, *params)
+                return await db.fetch(_dollars(sql), *params)
 
     async def _change(self, sql: str, *params: object) -> list[Row]:
         """One statement, committed on its own; returns its RETURNING rows."""
@@ -598,7 +604,7 @@ class PostgresStore:
 
     async def _revoke(self, sql: str, *params: object) -> list[bytes]:
         async def work(db: Connection) -> tuple[list[bytes], list[bytes]]:
-            dead = await _digests(db, sql, *params)
+            dead = await _digests(db, _dollars(sql), *params)
             return dead, dead
 
         return await self._write(work)
@@ -720,6 +726,12 @@ def _imported(columns: list[list[object]]) -> Work[int]:
         return _count(await db.execute(q.IMPORT_TOKENS, *columns)), []
 
     return work
+
+
+@functools.lru_cache(maxsize=256)
+def _dollars(sql: str) -> str:
+    """sql.py's numbered parameters (`?1`) as PostgreSQL's (`$1`)."""
+    return _NUMBERED.sub(r"$\1", sql)
 
 
 def _count(status: str) -> int:

@@ -10,14 +10,13 @@ into SQL, values are always bound parameters.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple
 from typing import Any
 
 from edgeauth.models import AuthCode, ClientType, Consumer, Credential, TokenRecord
-from edgeauth.store.base import NewCredential, TagFilter, TokenFilter
-from edgeauth.store.rows import CODE_FIELDS, TOKEN_FIELDS, decode_cursor, page_size
+from edgeauth.store.base import NewCredential
+from edgeauth.store.rows import CODE_FIELDS, TOKEN_FIELDS
 
 Row = Mapping[str, Any]  # an asyncpg Record
 
@@ -343,88 +342,7 @@ CREDENTIAL_PATCH: Mapping[str, Callable[[Any], object]] = {
 }
 
 
-def update_query(table: str, values: Mapping[str, object], returning: str) -> str:
-    """UPDATE of the row `$1` setting `values` ($2...) (names from a patch table or the store)."""
-    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(values, start=2))
-    return f"UPDATE {table} SET {assignments} WHERE id = $1 RETURNING {returning}"  # noqa: S608
-
-
-# filters and pages --------------------------------------------------------------------------
-@dataclass
-class Where:
-    """Conditions joined by AND; `param` binds a value and returns its $n placeholder."""
-
-    params: list[object] = field(default_factory=list)
-    conditions: list[str] = field(default_factory=list)
-
-    def param(self, value: object) -> str:
-        self.params.append(value)
-        return f"${len(self.params)}"
-
-    def add(self, condition: str) -> None:
-        self.conditions.append(condition)
-
-    def sql(self) -> str:
-        return f" WHERE {' AND '.join(self.conditions)}" if self.conditions else ""
-
-
-def tags_where(where: Where, column: str, tags: TagFilter | None) -> None:
-    """All of `tags.tags` in the array `column`, or at least one if `tags.any`."""
-    if tags is None or not tags.tags:
-        return
-    wanted = where.param(sorted(set(tags.tags)))
-    where.add(f"{column} {'&&' if tags.any else '@>'} {wanted}::text[]")
-
-
-def tokens_where(which: TokenFilter, now: float, table: str, where: Where) -> Where:
-    """`which` on the tokens table (or alias) `table`. Active: not revoked and the access
-    token not expired at `now` (a live refresh token does not make an expired one active)."""
-    if which.authenticated_userid is not None:
-        where.add(f"{table}.authenticated_userid = {where.param(which.authenticated_userid)}")
-    if which.credential_id is not None:
-        where.add(f"{table}.credential_id = {where.param(which.credential_id)}")
-    if which.consumer_id is not None:
-        owner = where.param(which.consumer_id)
-        where.add(
-            f"{table}.credential_id IN (SELECT id FROM credentials WHERE consumer_id = {owner})"  # noqa: S608
-        )
-    if which.service is not None:
-        where.add(f"{table}.service = {where.param(which.service)}")
-    if which.active is not None:
-        at = where.param(float(now))
-        unexpired = f"({table}.expires_at IS NULL OR {table}.expires_at > {at})"
-        live = f"{table}.revoked_at IS NULL AND {unexpired}"
-        where.add(f"({live})" if which.active else f"NOT ({live})")
-    return where
-
-
-def revoke_query(which: TokenFilter, now: float) -> tuple[str, list[object]]:
-    """Revoke the unrevoked rows matching `which` (expired ones too, unless `which.active`:
-    an expired access token may still hold a live refresh token)."""
-    where = tokens_where(which, now, "tokens", Where([float(now)]))
-    where.add("tokens.revoked_at IS NULL")
-    sql = f"UPDATE tokens SET revoked_at = $1{where.sql()} RETURNING access_digest"  # noqa: S608
-    return sql, where.params
-
-
-def page_query(
-    select: str, where: Where, table: str, after: str | None, size: int, *, whole: bool
-) -> tuple[str, list[object]]:
-    """`select` filtered by `where`, after the cursor, in key order, one row more than the
-    page. `whole`: created_at is an integer column (a fractional cursor time is placed
-    between two seconds). Raises StoreError on a bad cursor."""
-    if after is not None:
-        created_at, row_id = decode_cursor(after)
-        op = ">"
-        if whole:
-            if float(created_at).is_integer():
-                created_at = int(created_at)
-            else:  # after (x.5, id) comes every row of second x + 1 and later: id >= ''
-                created_at, row_id, op = math.ceil(created_at), "", ">="
-        else:
-            created_at = float(created_at)
-        key = f"({table}.created_at, {table}.id)"
-        where.add(f"{key} {op} ({where.param(created_at)}, {where.param(row_id)})")
-    limit = where.param(page_size(size) + 1)
-    sql = f"{select}{where.sql()} ORDER BY {table}.created_at, {table}.id LIMIT {limit}"
-    return sql, where.params
+# filters ------------------------------------------------------------------------------------
+def tags_match(column: str, wanted: Sequence[str], any_: bool) -> tuple[str, list[object]]:
+    """sql.TagsMatch on a text[] column."""
+    return f"{column} {'&&' if any_ else '@>'} ?::text[]", [list(wanted)]

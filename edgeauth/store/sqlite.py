@@ -54,20 +54,23 @@ from edgeauth.store.rules import (
     token_changes,
     unexpired_code,
 )
-from edgeauth.store.sqlite_rows import (
-    CONSUMER_PATCH,
-    CREDENTIAL_PATCH,
+from edgeauth.store.sql import (
     Where,
-    credential_params,
-    json_list,
     page_query,
     revoke_query,
     tags_where,
+    tokens_where,
+    update_query,
+)
+from edgeauth.store.sqlite_rows import (
+    CONSUMER_PATCH,
+    CREDENTIAL_PATCH,
+    credential_params,
+    json_list,
+    tags_match,
     to_consumer,
     to_credential,
     token_params,
-    tokens_where,
-    update_query,
 )
 from edgeauth.store.sqlite_schema import (
     CLIENTS,
@@ -229,8 +232,9 @@ class SQLiteStore:
         self, *, tags: TagFilter | None = None, after: str | None = None, size: int = 100
     ) -> Page[Consumer]:
         where = Where()
-        tags_where(where, "consumers.tags", tags)
-        sql, params = page_query("SELECT * FROM consumers", where, "consumers", after, size)
+        tags_where(where, "consumers.tags", tags, tags_match)
+        select = "SELECT * FROM consumers"
+        sql, params = page_query(select, where, "consumers", after, size, whole=True)
         return page(await self._read(sql, params), size, to_consumer)
 
     async def update_consumer(self, consumer_id: str, patch: ConsumerPatch) -> Consumer | None:
@@ -245,7 +249,7 @@ class SQLiteStore:
             if not old:
                 return None, []
             sql = update_query("consumers", values, "*")
-            consumer = to_consumer((await _fetch(db, sql, {**values, "id": consumer_id}))[0])
+            consumer = to_consumer((await _fetch(db, sql, (consumer_id, *values.values())))[0])
             return consumer, await _identity_changed(db, to_consumer(old[0]), consumer)
 
         return await self._write(work)
@@ -300,8 +304,9 @@ class SQLiteStore:
         where = Where()
         if consumer_id is not None:
             where.add("credentials.consumer_id = ?", consumer_id)
-        tags_where(where, "credentials.tags", tags)
-        sql, params = page_query("SELECT * FROM credentials", where, "credentials", after, size)
+        tags_where(where, "credentials.tags", tags, tags_match)
+        select = "SELECT * FROM credentials"
+        sql, params = page_query(select, where, "credentials", after, size, whole=True)
         return page(await self._read(sql, params), size, to_credential)
 
     async def update_credential(
@@ -317,7 +322,7 @@ class SQLiteStore:
             old = to_credential(rows[0])
             if values:
                 sql = update_query("credentials", values, "*")
-                rows = await _fetch(db, sql, {**values, "id": credential_id})
+                rows = await _fetch(db, sql, (credential_id, *values.values()))
             updated = to_credential(rows[0])
             return updated, await _client_changed(db, old, updated)
 
@@ -376,7 +381,8 @@ class SQLiteStore:
         self, which: TokenFilter, now: float, *, after: str | None = None, size: int = 100
     ) -> Page[TokenView]:
         """Active means not revoked and the access token not expired at `now`."""
-        sql, params = page_query(VIEWS_SELECT, tokens_where(which, now, "t"), "t", after, size)
+        where = tokens_where(which, now, "t", Where())
+        sql, params = page_query(VIEWS_SELECT, where, "t", after, size, whole=False)
         return page(await self._read(sql, params), size, to_token_view)
 
     async def update_token(
@@ -390,7 +396,7 @@ class SQLiteStore:
 
         async def work(db: aiosqlite.Connection) -> tuple[TokenView | None, list[bytes]]:
             sql = update_query("tokens", values, "access_digest")
-            changed = await _digests(db, sql, {**values, "id": token_id})
+            changed = await _digests(db, sql, (token_id, *values.values()))
             if not changed:
                 return None, []
             rows = await _fetch(db, f"{VIEWS_SELECT} WHERE t.id = ?", (token_id,))
