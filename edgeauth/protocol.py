@@ -30,6 +30,7 @@ import httptools
 from multidict import CIMultiDict
 
 from edgeauth.errors import BadRequestBody, ProxyError, RequestTimeout, TrailersTooLarge
+from edgeauth.flowcontrol import FlowControl
 from edgeauth.messages import Body, PeerInfo, Request, Response, StreamResponse
 from edgeauth.rendering import fixed_answer
 
@@ -150,6 +151,8 @@ class Connections:
 class GatewayProtocol(asyncio.Protocol):
     """One client connection: parses heads and bodies, runs the handler, writes answers."""
 
+    _flow: FlowControl  # backpressure both ways, from connection_made on
+
     def __init__(self, owner: Connections) -> None:
         self._owner = owner
         self._limits = owner.limits
@@ -185,9 +188,6 @@ class GatewayProtocol(asyncio.Protocol):
         # for it; the head timer ends a silent or slow one, a refusal a bad one)
         self.fresh = True
         self._lingering = False
-        self._read_paused = False
-        self._write_paused = False
-        self._drain: asyncio.Future[None] | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -195,6 +195,7 @@ class GatewayProtocol(asyncio.Protocol):
         self.transport = stream = cast(asyncio.Transport, transport)  # uvloop's: no subclass
         self.peer = _peer_of(transport)
         self._owner.connections.add(self)
+        self._flow = FlowControl(stream)
         stream.set_write_buffer_limits(high=WRITE_HIGH_WATER)
         self._head_timer = self._loop.call_later(self._limits.header_timeout, self._head_expired)
 
@@ -211,9 +212,7 @@ class GatewayProtocol(asyncio.Protocol):
         self._queue.clear()
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_exception(gone)
-            self._drain.exception()
+        self._flow.connection_lost(gone)
         on_closed, self.on_closed = self.on_closed, None
         if on_closed is not None:
             on_closed()
@@ -239,7 +238,7 @@ class GatewayProtocol(asyncio.Protocol):
             return
         if self._parsing is not None:
             self._body_read(len(data) if in_body is self._parsing else 0)
-        if self._task is None and self._queue and not self._write_paused:
+        if self._task is None and self._queue and not self._flow.write_paused:
             self._next()  # only now: llhttp has accepted the whole head
         if counting and self._in_head:
             # Only a head left incomplete by this read needs its deadline (armed now, at
@@ -262,17 +261,15 @@ class GatewayProtocol(asyncio.Protocol):
     def pause_writing(self) -> None:
         """The client is not reading: no new request starts until it does, and a client
         that reads nothing for `keepalive_timeout` is cut off."""
-        self._write_paused = True
+        self._flow.pause_writing()
         if self._stall_timer is None:
             self._stall_timer = self._loop.call_later(self._limits.keepalive_timeout, self.kill)
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self._flow.resume_writing()
         if self._stall_timer is not None:
             self._stall_timer.cancel()
             self._stall_timer = None
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
         if self._task is None and self._queue:
             self._start_next()
 
@@ -349,10 +346,8 @@ class GatewayProtocol(asyncio.Protocol):
         self._parsing = request
         self._body_stalled_bytes = self._trailer_bytes = 0
         self._queue.append(request)
-        waiting = self._task is not None or self._write_paused or len(self._queue) > 1
-        if waiting and not self._read_paused and self.transport is not None:
-            self._read_paused = True  # pipelined: read no further until its turn
-            self.transport.pause_reading()
+        if self._task is not None or self._flow.write_paused or len(self._queue) > 1:
+            self._flow.pause_reading()  # pipelined: read no further until its turn
 
     def on_chunk_header(self) -> None:
         self._body_moved = True
@@ -365,10 +360,8 @@ class GatewayProtocol(asyncio.Protocol):
         if request is None:
             return
         self._body_moved = True
-        buffered = request.content.feed(body)
-        if buffered > BODY_HIGH_WATER and not self._read_paused and self.transport is not None:
-            self._read_paused = True
-            self.transport.pause_reading()
+        if request.content.feed(body) > BODY_HIGH_WATER:
+            self._flow.pause_reading()
 
     def on_message_complete(self) -> None:
         if self._parsing is not None:
@@ -388,14 +381,7 @@ class GatewayProtocol(asyncio.Protocol):
         self.write(CONTINUE)
 
     async def drain(self) -> None:
-        if self.transport is None:
-            raise ConnectionResetError("the client closed the connection")
-        if self._write_paused:
-            self._drain = self._loop.create_future()
-            try:
-                await self._drain
-            finally:
-                self._drain = None
+        await self._flow.drain()
 
     def body_consumed(self) -> None:
         """A reader took the buffered body: read on unless a pipelined request waits."""
@@ -482,7 +468,7 @@ class GatewayProtocol(asyncio.Protocol):
             self._close(linger=unread)
             return
         if self._queue:
-            if not self._write_paused:
+            if not self._flow.write_paused:
                 self._start_next()
             return
         self._awaiting_head = True
@@ -505,10 +491,8 @@ class GatewayProtocol(asyncio.Protocol):
     def _resume_reading(self) -> None:
         """Read again after a pause of the gateway's own making, which a body's idle time
         never counts."""
-        if self._read_paused and self.transport is not None:
-            self._read_paused = False
+        if self._flow.resume_reading():
             self._body_last = self._loop.time()
-            self.transport.resume_reading()
 
     def _close(self, *, linger: bool) -> None:
         transport = self.transport
@@ -555,7 +539,7 @@ class GatewayProtocol(asyncio.Protocol):
         if self._parsing is None:
             return
         now = self._loop.time()
-        if self._read_paused or self._parsing.content.expect_continue:
+        if self._flow.read_paused or self._parsing.content.expect_continue:
             # held back by the gateway, or a client waiting for `100 Continue`
             self._body_deadline += now - self._body_last
             self._body_last = now
@@ -605,7 +589,7 @@ class GatewayProtocol(asyncio.Protocol):
         self._lingering = True
         if self._task is not None or self._queue:
             self._close_after = True
-            if self._task is None and not self._write_paused:
+            if self._task is None and not self._flow.write_paused:
                 self._next()
             return
         transport = self.transport

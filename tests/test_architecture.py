@@ -86,6 +86,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     # the proxy and OAuth handlers, the store backends, TLS, logs, metrics, the revocation paths.
     "adapters": (
         "messages.py",
+        "flowcontrol.py",
         "protocol.py",
         "listener.py",
         "tls.py",

@@ -29,6 +29,7 @@ from typing import cast
 
 import httptools
 
+from edgeauth.flowcontrol import FlowControl
 from edgeauth.messages import NO_BODY_STATUSES
 
 HIGH_WATER = 1024 * 1024
@@ -48,11 +49,11 @@ class BadResponse(UpstreamClosed):
 class UpstreamConnection(asyncio.Protocol):
     """A pooled connection; between `start()` and `release()`/`close()` it is one response."""
 
+    _flow: FlowControl  # backpressure both ways, from connection_made on
     # the state of one exchange, set by _reset()
     _error: BaseException | None
     _uploader: asyncio.Task[None] | None
     _buffered: int
-    _read_paused: bool
     _head_only: bool
     _until_eof: bool
     _keep_alive: bool
@@ -79,8 +80,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.idle_since = 0.0
         self._parser: httptools.HttpResponseParser | None = None
-        self._write_paused = False
-        self._drain: asyncio.Future[None] | None = None
         self._head: asyncio.Future[None] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -92,7 +91,8 @@ class UpstreamConnection(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport = stream = cast(asyncio.Transport, transport)  # uvloop's: no subclass
+        self._flow = FlowControl(stream)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.transport = None
@@ -102,7 +102,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._done = True  # a body framed by the connection's end is now whole
             else:
                 self._fail(UpstreamClosed(str(exc) if exc else "connection closed"))
-        self._wake_drain()
+        self._flow.connection_lost(UpstreamClosed("connection closed during the upload"))
         self._wake()
         self._stop_timer()
         self._on_lost(self)
@@ -135,12 +135,11 @@ class UpstreamConnection(asyncio.Protocol):
         return False
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self._flow.pause_writing()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self._flow.resume_writing()
         self._last_read = self._loop.time()  # the service took some of the upload
-        self._wake_drain()
 
     # -- llhttp callbacks -----------------------------------------------------------------
 
@@ -202,9 +201,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._moved = True
         self._chunks.append(body)
         self._buffered += len(body)
-        if self._buffered > HIGH_WATER and not self._read_paused and self.transport is not None:
-            self._read_paused = True
-            self.transport.pause_reading()
+        if self._buffered > HIGH_WATER:
+            self._flow.pause_reading()
         self._wake()
 
     def on_message_complete(self) -> None:
@@ -266,11 +264,8 @@ class UpstreamConnection(asyncio.Protocol):
             finally:
                 self._waiter = None
         chunk = self._take()
-        if self._read_paused:
-            self._read_paused = False
+        if self._flow.resume_reading():
             self._last_read = self._loop.time()
-            if self.transport is not None:
-                self.transport.resume_reading()
         return chunk
 
     def whole_body(self) -> bytes | None:
@@ -292,7 +287,7 @@ class UpstreamConnection(asyncio.Protocol):
             and not self.transport.is_closing()
             and self._done
             and not self._chunks
-            and not self._read_paused
+            and not self._flow.read_paused
             and self._keep_alive
             and (self._uploader is None or self._uploader.done())
             and self._error is None
@@ -327,7 +322,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._uploader = None
         self._chunks.clear()
         self._buffered = 0
-        self._read_paused = False
         self._head_only = head_only
         self._until_eof = False
         self._keep_alive = False
@@ -346,8 +340,9 @@ class UpstreamConnection(asyncio.Protocol):
             async for chunk in body:
                 if chunk:
                     self._write(chunk)
-                    if self._write_paused:
-                        await self._drained()
+                    if self._flow.write_paused:
+                        self._last_read = self._loop.time()  # waiting on the service now
+                        await self._flow.drain()
             self._write(b"")
             self._last_read = self._loop.time()  # sent: from now on the service is late
         except asyncio.CancelledError:
@@ -364,20 +359,6 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunk else _CHUNK_END)
         elif chunk:
             self.transport.write(chunk)
-
-    async def _drained(self) -> None:
-        if self.transport is None:
-            raise UpstreamClosed("connection closed during the upload")
-        self._last_read = self._loop.time()  # waiting on the service from now on
-        self._drain = self._loop.create_future()
-        try:
-            await self._drain
-        finally:
-            self._drain = None
-
-    def _wake_drain(self) -> None:
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -410,7 +391,7 @@ class UpstreamConnection(asyncio.Protocol):
         now = self._loop.time()
         due = self._last_read + self._read_timeout
         uploading = self._uploader is not None and not self._uploader.done()
-        if self._read_paused or (uploading and self._drain is None):
+        if self._flow.read_paused or (uploading and not self._flow.draining):
             # waiting for our client (to read the answer, or to send the upload), not for
             # the service
             self._timer = self._loop.call_at(now + self._read_timeout, self._check_timeout)
