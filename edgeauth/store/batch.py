@@ -26,7 +26,8 @@ Outcome = Exception | None  # None: the row is committed; else why it was left o
 
 
 class GroupCommit(Generic[P]):
-    """Queue of rows for one insert statement; `add()` resolves once its row is committed.
+    """Queue of rows for one insert statement; `add()`'s future is done once its row is
+    committed.
 
     `write_many(rows)` commits the rows it accepts in one transaction and returns one Outcome
     per row, in order; if it raises, it committed nothing. `write_one(row)` commits one row
@@ -43,15 +44,15 @@ class GroupCommit(Generic[P]):
         self._pending: list[tuple[P, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
 
-    async def add(self, row: P) -> None:
-        """Wait until `row` is committed, or raise why it was not; a cancelled caller does not
-        cancel the commit."""
+    def add(self, row: P) -> asyncio.Future[None]:
+        """Queue `row`: the future is done once it is committed, or fails with why it was not.
+        Cancelling the future does not cancel the commit."""
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._pending.append((row, done))
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
-        await asyncio.shield(done)
+        return done
 
     async def close(self) -> None:
         """Finish what is queued (the store is still open when this is called)."""

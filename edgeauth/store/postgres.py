@@ -63,9 +63,8 @@ from edgeauth.store.base import (
     TagFilter,
     TokenFilter,
 )
+from edgeauth.store.core import Listeners
 from edgeauth.store.postgres_schema import (
-    CONSUMER_PATCH,
-    CREDENTIAL_PATCH,
     MIGRATION_LOCK_CLASS,
     MIGRATIONS,
     Row,
@@ -81,8 +80,9 @@ from edgeauth.store.postgres_schema import (
 )
 from edgeauth.store.rows import INT64, page, to_token, to_token_view
 from edgeauth.store.rules import (
+    CONSUMER_PATCH,
+    CREDENTIAL_PATCH,
     REVOCATION_LOG_SECONDS,
-    Listeners,
     client_change,
     expected_client,
     identity,
@@ -325,7 +325,7 @@ class PostgresStore:
         return page(await self._read(sql, *params), size, to_consumer)
 
     async def update_consumer(self, consumer_id: str, patch: ConsumerPatch) -> Consumer | None:
-        values = patch_values(patch, CONSUMER_PATCH)
+        values = patch_values(patch, CONSUMER_PATCH, list)
         if not values:
             rows = await self._read("SELECT * FROM consumers WHERE id = $1", consumer_id)
             return to_consumer(rows[0]) if rows else None
@@ -406,7 +406,7 @@ class PostgresStore:
         self, credential_id: str, patch: CredentialPatch
     ) -> Credential | None:
         """What a change does to the credential's tokens and codes: see rules.client_change."""
-        values = patch_values(patch, CREDENTIAL_PATCH)
+        values = patch_values(patch, CREDENTIAL_PATCH, list)
 
         async def work(db: Connection) -> tuple[Credential | None, list[bytes]]:
             rows = await db.fetch(q.LOCK_CREDENTIAL, credential_id)

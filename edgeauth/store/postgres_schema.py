@@ -10,7 +10,7 @@ into SQL, values are always bound parameters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import astuple
 from typing import Any
 
@@ -312,34 +312,6 @@ def client_params(expected: Credential, *, redirects: bool) -> list[object]:
     c = expected
     params: list[object] = [c.id, c.consumer_id, c.secret_hash, str(c.client_type)]
     return [*params, list(c.redirect_uris)] if redirects else params
-
-
-# patches ------------------------------------------------------------------------------------
-def _same(value: Any) -> object:
-    return value
-
-
-def _text(value: Any) -> object:
-    return str(value)
-
-
-def _array(value: Any) -> object:
-    return list(value)
-
-
-CONSUMER_PATCH: Mapping[str, Callable[[Any], object]] = {
-    "username": _same,
-    "custom_id": _same,
-    "tags": _array,
-}
-CREDENTIAL_PATCH: Mapping[str, Callable[[Any], object]] = {
-    "name": _same,
-    "client_id": _same,
-    "secret_hash": _same,
-    "redirect_uris": _array,
-    "client_type": _text,  # an unknown type fails the CHECK constraint: a StoreError
-    "tags": _array,
-}
 
 
 # filters ------------------------------------------------------------------------------------

@@ -1,13 +1,12 @@
-"""The data rules both backends follow, written once: what a call's arguments mean, when a
-save checked against its client must not land, what a change to a client does to what was
-granted to it, when a taken code is spent, and how revocations are announced.
+"""The data rules of the store, as pure decisions: what a call's arguments mean, when a save
+checked against its client must not land, what a change to a client does to what was granted
+to it, when a taken code is spent.
 
-No I/O: the backends run the SQL these decisions call for.
+No I/O and no SQL: core.py runs the statements these decisions call for, in its transactions.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -16,34 +15,10 @@ from typing import Any
 
 from edgeauth.errors import ClientChanged, StoreError
 from edgeauth.models import AuthCode, Consumer, Credential
-from edgeauth.store.base import RevocationListener
 from edgeauth.store.rows import Row, to_code
-
-log = logging.getLogger(__name__)
 
 # How long the sweep keeps revocation-log entries: pollers must read them sooner than this.
 REVOCATION_LOG_SECONDS = 3600.0
-
-
-class Listeners:
-    """A store's `on_revoked` listeners. Called only after COMMIT; one failing listener is
-    logged and never keeps the others from hearing."""
-
-    def __init__(self) -> None:
-        self._listeners: list[RevocationListener] = []
-
-    def add(self, listener: RevocationListener) -> None:
-        self._listeners.append(listener)
-
-    def announce(self, digests: Sequence[bytes]) -> None:
-        if not digests:
-            return
-        batch = tuple(digests)
-        for listener in tuple(self._listeners):
-            try:
-                listener(batch)
-            except Exception:
-                log.exception("revocation listener %r failed", listener)
 
 
 def identity(given_id: str | None, given_created_at: int | None) -> tuple[str, int]:
@@ -54,14 +29,28 @@ def identity(given_id: str | None, given_created_at: int | None) -> tuple[str, i
     return entity_id, created_at
 
 
+CONSUMER_PATCH = frozenset({"username", "custom_id", "tags"})
+CREDENTIAL_PATCH = frozenset(
+    {"name", "client_id", "secret_hash", "redirect_uris", "client_type", "tags"}
+)
+
+
 def patch_values(
-    patch: Mapping[str, object], columns: Mapping[str, Callable[[Any], object]]
+    patch: Mapping[str, Any], columns: frozenset[str], strings: Callable[[Sequence[str]], object]
 ) -> dict[str, object]:
-    """The patch as column values; a key that is no patchable column is a caller's bug."""
-    unknown = sorted(set(patch) - set(columns))
+    """The patch as column values, lists as `strings` binds them (sql.Dialect.strings_param);
+    a key that is no patchable column is a caller's bug. An unknown client_type is left to
+    the CHECK constraint (a StoreError)."""
+    unknown = sorted(set(patch) - columns)
     if unknown:
         raise StoreError(f"not a patchable field: {', '.join(unknown)}")
-    return {name: columns[name](value) for name, value in patch.items()}
+    return {name: _column(name, value, strings) for name, value in patch.items()}
+
+
+def _column(name: str, value: Any, strings: Callable[[Sequence[str]], object]) -> object:
+    if name in ("tags", "redirect_uris"):
+        return strings(value)
+    return str(value) if name == "client_type" else value
 
 
 def token_changes(expires_at: float | bool | None, scope: str | None) -> dict[str, object]:

@@ -13,13 +13,115 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from edgeauth.store.base import TagFilter, TokenFilter
-from edgeauth.store.rows import decode_cursor, page_size
+from edgeauth.store.rows import CODE_FIELDS, TOKEN_FIELDS, decode_cursor, page_size
 
 # A tag filter in a dialect: (column, the tags sorted, any of them rather than all) →
 # the condition, with `?` for each of its parameters, and those parameters.
 TagsMatch = Callable[[str, Sequence[str], bool], tuple[str, list[object]]]
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """What one backend's SQL says its own way; the statements below run as written on both.
+
+    Row locks: a backend whose writers are not serialized otherwise takes them, so that the
+    later of two racing writers sees the earlier one's commit. `for_update` is appended to a
+    SELECT of the rows a transaction changes next; `lock_credentials_of` (?1 a consumer)
+    holds back tokens being saved for its credentials; `lock_username` (?1) makes upserts of
+    one username take turns (ON CONFLICT settles a race on username only, and two seeds at
+    once would otherwise clash on custom_id). Empty or None where writers already take turns.
+    """
+
+    strings_param: Callable[[Sequence[str]], object]  # a list column's value, to bind
+    strings: Callable[[Any], tuple[str, ...]]  # a list column's value, as read
+    tags_match: TagsMatch
+    drop_codes_to: str  # ?1 credential, ?2 redirect URIs, ?3: also the codes with none
+    revocation_head: str  # one row: seq, the newest ever logged
+    for_update: str = ""
+    lock_credentials_of: str | None = None
+    lock_username: str | None = None
+
+
+def _insert(table: str, columns: Sequence[str]) -> str:
+    marks = ", ".join(f"?{i}" for i in range(1, len(columns) + 1))
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})"  # noqa: S608
+
+
+# consumers and credentials ------------------------------------------------------------------
+INSERT_CONSUMER = """INSERT INTO consumers (id, username, custom_id, tags, created_at)
+VALUES (?1, ?2, ?3, ?4, ?5)"""
+UPSERT_CONSUMER = f"""{INSERT_CONSUMER} ON CONFLICT (username)
+DO UPDATE SET custom_id = excluded.custom_id, tags = excluded.tags RETURNING *"""
+GET_CONSUMER = """SELECT * FROM consumers WHERE id = ?1 OR username = ?1
+ORDER BY id = ?1 DESC LIMIT 1"""
+CONSUMER = "SELECT * FROM consumers WHERE id = ?1"
+CONSUMER_NAMED = "SELECT * FROM consumers WHERE username = ?1"
+DELETE_CONSUMER = "DELETE FROM consumers WHERE id = ?1"
+INSERT_CREDENTIAL = """INSERT INTO credentials (id, consumer_id, name, client_id, secret_hash,
+    redirect_uris, client_type, tags, created_at)
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING *"""
+# The seed's insert: nothing (and no error) when a concurrent seed inserted it first.
+SEED_CREDENTIAL = INSERT_CREDENTIAL.replace(
+    "RETURNING *", "ON CONFLICT (client_id) DO NOTHING RETURNING *"
+)
+# INSERT_CREDENTIAL's parameters without client_id (?4) and created_at (?9), renumbered.
+UPDATE_CREDENTIAL = """UPDATE credentials SET consumer_id = ?2, name = ?3, secret_hash = ?4,
+    redirect_uris = ?5, client_type = ?6, tags = ?7
+WHERE id = ?1 RETURNING *"""
+CREDENTIAL = "SELECT * FROM credentials WHERE id = ?1"
+CLIENT = "SELECT * FROM credentials WHERE client_id = ?1"
+DELETE_CREDENTIAL = "DELETE FROM credentials WHERE id = ?1"
+
+# tokens -------------------------------------------------------------------------------------
+TOKENS_INSERT = _insert("tokens", TOKEN_FIELDS)
+# A token joined with its credential and consumer (a TokenView); callers append WHERE/ORDER.
+VIEWS_SELECT = """SELECT t.*, c.client_id, c.consumer_id, k.username, k.custom_id
+FROM tokens t JOIN credentials c ON c.id = t.credential_id
+JOIN consumers k ON k.id = c.consumer_id"""
+VIEW = f"{VIEWS_SELECT} WHERE t.id = ?1"
+VIEW_OF_ACCESS = f"{VIEWS_SELECT} WHERE t.access_digest = ?1"
+HOLDING_REFRESH = "SELECT * FROM tokens WHERE refresh_digest = ?1"
+# Both: the row holding a live refresh token (not revoked, not rotated away, not expired).
+# A waiting UPDATE (or FOR UPDATE) re-checks its WHERE on the row the winner committed, so
+# of concurrent callers exactly one matches.
+ROTATE = """UPDATE tokens SET revoked_at = ?2, refresh_used_at = ?2
+WHERE refresh_digest = ?1 AND revoked_at IS NULL
+    AND (refresh_expires_at IS NULL OR refresh_expires_at > ?2)
+RETURNING *"""
+LIVE_REFRESH = """SELECT id, access_digest FROM tokens
+WHERE refresh_digest = ?1 AND revoked_at IS NULL
+    AND (refresh_expires_at IS NULL OR refresh_expires_at > ?2)"""
+REPLACE = """UPDATE tokens SET access_digest = ?2, prefix = ?3, expires_at = ?4, created_at = ?5
+WHERE id = ?1 RETURNING *"""
+LIVE_OF_CONSUMER = """SELECT t.access_digest FROM tokens t
+JOIN credentials c ON c.id = t.credential_id WHERE c.consumer_id = ?1 AND t.revoked_at IS NULL"""
+LIVE_OF_CREDENTIAL = """SELECT access_digest FROM tokens
+WHERE credential_id = ?1 AND revoked_at IS NULL"""
+REVOKE_CREDENTIAL = """UPDATE tokens SET revoked_at = ?1
+WHERE credential_id = ?2 AND revoked_at IS NULL RETURNING access_digest"""
+REVOKE_FAMILY = """UPDATE tokens SET revoked_at = ?1
+WHERE family_id = ?2 AND revoked_at IS NULL RETURNING access_digest"""
+REVOKE_BY_ID = """UPDATE tokens SET revoked_at = ?1
+WHERE id = ?2 AND revoked_at IS NULL RETURNING access_digest"""
+
+# codes --------------------------------------------------------------------------------------
+INSERT_CODE = _insert("codes", CODE_FIELDS)
+TAKE_CODE = "DELETE FROM codes WHERE digest = ?1 RETURNING *"
+DROP_CODES = "DELETE FROM codes WHERE credential_id = ?1"
+
+# revocation log and housekeeping ------------------------------------------------------------
+REVOCATIONS_SINCE = """SELECT seq, access_digest FROM revocations
+WHERE seq > ?1 ORDER BY seq LIMIT ?2"""
+# Dead: revoked, or expired with its refresh token (if any) expired too, before the cutoff.
+SWEEP_TOKENS = """DELETE FROM tokens
+WHERE (revoked_at IS NOT NULL AND revoked_at <= ?1)
+   OR (expires_at IS NOT NULL AND expires_at <= ?1 AND (refresh_digest IS NULL
+       OR (refresh_expires_at IS NOT NULL AND refresh_expires_at <= ?1)))"""
+SWEEP_CODES = "DELETE FROM codes WHERE expires_at <= ?1"
+SWEEP_REVOCATIONS = "DELETE FROM revocations WHERE at <= ?1"
 
 
 @dataclass

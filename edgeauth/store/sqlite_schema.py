@@ -1,9 +1,15 @@
-"""The SQLite store's schema (forward-only migrations) and its fixed SQL statements.
+"""The SQLite store's schema (forward-only migrations), its dialect of sql.py, and the few
+statements only it runs.
 
-No I/O here: `sqlite.py` runs these; `sqlite_rows.py` builds the dynamic parts (filters, pages).
+No I/O here: `sqlite.py` runs these. Lists (tags, redirect URIs) are JSON arrays in TEXT.
 """
 
 from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from edgeauth.store.sql import TOKENS_INSERT, Dialect
 
 _V1 = """
 CREATE TABLE consumers (
@@ -91,80 +97,37 @@ ALTER TABLE tokens ADD COLUMN refresh_scope TEXT;
 # Forward-only: append, never edit. PRAGMA user_version counts those applied.
 MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 
-# consumers and credentials ------------------------------------------------------------------
-INSERT_CONSUMER = """INSERT INTO consumers (id, username, custom_id, tags, created_at)
-VALUES (?, ?, ?, ?, ?)"""
-UPSERT_CONSUMER = f"""{INSERT_CONSUMER} ON CONFLICT (username)
-DO UPDATE SET custom_id = excluded.custom_id, tags = excluded.tags RETURNING *"""
-INSERT_CREDENTIAL = """INSERT INTO credentials (id, consumer_id, name, client_id, secret_hash,
-    redirect_uris, client_type, tags, created_at)
-VALUES (:id, :consumer_id, :name, :client_id, :secret_hash, :redirect_uris, :client_type, :tags,
-    :created_at) RETURNING *"""
-UPDATE_CREDENTIAL = """UPDATE credentials SET consumer_id = :consumer_id, name = :name,
-    secret_hash = :secret_hash, redirect_uris = :redirect_uris, client_type = :client_type,
-    tags = :tags
-WHERE id = :id RETURNING *"""
-
-# tokens -------------------------------------------------------------------------------------
-TOKENS_INSERT = """INSERT INTO tokens (id, access_digest, refresh_digest, prefix, credential_id,
-    service, authenticated_userid, scope, family_id, created_at, expires_at, refresh_expires_at,
-    revoked_at, refresh_used_at, refresh_scope)
-VALUES (:id, :access_digest, :refresh_digest, :prefix, :credential_id, :service,
-    :authenticated_userid, :scope, :family_id, :created_at, :expires_at, :refresh_expires_at,
-    :revoked_at, :refresh_used_at, :refresh_scope)"""
+# What SQLite runs beside sql.py's statements ------------------------------------------------
 # A migration's bulk insert: a row whose id or a digest is already stored is left out.
 IMPORT_TOKENS = f"{TOKENS_INSERT} ON CONFLICT DO NOTHING"
-# A token joined with its credential and consumer (a TokenView); callers append WHERE/ORDER.
-VIEWS_SELECT = """SELECT t.*, c.client_id, c.consumer_id, k.username, k.custom_id
-FROM tokens t JOIN credentials c ON c.id = t.credential_id
-JOIN consumers k ON k.id = c.consumer_id"""
-# Both: the row holding a live refresh token (not revoked, not rotated away, not expired).
-ROTATE = """UPDATE tokens SET revoked_at = :now, refresh_used_at = :now
-WHERE refresh_digest = :digest AND revoked_at IS NULL
-    AND (refresh_expires_at IS NULL OR refresh_expires_at > :now)
-RETURNING *"""
-FIND_LIVE_REFRESH = """SELECT id, access_digest FROM tokens
-WHERE refresh_digest = :digest AND revoked_at IS NULL
-    AND (refresh_expires_at IS NULL OR refresh_expires_at > :now)"""
-REPLACE = """UPDATE tokens SET access_digest = :access, prefix = :prefix, expires_at = :expires,
-    created_at = :now
-WHERE id = :id RETURNING *"""
-LIVE_OF_CONSUMER = """SELECT t.access_digest FROM tokens t
-JOIN credentials c ON c.id = t.credential_id WHERE c.consumer_id = ? AND t.revoked_at IS NULL"""
-LIVE_OF_CREDENTIAL = """SELECT access_digest FROM tokens
-WHERE credential_id = ? AND revoked_at IS NULL"""
 # The credentials whose ids are in a JSON array (what a batch of checked saves expects).
-CLIENTS = "SELECT * FROM credentials WHERE id IN (SELECT value FROM json_each(?))"
-REVOKE_CREDENTIAL = """UPDATE tokens SET revoked_at = ?
-WHERE credential_id = ? AND revoked_at IS NULL RETURNING access_digest"""
-REVOKE_FAMILY = """UPDATE tokens SET revoked_at = ?
-WHERE family_id = ? AND revoked_at IS NULL RETURNING access_digest"""
-REVOKE_BY_ID = """UPDATE tokens SET revoked_at = ?
-WHERE id = ? AND revoked_at IS NULL RETURNING access_digest"""
+CLIENTS = "SELECT * FROM credentials WHERE id IN (SELECT value FROM json_each(?1))"
+LOG_REVOCATION = "INSERT INTO revocations (access_digest, at) VALUES (?1, ?2)"
 
-# codes --------------------------------------------------------------------------------------
-INSERT_CODE = """INSERT INTO codes (digest, credential_id, service, authenticated_userid, scope,
-    redirect_uri, code_challenge, code_challenge_method, created_at, expires_at)
-VALUES (:digest, :credential_id, :service, :authenticated_userid, :scope, :redirect_uri,
-    :code_challenge, :code_challenge_method, :created_at, :expires_at)"""
-# A credential's codes sent to the redirect URIs in a JSON array, and (when the third
-# parameter is true) those sent to its default, the codes without a redirect_uri.
-DROP_CODES_TO = """DELETE FROM codes WHERE credential_id = ?
-    AND (redirect_uri IN (SELECT value FROM json_each(?)) OR (? AND redirect_uri IS NULL))"""
 
-# revocation log -----------------------------------------------------------------------------
-LOG_REVOCATION = "INSERT INTO revocations (access_digest, at) VALUES (?, ?)"
-# The newest seq ever handed out: still right after the sweep has emptied the table.
-REVOCATION_HEAD = """SELECT COALESCE((SELECT MAX(seq) FROM revocations),
-    (SELECT seq FROM sqlite_sequence WHERE name = 'revocations'), 0)"""
-REVOCATIONS_SINCE = """SELECT seq, access_digest FROM revocations
-WHERE seq > ? ORDER BY seq LIMIT ?"""
+def json_list(values: Sequence[str]) -> str:
+    return json.dumps(list(values))
 
-# housekeeping -------------------------------------------------------------------------------
-# Dead: revoked, or expired with its refresh token (if any) expired too, before the cutoff.
-SWEEP_TOKENS = """DELETE FROM tokens
-WHERE (revoked_at IS NOT NULL AND revoked_at <= :cutoff)
-   OR (expires_at IS NOT NULL AND expires_at <= :cutoff AND (refresh_digest IS NULL
-       OR (refresh_expires_at IS NOT NULL AND refresh_expires_at <= :cutoff)))"""
-SWEEP_CODES = "DELETE FROM codes WHERE expires_at <= ?"
-SWEEP_REVOCATIONS = "DELETE FROM revocations WHERE at <= ?"
+
+def _strings(text: str) -> tuple[str, ...]:
+    return tuple(str(value) for value in json.loads(text))
+
+
+def _tags_match(column: str, wanted: Sequence[str], any_: bool) -> tuple[str, list[object]]:
+    present = f"FROM json_each({column}) WHERE value IN ({', '.join('?' * len(wanted))})"
+    if any_:
+        return f"EXISTS (SELECT 1 {present})", [*wanted]
+    return f"(SELECT count(DISTINCT value) {present}) = ?", [*wanted, len(wanted)]
+
+
+# Lists are JSON arrays. No row locks: every write is BEGIN IMMEDIATE, so writers take turns.
+SQLITE = Dialect(
+    strings_param=json_list,
+    strings=_strings,
+    tags_match=_tags_match,
+    drop_codes_to="""DELETE FROM codes WHERE credential_id = ?1
+    AND (redirect_uri IN (SELECT value FROM json_each(?2)) OR (?3 AND redirect_uri IS NULL))""",
+    # The newest seq ever handed out: still right after the sweep has emptied the table.
+    revocation_head="""SELECT COALESCE((SELECT MAX(seq) FROM revocations),
+    (SELECT seq FROM sqlite_sequence WHERE name = 'revocations'), 0) AS seq""",
+)

@@ -15,8 +15,8 @@ import pytest
 from edgeauth.config import StoreSettings
 from edgeauth.errors import StoreUnavailable
 from edgeauth.store import open_store
+from edgeauth.store.sql import INSERT_CONSUMER
 from edgeauth.store.sqlite import MIGRATIONS, SQLiteStore
-from edgeauth.store.sqlite_schema import INSERT_CONSUMER
 from tests.store.records import mint
 
 
