@@ -1,6 +1,7 @@
 """The docs cannot drift from the code (issue 15): every `edgeauth …` command line in README.md,
 deploy/README.md and config.toml parses with the CLI's own parser, every config key they name
-exists in the schema, and config.toml shows every key the schema has.
+exists in the schema, config.toml shows every key the schema has, and every file of the
+repository the docs name (`tests/…`, `edgeauth/…`) exists.
 
 Rules. A command line is found in a code block (or an inline code span) where a word
 `edgeauth` (or a path ending in /edgeauth) is followed by a subcommand or an option, and is
@@ -307,3 +308,16 @@ def test_config_toml_shows_every_key_and_only_real_ones() -> None:
     }
     missing |= {key for key in _keys(Settings) if key not in shown}
     assert missing == set(), "config.toml claims to show every key"
+
+
+# ---- paths ---------------------------------------------------------------------------------
+
+PATH_DOCS = (*DOCS, ROOT / "SECURITY.md", ROOT / "benchmarks" / "README.md")
+NAMED_PATH = re.compile(r"`((?:tests|edgeauth|benchmarks|deploy)/[A-Za-z0-9_./-]*[A-Za-z0-9_/])`")
+
+
+def test_every_repository_path_the_docs_name_exists() -> None:
+    """Moving or renaming a file (tests mirror the package) must take the docs along."""
+    named = [(doc.name, path) for doc in PATH_DOCS for path in NAMED_PATH.findall(doc.read_text())]
+    assert ("SECURITY.md", "tests/fuzz/regressions.py") in named
+    assert [(doc, path) for doc, path in named if not (ROOT / path).exists()] == []
