@@ -1,4 +1,4 @@
-"""The one async storage interface; SQLite and PostgreSQL implement it identically.
+"""The one async storage interface; core.SQLStore implements it once, on SQLite or PostgreSQL.
 
 Rule 1: nothing raw is ever written: tokens and codes by SHA-256 digest, secrets by PBKDF2.
 Rule 2: every call that can race (code consumption, refresh rotation) is atomic in the store,
@@ -9,6 +9,9 @@ call that makes what caches hold for live tokens stale (their expiry, scope or i
 without revoking them.
 Rule 4: implementations raise only StoreError subclasses (StoreUnavailable when the database
 cannot be reached, Conflict on a uniqueness clash), never a driver's exception.
+Rule 5: a write is not abandoned when its caller is cancelled: the cancelled caller waits for
+the commit (or failure) and the announcement before its cancellation proceeds, so a commit is
+never parted from its announcement, and what the caller does next sees the write.
 """
 
 from __future__ import annotations

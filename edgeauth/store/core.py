@@ -145,7 +145,7 @@ class Listeners:
                 log.exception("revocation listener %r failed", listener)
 
 
-async def settled(write: Awaitable[T]) -> T:
+async def _settled(write: Awaitable[T]) -> T:
     """`write`'s result; a cancelled caller waits for `write` to end (its commit and
     announcement, or its failure) before its cancellation proceeds: the two are never parted,
     and what the caller does next sees the write."""
@@ -348,7 +348,7 @@ class SQLStore:
     # tokens --------------------------------------------------------------------------
     async def save_token(self, record: TokenRecord, issued_to: Credential | None = None) -> None:
         expected = expected_client(record.credential_id, issued_to)
-        await settled(self._db.save_token(record, expected))
+        await _settled(self._db.save_token(record, expected))
 
     async def import_tokens(self, records: Sequence[TokenRecord]) -> int:
         """IMPORT_CHUNK rows per transaction; nothing is announced (no cache holds a token
@@ -356,7 +356,7 @@ class SQLStore:
         inserted = 0
         for start in range(0, len(records), IMPORT_CHUNK):
             chunk = records[start : start + IMPORT_CHUNK]
-            inserted += await settled(self._db.import_tokens(chunk))
+            inserted += await _settled(self._db.import_tokens(chunk))
         return inserted
 
     async def find_token(self, access_digest: bytes) -> TokenView | None:
@@ -460,7 +460,7 @@ class SQLStore:
     # authorization codes ---------------------------------------------------------------
     async def save_code(self, code: AuthCode, issued_to: Credential | None = None) -> None:
         expected = expected_client(code.credential_id, issued_to)
-        await settled(self._db.save_code(code, expected))
+        await _settled(self._db.save_code(code, expected))
 
     async def take_code(self, digest: bytes, now: float) -> AuthCode | None:
         return unexpired_code(await self._change(q.TAKE_CODE, digest), now)
@@ -542,7 +542,7 @@ class SQLStore:
         return await self._write(work)
 
     async def _write(self, work: Work[T], *, atomic: bool = True) -> T:
-        return await settled(self._committed(work, atomic))
+        return await _settled(self._committed(work, atomic))
 
     async def _committed(self, work: Work[T], atomic: bool) -> T:
         result, dead = await self._db.write(work, atomic=atomic)
