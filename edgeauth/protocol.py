@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import cast
+from typing import Literal, cast
 
 import httptools
 from multidict import CIMultiDict
@@ -106,6 +107,39 @@ def _peer_of(transport: asyncio.BaseTransport) -> PeerInfo:
     )
 
 
+class State(enum.Enum):
+    """Where a connection is in its request cycle, as its reading sees it: IDLE → HEAD →
+    BODY → DONE → IDLE, and NEXT_HEAD for a head pipelined behind an answer; _STEPS holds
+    every step. No request is outstanding (queued or being answered) in IDLE and HEAD; one is
+    from its head read whole until the last answer is written ("answered", the connection
+    kept). A refusal or an unread body stops reading where it is (`_lingering`) and the state
+    stays, for its timers still act until the close (a partial head's 408).
+    """
+
+    IDLE = "idle"  # the next byte begins a head; the keep-alive timer runs
+    HEAD = "head"  # a head is arriving (head timer, head limits)
+    BODY = "body"  # a head was read whole; its body is arriving (`_parsing`, body timers)
+    DONE = "done"  # every request read is whole; one is outstanding
+    NEXT_HEAD = "next head"  # a head is arriving behind an outstanding request
+
+    # The members are singletons: hashing them by identity keeps _STEPS's lookups cheap.
+    __hash__ = object.__hash__
+
+
+# the members by their names: cheaper to read on the hot path than State.IDLE and so on
+IDLE, HEAD, BODY, DONE, NEXT_HEAD = State.IDLE, State.HEAD, State.BODY, State.DONE, State.NEXT_HEAD
+Step = Literal["head begins", "head whole", "body over", "answered"]
+_STEPS: dict[tuple[State, Step], State] = {
+    (IDLE, "head begins"): HEAD,
+    (HEAD, "head whole"): BODY,
+    (BODY, "body over"): DONE,
+    (DONE, "answered"): IDLE,
+    (DONE, "head begins"): NEXT_HEAD,
+    (NEXT_HEAD, "head whole"): BODY,
+    (NEXT_HEAD, "answered"): HEAD,
+}
+
+
 class _Refused(Exception):
     """A request broke a limit: answer with the fixed bytes and close. `error` is what a
     handler already reading the request's body gets instead (trailers beyond the limits)."""
@@ -149,7 +183,8 @@ class Connections:
 
 
 class GatewayProtocol(asyncio.Protocol):
-    """One client connection: parses heads and bodies, runs the handler, writes answers."""
+    """One client connection: parses heads and bodies, runs the handler, writes answers.
+    Where it is in the request cycle is its `State`."""
 
     _flow: FlowControl  # backpressure both ways, from connection_made on
 
@@ -165,8 +200,7 @@ class GatewayProtocol(asyncio.Protocol):
         self._url = b""
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._head_bytes = 0
-        self._awaiting_head = True  # idle between requests: the next byte starts a head
-        self._in_head = False  # a head has begun and is not complete yet
+        self._state = IDLE  # changed by _step() only
         self._stall_timer: asyncio.TimerHandle | None = None
         self._head_timer: asyncio.TimerHandle | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -177,17 +211,23 @@ class GatewayProtocol(asyncio.Protocol):
         self._body_deadline = 0.0
         self._body_stalled_bytes = 0
         self._trailer_bytes = 0
-        self._body_moved = False
-        self._parsing: Request | None = None
+        self._body_moved = False  # by the read being parsed: a fact of one read, not a state
+        self._parsing: Request | None = None  # the request in BODY
         # the requests to answer, oldest first, and the one being answered
         self._queue: deque[Request] = deque()
         self._task: asyncio.Task[None] | None = None
+        # How the connection ends: facts beside the state, not states of it, for each can
+        # come in any state and the state goes on mattering after it (a queued request still
+        # runs, a partial head's timer still answers). `_close_after`: the answer in progress
+        # is the last (the client's EOF, a response that cannot keep the connection, a
+        # refusal behind it); `closing`: a stop asked for the same; `_lingering`: input is
+        # dropped until the close.
         self._close_after = False
         self.closing = False
+        self._lingering = False
         # no request started yet: its client may be sending the first one now (a stop waits
         # for it; the head timer ends a silent or slow one, a refusal a bad one)
         self.fresh = True
-        self._lingering = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------
 
@@ -222,7 +262,10 @@ class GatewayProtocol(asyncio.Protocol):
             return  # an unread body after the answer: dropped until we close
         # Bytes after the last complete message can only be a head: the idle connection's
         # next request, or one pipelined behind the request being answered.
-        counting = self._awaiting_head or (self._task is not None and self._parsing is None)
+        state = self._state
+        counting = (
+            state is IDLE or state is HEAD or (self._task is not None and self._parsing is None)
+        )
         if counting:
             self._head_bytes += len(data)
         in_body = self._parsing
@@ -240,7 +283,7 @@ class GatewayProtocol(asyncio.Protocol):
             self._body_read(len(data) if in_body is self._parsing else 0)
         if self._task is None and self._queue and not self._flow.write_paused:
             self._next()  # only now: llhttp has accepted the whole head
-        if counting and self._in_head:
+        if counting and (self._state is HEAD or self._state is NEXT_HEAD):
             # Only a head left incomplete by this read needs its deadline (armed now, at
             # its first bytes' arrival); one that arrived whole costs no timer.
             if self._head_bytes > self._limits.max_head_bytes:
@@ -276,7 +319,7 @@ class GatewayProtocol(asyncio.Protocol):
     # -- llhttp callbacks -----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._in_head = True
+        self._step("head begins")
         self._url = b""
         self._raw_headers = []
 
@@ -288,7 +331,7 @@ class GatewayProtocol(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._raw_headers.append((name, value))
         too_many = len(self._raw_headers) > self._limits.max_header_count
-        if self._in_head:
+        if self._state is not BODY:  # a head's header, not a trailer
             if too_many:
                 raise _Refused(HEAD_TOO_LARGE)
             return
@@ -299,8 +342,7 @@ class GatewayProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self._parser
-        self._awaiting_head = False
-        self._in_head = False
+        self._step("head whole")
         self._head_bytes = 0
         if self._head_timer is not None:
             self._head_timer.cancel()
@@ -367,6 +409,7 @@ class GatewayProtocol(asyncio.Protocol):
         if self._parsing is not None:
             self._parsing.content.finish()
             self._parsing = None
+        self._step("body over")
         self._stop_body_timer()
 
     # -- used by messages.py ----------------------------------------------------------------
@@ -420,6 +463,12 @@ class GatewayProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
+    # -- the request cycle ----------------------------------------------------------------
+
+    def _step(self, step: Step) -> None:
+        """Move along the request cycle (State); a step the cycle has not is a KeyError."""
+        self._state = _STEPS[self._state, step]
+
     # -- running requests ---------------------------------------------------------------
 
     def _queue_waiting(self) -> bool:
@@ -471,8 +520,8 @@ class GatewayProtocol(asyncio.Protocol):
             if not self._flow.write_paused:
                 self._start_next()
             return
-        self._awaiting_head = True
-        if self._head_timer is not None and not self._in_head:
+        self._step("answered")
+        if self._head_timer is not None and self._state is IDLE:
             self._head_timer.cancel()  # armed by stray bytes during the answer: idle now
             self._head_timer = None
         self._resume_reading()
@@ -553,6 +602,8 @@ class GatewayProtocol(asyncio.Protocol):
         """The body being parsed is broken: its reader gets `exc`, which answers it, and
         nothing more is read. Without a handler running, `answer` is written and we close."""
         request, self._parsing = self._parsing, None
+        if self._state is BODY:
+            self._step("body over")
         self._stop_body_timer()
         if request is not None:
             request.content.fail(exc)
@@ -565,7 +616,7 @@ class GatewayProtocol(asyncio.Protocol):
         """Close after `keepalive_timeout` without a request; busy means not idle (the end
         of the answer arms the timer again)."""
         self._idle_timer = None
-        if not self._awaiting_head or self._in_head or self._task is not None:
+        if self._state is not IDLE:
             return
         left = self._idle_since + self._limits.keepalive_timeout - self._loop.time()
         if left > 0:
@@ -577,9 +628,9 @@ class GatewayProtocol(asyncio.Protocol):
         """A partial head gets a 408 (or, pipelined behind an answer in progress, the
         connection is cut); a connection that never said anything is just closed."""
         self._head_timer = None
-        if self._in_head:
+        if self._state is HEAD or self._state is NEXT_HEAD:
             self._refuse(HEAD_TIMEOUT)
-        elif self._awaiting_head and self._task is None:
+        elif self._state is IDLE:
             self._refuse(b"")
 
     def _refuse(self, answer: bytes) -> None:
