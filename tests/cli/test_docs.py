@@ -321,3 +321,18 @@ def test_every_repository_path_the_docs_name_exists() -> None:
     named = [(doc.name, path) for doc in PATH_DOCS for path in NAMED_PATH.findall(doc.read_text())]
     assert ("SECURITY.md", "tests/fuzz/regressions.py") in named
     assert [(doc, path) for doc, path in named if not (ROOT / path).exists()] == []
+
+
+def test_the_module_map_names_every_module() -> None:
+    """The README's module map is where a reader looks for a part: a new or renamed module of
+    the package's top level or of store/ (whose files the map names one by one) must be there,
+    and so must every subpackage."""
+    readme = (ROOT / "README.md").read_text()
+    package = ROOT / "edgeauth"
+    files = [*package.glob("*.py"), *(package / "store").glob("*.py")]
+    named = [f.name for f in files if f.name not in ("__init__.py", "__main__.py")]
+    assert "core.py" in named
+    missing = [name for name in named if f"`{name}`" not in readme and f"/{name}`" not in readme]
+    packages = [d.name for d in package.iterdir() if (d / "__init__.py").exists()]
+    missing += [f"{name}/" for name in packages if f"`{name}/" not in readme]
+    assert missing == []
