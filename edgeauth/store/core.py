@@ -285,9 +285,9 @@ class SQLStore:
                         "credentials", "client_id", "the client_id changed hands during the upsert"
                     )
             old = self._credential(rows[0])
-            values = self._credential_values(new, old.id, old.created_at)
-            rows = await tx.fetch(q.UPDATE_CREDENTIAL, *values[:3], *values[4:8])
-            updated = self._credential(rows[0])
+            changes = self._upserted(new)
+            sql = update_query("credentials", changes, "*")
+            updated = self._credential((await tx.fetch(sql, old.id, *changes.values()))[0])
             return updated, await self._client_changed(tx, old, updated)
 
         return await self._write(work)
@@ -520,19 +520,24 @@ class SQLStore:
         self, new: NewCredential, credential_id: str, created_at: int
     ) -> tuple[object, ...]:
         """INSERT_CREDENTIAL's (and SEED_CREDENTIAL's) parameters."""
+        return (credential_id, new.client_id, created_at, *self._upserted(new).values())
+
+    def _upserted(self, new: NewCredential) -> dict[str, object]:
+        """The columns an upsert of `new` sets on a stored row: all but the id and created_at
+        (the row keeps its own) and client_id (the key it was found by)."""
         strings = self._dialect.strings_param
-        return (
-            *(credential_id, new.consumer_id, new.name, new.client_id, new.secret_hash),
-            *(strings(new.redirect_uris), str(new.client_type), strings(new.tags), created_at),
-        )
+        return {
+            "consumer_id": new.consumer_id,
+            "name": new.name,
+            "secret_hash": new.secret_hash,
+            "redirect_uris": strings(new.redirect_uris),
+            "client_type": str(new.client_type),
+            "tags": strings(new.tags),
+        }
 
     async def _change(self, sql: str, *params: object) -> Sequence[Row]:
-        """One statement, committed on its own; returns its RETURNING rows."""
-
-        async def work(tx: Tx) -> tuple[Sequence[Row], list[bytes]]:
-            return await tx.fetch(sql, *params), []
-
-        return await self._write(work, atomic=False)
+        """one_statement, its cancelled caller waiting for it as for every write."""
+        return await _settled(one_statement(self._db, sql, *params))
 
     async def _revoke(self, sql: str, *params: object) -> list[bytes]:
         async def work(tx: Tx) -> tuple[list[bytes], list[bytes]]:
@@ -541,13 +546,23 @@ class SQLStore:
 
         return await self._write(work)
 
-    async def _write(self, work: Work[T], *, atomic: bool = True) -> T:
-        return await _settled(self._committed(work, atomic))
+    async def _write(self, work: Work[T]) -> T:
+        return await _settled(self._committed(work))
 
-    async def _committed(self, work: Work[T], atomic: bool) -> T:
-        result, dead = await self._db.write(work, atomic=atomic)
+    async def _committed(self, work: Work[T]) -> T:
+        result, dead = await self._db.write(work)
         self._listeners.announce(dead)
         return result
+
+
+async def one_statement(db: Database, sql: str, *params: object) -> Sequence[Row]:
+    """One statement that kills nothing, committed on its own; its RETURNING rows. The Store's
+    inserts and take_code run it, and so do a backend's own saves."""
+
+    async def work(tx: Tx) -> tuple[Sequence[Row], list[bytes]]:
+        return await tx.fetch(sql, *params), []
+
+    return (await db.write(work, atomic=False))[0]
 
 
 async def _digests(tx: Tx, sql: str, *params: object) -> list[bytes]:

@@ -8,8 +8,9 @@ node; the dialect's FOR UPDATE and advisory locks say which). A save checked aga
 is one statement holding the credential row FOR SHARE, and every change to a credential takes
 it FOR UPDATE first, so the later of the two sees the earlier. The logged digests are also
 NOTIFYed in the write's transaction. A transaction that loses a deadlock or serialization
-check is retried (up to three attempts in all). sql.py's `?n` parameters are rewritten as
-`$n` here (postgres_schema.py's own statements are written with `$n`).
+check is retried (up to three attempts in all). The `?N` parameters of sql.py's statements
+and of both dialects are rewritten as `$N` here; postgres_schema.py's own statements are
+written with `$N`.
 
 NOTIFY: channel `edgeauth_revocations` (NOTIFY_CHANNEL); the payload is the logged digests
 (killed or stale access digests, consumer markers) as lowercase hex, comma-separated, at most
@@ -51,8 +52,8 @@ import asyncpg  # type: ignore[import-untyped]
 
 from edgeauth.errors import ClientChanged, Conflict, StoreError, StoreUnavailable
 from edgeauth.models import AuthCode, Credential, TokenRecord
-from edgeauth.store import postgres_schema as q
-from edgeauth.store.core import SQLStore
+from edgeauth.store import postgres_schema as pg
+from edgeauth.store.core import SQLStore, one_statement
 from edgeauth.store.postgres_schema import (
     MIGRATION_LOCK_CLASS,
     MIGRATIONS,
@@ -61,6 +62,7 @@ from edgeauth.store.postgres_schema import (
     import_params,
 )
 from edgeauth.store.rows import code_values, token_values
+from edgeauth.store.rules import refuse_newer_schema
 from edgeauth.store.sql import INSERT_CODE, TOKENS_INSERT
 
 __all__ = [
@@ -229,7 +231,7 @@ class PostgresPool:
 
     async def diagnostics(self) -> dict[str, object]:
         """The session settings in effect, the schema and its version, the pool's sizes."""
-        rows = await self.read(q.DIAGNOSTICS)
+        rows = await self.read(pg.DIAGNOSTICS)
         pool, settings = self._pool, dict(rows[0])
         if pool is not None:
             settings.update(pool_max_size=pool.get_max_size(), pool_size=pool.get_size())
@@ -273,40 +275,38 @@ class PostgresPool:
                     return result, dead
 
     async def save_token(self, record: TokenRecord, expected: Credential | None) -> None:
-        """With `expected`, one statement: see postgres_schema._checked_insert."""
         values = token_values(record)
-        if expected is None:
-            await self._statement(TOKENS_INSERT, *values)
-            return
-        checked = client_params(expected, redirects=False)
-        if not await self._statement(q.TOKENS_INSERT_CHECKED, *values, *checked):
-            raise ClientChanged()
+        await self._save(TOKENS_INSERT, pg.TOKENS_INSERT_CHECKED, values, expected, redirects=False)
 
     async def save_code(self, code: AuthCode, expected: Credential | None) -> None:
-        """With `expected`, one statement: see postgres_schema._checked_insert."""
         values = code_values(code)
-        if expected is None:
-            await self._statement(INSERT_CODE, *values)
-            return
-        checked = client_params(expected, redirects=True)
-        if not await self._statement(q.INSERT_CODE_CHECKED, *values, *checked):
-            raise ClientChanged()
+        await self._save(INSERT_CODE, pg.INSERT_CODE_CHECKED, values, expected, redirects=True)
 
     async def import_tokens(self, records: Sequence[TokenRecord]) -> int:
         """One statement (IMPORT_TOKENS), so its own transaction."""
 
         async def work(tx: PostgresTx) -> tuple[int, list[bytes]]:
-            return await tx.execute(q.IMPORT_TOKENS, *import_params(records)), []
+            return await tx.execute(pg.IMPORT_TOKENS, *import_params(records)), []
 
         return (await self.write(work, atomic=False))[0]
 
-    async def _statement(self, sql: str, *params: object) -> list[Record]:
-        """One statement, committed on its own; returns its RETURNING rows."""
-
-        async def work(tx: PostgresTx) -> tuple[list[Record], list[bytes]]:
-            return await tx.fetch(sql, *params), []
-
-        return (await self.write(work, atomic=False))[0]
+    async def _save(
+        self,
+        insert: str,
+        checked: str,
+        values: Sequence[object],
+        expected: Credential | None,
+        *,
+        redirects: bool,
+    ) -> None:
+        """`values` inserted by `insert`, or with `expected` by `checked`, one statement (see
+        postgres_schema._checked_insert) that inserts nothing once the client changed."""
+        if expected is None:
+            await one_statement(self, insert, *values)
+            return
+        client = client_params(expected, redirects=redirects)
+        if not await one_statement(self, checked, *values, *client):
+            raise ClientChanged()
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
@@ -344,17 +344,13 @@ async def _migrate(db: Connection) -> None:
         schema = await db.fetchval("SELECT current_schema()")
         if schema is None:
             raise StoreUnavailable("no schema of the postgres search_path exists")
-        await db.execute(q.MIGRATION_LOCK, MIGRATION_LOCK_CLASS, schema, timeout=timeout)
-        await db.execute(q.SCHEMA_VERSION_TABLE)
-        version = await db.fetchval(q.SCHEMA_VERSION)
+        await db.execute(pg.MIGRATION_LOCK, MIGRATION_LOCK_CLASS, schema, timeout=timeout)
+        await db.execute(pg.SCHEMA_VERSION_TABLE)
+        version = await db.fetchval(pg.SCHEMA_VERSION)
         if version is None:
             await db.execute("INSERT INTO edgeauth_schema (version) VALUES (0)")
             version = 0
-        if version > len(MIGRATIONS):
-            raise StoreUnavailable(
-                f"the database schema (version {version}) is newer than this edgeauth "
-                f"(version {len(MIGRATIONS)})"
-            )
+        refuse_newer_schema(version, len(MIGRATIONS))
         for script in MIGRATIONS[version:]:
             await db.execute(script, timeout=timeout)
         if version < len(MIGRATIONS):
@@ -365,7 +361,7 @@ async def _migrate(db: Connection) -> None:
 async def _log(db: Connection, dead: Sequence[bytes]) -> None:
     digests = [bytes(d) for d in dead]
     payloads = notify_payloads(digests)
-    await db.execute(q.LOG_REVOCATIONS, digests, time.time(), NOTIFY_CHANNEL, payloads)
+    await db.execute(pg.LOG_REVOCATIONS, digests, time.time(), NOTIFY_CHANNEL, payloads)
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,5 +1,6 @@
-"""The PostgreSQL store's schema (forward-only migrations), its dialect of sql.py, and the
-statements only it runs (written with PostgreSQL's own `$n` parameters).
+"""The PostgreSQL store's schema (forward-only migrations), its dialect of sql.py (written, as
+sql.py is, with `?N` parameters), and the statements only it runs (written with PostgreSQL's
+own `$N` parameters).
 
 No I/O here: `postgres.py` runs these. The tables, columns and indexes are SQLite's
 (sqlite_schema.py) in PostgreSQL types: JSON lists become text[], BLOB bytea, REAL double
@@ -201,10 +202,10 @@ POSTGRES = Dialect(
     strings_param=list,
     strings=_strings,
     tags_match=_tags_match,
-    drop_codes_to="""DELETE FROM codes WHERE credential_id = $1
-    AND (redirect_uri = ANY($2::text[]) OR ($3 AND redirect_uri IS NULL))""",
+    drop_codes_to="""DELETE FROM codes WHERE credential_id = ?1
+    AND (redirect_uri = ANY(?2::text[]) OR (?3 AND redirect_uri IS NULL))""",
     revocation_head="SELECT seq FROM revocation_head",
     for_update=" FOR UPDATE",
-    lock_credentials_of="SELECT id FROM credentials WHERE consumer_id = $1 FOR UPDATE",
-    lock_username=f"SELECT pg_advisory_xact_lock({SEED_LOCK_CLASS}, hashtext($1))",
+    lock_credentials_of="SELECT id FROM credentials WHERE consumer_id = ?1 FOR UPDATE",
+    lock_username=f"SELECT pg_advisory_xact_lock({SEED_LOCK_CLASS}, hashtext(?1))",
 )

@@ -78,7 +78,7 @@ def to_token(row: Row) -> TokenRecord:
 
 
 def to_token_view(row: Row) -> TokenView:
-    """A row of a backend's VIEWS_SELECT: the token with its client's and consumer's names."""
+    """A row of sql.VIEWS_SELECT: the token with its client's and consumer's names."""
     return TokenView(
         token=to_token(row),
         client_id=row["client_id"],

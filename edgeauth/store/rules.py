@@ -1,6 +1,6 @@
 """The data rules of the store, as pure decisions: what a call's arguments mean, when a save
 checked against its client must not land, what a change to a client does to what was granted
-to it, when a taken code is spent.
+to it, when a taken code is spent, which database schemas this code opens.
 
 No I/O and no SQL: core.py runs the statements these decisions call for, in its transactions.
 """
@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edgeauth.errors import ClientChanged, StoreError
+from edgeauth.errors import ClientChanged, StoreError, StoreUnavailable
 from edgeauth.models import AuthCode, Consumer, Credential
 from edgeauth.store.rows import Row, to_code
 
@@ -33,6 +33,9 @@ CONSUMER_PATCH = frozenset({"username", "custom_id", "tags"})
 CREDENTIAL_PATCH = frozenset(
     {"name", "client_id", "secret_hash", "redirect_uris", "client_type", "tags"}
 )
+# The patchable columns holding a list (bound as the dialect binds one) and an enum (its value).
+LIST_COLUMNS = frozenset({"tags", "redirect_uris"})
+ENUM_COLUMNS = frozenset({"client_type"})
 
 
 def patch_values(
@@ -48,9 +51,9 @@ def patch_values(
 
 
 def _column(name: str, value: Any, strings: Callable[[Sequence[str]], object]) -> object:
-    if name in ("tags", "redirect_uris"):
+    if name in LIST_COLUMNS:
         return strings(value)
-    return str(value) if name == "client_type" else value
+    return str(value) if name in ENUM_COLUMNS else value
 
 
 def token_changes(expires_at: float | bool | None, scope: str | None) -> dict[str, object]:
@@ -65,6 +68,15 @@ def token_changes(expires_at: float | bool | None, scope: str | None) -> dict[st
         values["scope"] = scope
         values["refresh_scope"] = None
     return values
+
+
+def refuse_newer_schema(version: int, known: int) -> None:
+    """StoreUnavailable when the database's schema `version` is newer than the `known`
+    migrations: a newer edgeauth migrated it, and this one must not guess at its meaning."""
+    if version > known:
+        raise StoreUnavailable(
+            f"the database schema (version {version}) is newer than this edgeauth (version {known})"
+        )
 
 
 def unexpired_code(rows: Sequence[Row], now: float) -> AuthCode | None:

@@ -1,9 +1,12 @@
 """The SQL both backends run, written once, and the few things each backend's dialect says
 differently.
 
-No I/O. Statements use SQLite's numbered parameters (`?1`, `?2`; a number may repeat), which
-the PostgreSQL connection rewrites as its `$1`, `$2` (the local backend, where a statement
-costs microseconds, runs them as written). Lists are keyset-paginated on (created_at, id)
+No I/O. Statements, and every Dialect string, use SQLite's numbered parameters (`?1`, `?2`;
+a number may repeat), which the PostgreSQL connection rewrites as its `$1`, `$2` (the local
+backend, where a statement costs microseconds, runs them as written); a condition given to
+`Where` marks its parameters with a bare `?`, which `Where.add` numbers. So shared SQL holds no
+literal `?` but those marks: PostgreSQL's jsonb operators `?`, `?|` and `?&`, and a `?` inside
+a string literal, cannot be written here. Lists are keyset-paginated on (created_at, id)
 ascending with rows.py's cursors. Only identifiers from the store (never caller input) are
 formatted into SQL; values are always bound parameters.
 """
@@ -19,13 +22,14 @@ from edgeauth.store.base import TagFilter, TokenFilter
 from edgeauth.store.rows import CODE_FIELDS, TOKEN_FIELDS, decode_cursor, page_size
 
 # A tag filter in a dialect: (column, the tags sorted, any of them rather than all) →
-# the condition, with `?` for each of its parameters, and those parameters.
+# the condition for `Where.add`, a bare `?` for each of its parameters, and those parameters.
 TagsMatch = Callable[[str, Sequence[str], bool], tuple[str, list[object]]]
 
 
 @dataclass(frozen=True, slots=True)
 class Dialect:
-    """What one backend's SQL says its own way; the statements below run as written on both.
+    """What one backend's SQL says its own way, in the `?N` style of the statements below
+    (which run as written on both).
 
     Row locks: a backend whose writers are not serialized otherwise takes them, so that the
     later of two racing writers sees the earlier one's commit. `for_update` is appended to a
@@ -60,17 +64,13 @@ ORDER BY id = ?1 DESC LIMIT 1"""
 CONSUMER = "SELECT * FROM consumers WHERE id = ?1"
 CONSUMER_NAMED = "SELECT * FROM consumers WHERE username = ?1"
 DELETE_CONSUMER = "DELETE FROM consumers WHERE id = ?1"
-INSERT_CREDENTIAL = """INSERT INTO credentials (id, consumer_id, name, client_id, secret_hash,
-    redirect_uris, client_type, tags, created_at)
+INSERT_CREDENTIAL = """INSERT INTO credentials (id, client_id, created_at, consumer_id, name,
+    secret_hash, redirect_uris, client_type, tags)
 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) RETURNING *"""
 # The seed's insert: nothing (and no error) when a concurrent seed inserted it first.
 SEED_CREDENTIAL = INSERT_CREDENTIAL.replace(
     "RETURNING *", "ON CONFLICT (client_id) DO NOTHING RETURNING *"
 )
-# INSERT_CREDENTIAL's parameters without client_id (?4) and created_at (?9), renumbered.
-UPDATE_CREDENTIAL = """UPDATE credentials SET consumer_id = ?2, name = ?3, secret_hash = ?4,
-    redirect_uris = ?5, client_type = ?6, tags = ?7
-WHERE id = ?1 RETURNING *"""
 CREDENTIAL = "SELECT * FROM credentials WHERE id = ?1"
 CLIENT = "SELECT * FROM credentials WHERE client_id = ?1"
 DELETE_CREDENTIAL = "DELETE FROM credentials WHERE id = ?1"
@@ -127,7 +127,8 @@ SWEEP_REVOCATIONS = "DELETE FROM revocations WHERE at <= ?1"
 @dataclass
 class Where:
     """Conditions joined by AND, with their parameters in order. A condition marks each of
-    its parameters with a bare `?`; `sql()` numbers them after any given at the start."""
+    its parameters with a bare `?`; `add()` numbers them after those already bound (given
+    at the start, or by earlier conditions and marks)."""
 
     params: list[object] = field(default_factory=list)
     conditions: list[str] = field(default_factory=list)

@@ -29,7 +29,7 @@ from edgeauth.models import AuthCode, Credential, TokenRecord
 from edgeauth.store.batch import GroupCommit
 from edgeauth.store.core import SQLStore
 from edgeauth.store.rows import code_values, to_credential, token_values
-from edgeauth.store.rules import refusal
+from edgeauth.store.rules import refusal, refuse_newer_schema
 from edgeauth.store.sql import INSERT_CODE, TOKENS_INSERT
 from edgeauth.store.sqlite_schema import (
     CLIENTS,
@@ -169,8 +169,7 @@ class SQLiteFile:
 
     async def save_code(self, code: AuthCode, expected: Credential | None) -> None:
         async def work(tx: SQLiteTx) -> tuple[None, list[bytes]]:
-            clients = await _clients(tx, [expected.id] if expected is not None else [])
-            refused = refusal(clients, expected, redirects=True)
+            [refused] = await _refusals(tx, [expected], redirects=True)
             if refused is not None:
                 raise refused
             await tx.execute(INSERT_CODE, *code_values(code))
@@ -190,8 +189,7 @@ class SQLiteFile:
         left out and refused alone."""
 
         async def work(tx: SQLiteTx) -> tuple[list[ClientChanged | None], list[bytes]]:
-            clients = await _clients(tx, [client.id for _, client in rows if client is not None])
-            outcomes = [refusal(clients, client, redirects=False) for _, client in rows]
+            outcomes = await _refusals(tx, [client for _, client in rows], redirects=False)
             kept = [params for (params, _), no in zip(rows, outcomes, strict=True) if no is None]
             await tx.executemany(TOKENS_INSERT, kept)
             return outcomes, []
@@ -270,11 +268,7 @@ async def _migrate(db: aiosqlite.Connection) -> None:
 
 async def _migrate_one(db: aiosqlite.Connection) -> bool:
     version = int((await _fetch(db, "PRAGMA user_version"))[0][0])
-    if version > len(MIGRATIONS):
-        raise StoreUnavailable(
-            f"the database schema (version {version}) is newer than this edgeauth "
-            f"(version {len(MIGRATIONS)})"
-        )
+    refuse_newer_schema(version, len(MIGRATIONS))
     if version == len(MIGRATIONS):
         return False
     for statement in _statements(MIGRATIONS[version]):
@@ -305,9 +299,12 @@ async def _fetch(db: aiosqlite.Connection, sql: str, params: Params = ()) -> lis
     return list(await db.execute_fetchall(sql, params))
 
 
-async def _clients(tx: SQLiteTx, ids: Sequence[str]) -> dict[str, Credential]:
-    """The credentials among `ids` that exist now, by id."""
-    if not ids:
-        return {}
-    rows = await tx.fetch(CLIENTS, json_list(tuple(ids)))
-    return {row["id"]: to_credential(row, SQLITE.strings) for row in rows}
+async def _refusals(
+    tx: SQLiteTx, expected: Sequence[Credential | None], *, redirects: bool
+) -> list[ClientChanged | None]:
+    """rules.refusal for each save checked against its `expected` client (None: unchecked),
+    the credentials they expect read in one statement."""
+    ids = [client.id for client in expected if client is not None]
+    rows = await tx.fetch(CLIENTS, json_list(ids)) if ids else []
+    clients = {row["id"]: to_credential(row, SQLITE.strings) for row in rows}
+    return [refusal(clients, client, redirects=redirects) for client in expected]
