@@ -117,14 +117,14 @@ class Validator:
         self._stale: set[bytes] = set()  # digests whose read in flight predates a revocation
         self._revocations = 0
         self.anonymous = AnonymousConsumers(store)
-        self.trusted = True  # see feed.py for when it is not
+        self.heard_all = True  # see feed.py for when it is not
 
     def vouched(self, heard_all: bool) -> None:
         """Whether the feed vouches that every revocation is heard. The cache starts empty
         either way: while it cannot vouch, nothing is cached and every token is read from the
         store; once it can again, some revocations may have been missed meanwhile."""
         self._forget_all()
-        self.trusted = heard_all
+        self.heard_all = heard_all
         self.anonymous.caching = heard_all
 
     def _forget_all(self) -> None:
@@ -197,7 +197,7 @@ class Validator:
         """The entry for a token live at `now` (the caller's clock, so tests can move it),
         valid on this service with the required scopes."""
         digest = crypto.digest(token)
-        entry = self.cache.get(digest, now) if self.trusted else None
+        entry = self.cache.get(digest, now) if self.heard_all else None
         if entry is None:
             entry = await self._load(digest, now)
         if entry is None or not policy.accepts(entry[SERVICE]) or entry[EXPIRES_AT] <= now:
@@ -210,7 +210,7 @@ class Validator:
         """One store read per digest however many requests wait for it. The read runs as
         its own task, so a caller that goes away (its client hung up) never cancels it for
         the others."""
-        if self.trusted and self.cache.is_unknown(digest, now):
+        if self.heard_all and self.cache.is_unknown(digest, now):
             return None
         pending = self._loading.get(digest)
         if pending is None:
@@ -236,10 +236,10 @@ class Validator:
             if digest not in self._stale:
                 break
         if view is None or not is_live(view, now):
-            if self.trusted:
+            if self.heard_all:
                 self.cache.put_unknown(digest, now)
             return None
         entry = entry_for(view)
-        if self.trusted and generation == self._revocations:  # else it may be revoked by now
+        if self.heard_all and generation == self._revocations:  # else it may be revoked by now
             self.cache.put(digest, entry)
         return entry
