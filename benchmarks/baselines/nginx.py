@@ -5,6 +5,9 @@ inside it) and runs nginx in the foreground as the current user (`daemon off`). 
 every path to the backend unchanged; it checks no token (it is the cost of TLS + proxying
 that edgeauth is compared with, not an OAuth gateway). Bodies stream both ways: request
 buffering off, response buffers in memory only (no temp files).
+
+`write_static_config` makes nginx the static backend instead: plain HTTP, one fixed JSON body
+for every request, so that the backend never sets the pace of a throughput run.
 """
 
 from __future__ import annotations
@@ -33,22 +36,16 @@ def version() -> str:
     return match.group(1) if match else "unknown"
 
 
-def write_config(
-    prefix: Path,
-    *,
-    port: int,
-    upstream_port: int,
-    cert_file: Path,
-    key_file: Path,
-    workers: int = 1,
-    max_connections: int = 20000,
-) -> Path:
-    """nginx.conf for a TLS listener on 127.0.0.1:port proxying to 127.0.0.1:upstream_port."""
+def _prepare(prefix: Path) -> None:
     prefix.mkdir(parents=True, exist_ok=True)
     for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
         (prefix / sub).mkdir(exist_ok=True)
+
+
+def _main_block(prefix: Path, workers: int, max_connections: int) -> str:
+    """Everything outside `http {}`, and the http settings both configs share."""
     user = "user root root;\n" if os.geteuid() == 0 else ""
-    conf = f"""\
+    return f"""\
 # written by benchmarks.baselines.nginx
 {user}daemon off;
 master_process on;
@@ -72,7 +69,24 @@ http {{
     keepalive_timeout 300s;
     keepalive_requests 100000000;
     client_max_body_size 0;
+"""
 
+
+def write_config(
+    prefix: Path,
+    *,
+    port: int,
+    upstream_port: int,
+    cert_file: Path,
+    key_file: Path,
+    workers: int = 1,
+    max_connections: int = 20000,
+) -> Path:
+    """nginx.conf for a TLS listener on 127.0.0.1:port proxying to 127.0.0.1:upstream_port."""
+    _prepare(prefix)
+    conf = (
+        _main_block(prefix, workers, max_connections)
+        + f"""
     upstream backend {{
         server 127.0.0.1:{upstream_port};
         keepalive 128;
@@ -103,6 +117,35 @@ http {{
     }}
 }}
 """
+    )
+    path = prefix / "nginx.conf"
+    path.write_text(conf)
+    return path
+
+
+def write_static_config(
+    prefix: Path, *, port: int, body: bytes, max_connections: int = 20000
+) -> Path:
+    """nginx.conf for the static backend: plain HTTP on 127.0.0.1:port, `body` (JSON) as the
+    answer to every request, whatever its path or method (a request body is read and dropped)."""
+    _prepare(prefix)
+    text = body.decode().replace("\\", "\\\\").replace("'", "\\'")
+    conf = (
+        _main_block(prefix, 1, max_connections)
+        + f"""
+    server_tokens off;
+
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+
+        location / {{
+            default_type application/json;
+            return 200 '{text}';
+        }}
+    }}
+}}
+"""
+    )
     path = prefix / "nginx.conf"
     path.write_text(conf)
     return path
