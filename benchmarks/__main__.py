@@ -37,6 +37,7 @@ def run(
     *,
     tool: str = "auto",
     pin: bool = True,
+    static: str = "auto",
     say: Callable[[str], None] = progress,
     command_line: str = "",
     keep_logs: Path | None = None,
@@ -52,7 +53,7 @@ def run(
     machine = report.machine()
     with (
         tempfile.TemporaryDirectory(prefix="edgeauth-bench-") as tmp,
-        Bench(profile, Path(tmp), tool=tool, pin=pin, say=say) as bench,
+        Bench(profile, Path(tmp), tool=tool, pin=pin, static=static, say=say) as bench,
     ):
         say(f"{bench.layout.describe()}; load generator: {bench.tool}; open files: {fds}")
         scenarios = [
@@ -63,6 +64,7 @@ def run(
         commands = list(dict.fromkeys(bench.procs.commands))
         layout = bench.layout.describe()
         used_tool = bench.tool
+        backends = dict(bench.backend_names)
         bench.procs.close()
         if keep_logs is not None and bench.procs.log_dir.exists():
             shutil.copytree(bench.procs.log_dir, keep_logs, dirs_exist_ok=True)
@@ -73,7 +75,9 @@ def run(
         "profile": asdict(profile),
         "tool": used_tool,
         "layout": layout,
+        "backends": backends,
         "machine": machine,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "scenarios": [s.to_json() for s in scenarios],
         "configs": configs,
         "commands": [list(c) for c in commands],
@@ -98,6 +102,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=("auto", "wrk", "builtin"),
         default="auto",
         help="load generator for closed-loop runs (auto: wrk when installed)",
+    )
+    parser.add_argument(
+        "--static-backend",
+        choices=("auto", "nginx", "python"),
+        default="auto",
+        help="what serves the throughput scenarios' fixed JSON (auto: nginx when installed)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     parser.add_argument("--duration", type=float, help="seconds per measured load (override)")
@@ -131,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         profile,
         tool=args.tool,
         pin=not args.no_pin,
+        static=args.static_backend,
         command_line=line.strip(),
         keep_logs=directory / "logs",
     )

@@ -359,7 +359,7 @@ def _quote(part: str) -> str:
     return "'" + part.replace("'", "'\\''") + "'"
 
 
-def wait_port(port: int, proc: Proc | None = None, timeout: float = 30.0) -> None:
+def wait_port(port: int, proc: Proc | None = None, timeout: float = 90.0) -> None:
     """Until something accepts on 127.0.0.1:port; fails early if `proc` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -370,8 +370,8 @@ def wait_port(port: int, proc: Proc | None = None, timeout: float = 30.0) -> Non
                 return
         except OSError:
             time.sleep(0.05)
-    tail = proc.log_tail() if proc is not None else ""
-    raise RuntimeError(f"nothing listens on port {port} after {timeout:.0f} s\n{tail}")
+    name, tail = (proc.name, proc.log_tail()) if proc is not None else ("", "")
+    raise RuntimeError(f"{name}: nothing listens on port {port} after {timeout:.0f} s\n{tail}")
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ class Profile:
     unique_tokens: int  # never-repeated invalid tokens prepared for the unique flood
     overload_connections: int
     overload_cap: int  # max_inflight_requests of the shedding variant
+    prefill_tokens: int  # tokens in the store of issue's pre-filled variant (issue 17: 5 M)
     shutdown_grace: float = 10.0
 
     def shorter(self, duration: float) -> Profile:
@@ -43,6 +44,7 @@ QUICK = Profile(
     unique_tokens=100_000,
     overload_connections=256,
     overload_cap=64,
+    prefill_tokens=200_000,
 )
 
 FULL = Profile(
@@ -59,6 +61,7 @@ FULL = Profile(
     unique_tokens=400_000,
     overload_connections=256,
     overload_cap=64,
+    prefill_tokens=5_000_000,
 )
 
 SMOKE = Profile(
@@ -75,6 +78,7 @@ SMOKE = Profile(
     unique_tokens=200,
     overload_connections=8,
     overload_cap=2,
+    prefill_tokens=1_000,
     shutdown_grace=5.0,
 )
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from benchmarks import loadgen
 from benchmarks.baselines import nginx as nginx_baseline
+from benchmarks.results import GENERATOR_LIMIT, OTHERS_LIMIT
+from benchmarks.targets import GOALS, Goal
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,6 +116,7 @@ COLUMNS = (
     "p99.9 ms",
     "errors",
     "CPU %",
+    "gen CPU %",
     "peak RSS MiB",
 )
 
@@ -144,11 +147,18 @@ def rows(record: dict[str, Any], *, cores: bool = False) -> list[list[str]]:
                     _num(lat.get("p999"), 2),
                     _num(m["errors"]),
                     _num(m["cpu_percent"]),
+                    _generator(m),
                     _num(m["rss_peak_mib"], 1),
                 ]
                 + ([_cores(m["core_busy"])] if cores else [])
             )
     return found
+
+
+def _generator(m: dict[str, Any]) -> str:
+    """The generator cores' busy %, with "!" when past the limit (the generator set the pace)."""
+    busy = m.get("generator_busy_percent")
+    return "-" if busy is None else f"{busy:.0f}{'!' if m.get('generator_saturated') else ''}"
 
 
 def _cores(busy: dict[str, float]) -> str:
@@ -180,23 +190,95 @@ def _mark(ok: bool | None) -> str:
     return {True: "PASS", False: "MISS", None: "n/a "}[ok]
 
 
+def _judged(check: dict[str, Any], goal: Goal | None) -> str:
+    value = check["value"]
+    if goal is None:
+        shown = "-" if value is None else f"{value:g}"
+        text = f"{check['name']}: {shown} (goal {check['goal']})"
+    else:
+        shown = "not measured" if value is None else goal.show(value)
+        text = f"{check['name']}: {shown}" + (f" ({check['miss']})" if check.get("miss") else "")
+        text += f" (goal {goal.goal})" if check["ok"] is None else ""
+    note = f"  [{check['note']}]" if check["note"] else ""
+    return f"  {_mark(check['ok'])} {text}{note}"
+
+
+def _why_not(goal: Goal, scenarios: dict[str, dict[str, Any]]) -> str:
+    scenario = scenarios.get(goal.scenario)
+    if scenario is None:
+        return f"scenario {goal.scenario} not run"
+    if scenario["status"] != "ok":
+        return f"{goal.scenario} {scenario['status']}: {scenario['reason'][:160]}"
+    return "not measured in this run"
+
+
+def headline(record: dict[str, Any]) -> str:
+    """edgeauth/floor with both figures, or why it is missing."""
+    proxy = next((s for s in record["scenarios"] if s["name"] == "proxy"), None)
+    if proxy is None or proxy["status"] != "ok":
+        return "edgeauth/floor: n/a (proxy scenario not run)"
+    rps = proxy["summary"]["req_per_s"]
+    return (
+        f"edgeauth/floor = {proxy['summary']['edgeauth/floor']} (edgeauth "
+        f"{_num(rps.get('edgeauth'))} req/s, one worker, access log on; floor proxy "
+        f"{_num(rps.get('floor'))} req/s)"
+    )
+
+
+def saturated_runs(record: dict[str, Any]) -> list[str]:
+    return [
+        f"{s['name']}: {m['target']} {m['label']} ({m['generator_busy_percent']:g} %)"
+        for s in record["scenarios"]
+        for m in s["measurements"]
+        if m.get("generator_saturated")
+    ]
+
+
 def check_lines(record: dict[str, Any]) -> list[str]:
-    lines: list[str] = []
+    """The headline ratio, every target of the issue in order (PASS, MISS with its size, or
+    n/a and why), the other ratios and checks, and the runs the generator saturated."""
+    scenarios = {s["name"]: s for s in record["scenarios"]}
+    checks = [c for s in record["scenarios"] for c in s["checks"]]
+    lines = [f"Headline: {headline(record)}", "", "Targets (issue 17):"]
+    for goal in GOALS.values():
+        found = [c for c in checks if c.get("key") == goal.key]
+        lines += [_judged(c, goal) for c in found]
+        if not found:
+            lines.append(f"  n/a  {goal.text} ({goal.goal}): {_why_not(goal, scenarios)}")
+    lines += ["", "Ratios:"]
     for scenario in record["scenarios"]:
-        for key in ("edgeauth/direct", "edgeauth/nginx", "edgeauth/naive", "scaling_factor"):
-            if key in scenario["summary"] and scenario["summary"][key] is not None:
-                lines.append(f"       {scenario['name']}: {key} = {scenario['summary'][key]}")
-        for check in scenario["checks"]:
-            value = "-" if check["value"] is None else f"{check['value']:g}"
-            note = f"  ({check['note']})" if check["note"] else ""
-            lines.append(
-                f"  {_mark(check['ok'])} {check['name']}: {value} (goal {check['goal']}){note}"
-            )
-        if scenario["status"] != "ok":
-            lines.append(
-                f"  n/a  {scenario['name']}: {scenario['status']}: {scenario['reason'][:200]}"
-            )
+        for key, value in scenario["summary"].items():
+            if (key.startswith("edgeauth/") or key == "scaling_factor") and value is not None:
+                lines.append(f"  {scenario['name']}: {key} = {value}")
+    others = [c for c in checks if not c.get("key")]
+    if others:
+        lines += ["", "Other checks:", *(_judged(c, None) for c in others)]
+    failed = [s for s in record["scenarios"] if s["status"] != "ok"]
+    if failed:
+        lines += ["", "Scenarios not complete:"]
+        lines += [f"  {s['name']}: {s['status']}: {s['reason'][:200]}" for s in failed]
+    hot = saturated_runs(record)
+    if hot:
+        lines += [
+            "",
+            f"Generator cores past {GENERATOR_LIMIT:g} % (the figure is the generator's):",
+        ]
+        lines += [f"  {text}" for text in hot]
+    shared = shared_runs(record)
+    if shared:
+        lines += ["", f"Runs whose server core other processes used past {OTHERS_LIMIT:g} %:"]
+        lines += [f"  {text}" for text in shared]
     return lines
+
+
+def shared_runs(record: dict[str, Any]) -> list[str]:
+    """Runs during which other processes on the machine took the server core from it."""
+    return [
+        f"{s['name']}: {m['target']} {m['label']} ({m['others_on_server_percent']:g} % of a core)"
+        for s in record["scenarios"]
+        for m in s["measurements"]
+        if (m.get("others_on_server_percent") or 0.0) > OTHERS_LIMIT
+    ]
 
 
 # -- Markdown ---------------------------------------------------------------------------------
@@ -222,6 +304,17 @@ def _summary_lines(summary: dict[str, Any], indent: str = "") -> list[str]:
     return lines
 
 
+def _backend_lines(record: dict[str, Any]) -> list[str]:
+    backends = record.get("backends", {})
+    if not backends:
+        return []
+    lines = ["Backends (on the generator's cores; never the server under test's):", ""]
+    for kind, name in backends.items():
+        used = "every scenario but stream" if kind == "static" else "stream (large bodies, sink)"
+        lines.append(f"- {kind}: {name}, used by {used}")
+    return [*lines, ""]
+
+
 def markdown(record: dict[str, Any], plots: dict[str, list[str]]) -> str:
     m = record["machine"]
     out = [
@@ -232,16 +325,18 @@ def markdown(record: dict[str, Any], plots: dict[str, list[str]]) -> str:
         "",
         f"Layout: {record['layout']}.",
         "",
+        *_backend_lines(record),
         "## Machine",
         "",
         _md_table(["what", "value"], [[k, str(v)] for k, v in m.items()]),
         "",
     ]
-    if m["load_average_at_start"][0] > 0.5:
+    end = record.get("load_average_at_end", [0.0])
+    if m["load_average_at_start"][0] > 0.5 or end[0] > 1.5:
         out += [
-            f"Load average at start was {m['load_average_at_start']}: other processes were "
-            "using the CPUs, so absolute figures are lower than on an idle machine; compare "
-            "the ratios, which were measured in the same run.",
+            f"Load average at start was {m['load_average_at_start']}, at the end {end}: other "
+            "processes were using the CPUs, so absolute figures are lower than on an idle "
+            "machine; compare the ratios, which were measured in the same run.",
             "",
         ]
     out += [
@@ -254,8 +349,12 @@ def markdown(record: dict[str, Any], plots: dict[str, list[str]]) -> str:
         "tree, sampled every 20 ms. Latencies are from the load generator: wrk and `builtin` "
         "are closed-loop (queueing at that concurrency), `builtin-open-loop` counts from each "
         "request's due time (no coordinated omission). `direct` is plain HTTP to the backend. "
-        "`cores busy %` is each CPU's busy share during the run: a generator core near 100 % "
-        "means the client, not the server, set the pace.",
+        "`gen CPU %` is the load generator's cores' mean busy share during the run (with the "
+        f"backend on them); past {GENERATOR_LIMIT:g} % (marked `!`) the client, not the server, "
+        "set the pace, and the figure is the generator's. `cores busy %` is each CPU's busy "
+        "share; what the server's cores spent beyond the server's own CPU % went to other "
+        "processes (listed under the targets when past "
+        f"{OTHERS_LIMIT:g} % of a core).",
         "",
         "## Ratios and targets",
         "",

@@ -7,7 +7,11 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from benchmarks.targets import GOALS
+
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+GENERATOR_LIMIT = 90.0  # % busy of the generator cores past which a run measured the generator
+OTHERS_LIMIT = 20.0  # % of the server's cores used by other processes past which a run is shared
 Status = Literal["ok", "failed", "skipped"]
 
 
@@ -62,6 +66,13 @@ class Measurement:
     rss_peak_mib: float | None = None
     rss_hwm_mib: float | None = None
     core_busy: dict[str, float] = field(default_factory=dict)
+    # mean busy % of the load generator's cores (None: unpinned, no cores of its own); past
+    # GENERATOR_LIMIT the figure is the generator's, not the server's
+    generator_busy_percent: float | None = None
+    generator_saturated: bool = False
+    # busy % of the server's cores not spent by the server under test (in % of one core): other
+    # processes on the machine competing with it (None: unpinned)
+    others_on_server_percent: float | None = None
     layout: str = ""
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -69,13 +80,17 @@ class Measurement:
 
 @dataclass
 class Check:
-    """A target from the issue, with the measured value; ok None = could not be judged."""
+    """A target with the measured value; ok None = could not be judged. `key` names the
+    issue's target it judges (targets.GOALS), "" for the harness's other checks; `miss` says
+    by how much a judged value missed."""
 
     name: str
     value: float | None
     goal: str
     ok: bool | None
     note: str = ""
+    key: str = ""
+    miss: str = ""
 
 
 @dataclass
@@ -113,6 +128,22 @@ class ScenarioResult:
         self, name: str, value: float | None, goal: str, ok: bool | None, note: str = ""
     ) -> None:
         self.checks.append(Check(name, None if value is None else round(value, 3), goal, ok, note))
+
+    def judge(self, key: str, value: float | None, variant: str = "", note: str = "") -> None:
+        """A check of the issue's target `key` (targets.GOALS) against `value`."""
+        goal = GOALS[key]
+        ok = None if value is None else goal.passes(value)
+        self.checks.append(
+            Check(
+                name=goal.text + (f" ({variant})" if variant else ""),
+                value=None if value is None else round(value, 3),
+                goal=goal.goal,
+                ok=ok,
+                note=note,
+                key=key,
+                miss=goal.miss(value) if ok is False and value is not None else "",
+            )
+        )
 
 
 class Skip(Exception):

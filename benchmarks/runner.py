@@ -1,11 +1,17 @@
-"""The harness's engine: one `Bench` owns a work directory, a certificate, the sample backend,
-the baselines (started on first use) and the gateways under test, and measures loads
+"""The harness's engine: one `Bench` owns a work directory, a certificate, the backends and
+the baselines (each started on first use) and the gateways under test, and measures loads
 against any of them. Leaving it stops every process it started, whatever happened.
 
-Layout (pinning): with more than one core, the generator and the sample backend share the
-first half of the cores and the server under test (edgeauth, nginx, the naive proxy, or the
-backend itself when it is measured directly) gets the other half, as in perf-notes.md.
-With one core, or with --no-pin, nothing is pinned.
+Backends: throughput scenarios use the static backend (nginx serving a fixed JSON body when
+installed, else `baselines/static_backend.py`), which costs nearly nothing, so that it never
+sets the pace; the stream scenario uses the sample backend (`edgeauth.sample_backend`), which
+has the large bodies and the upload sink.
+
+Layout (pinning): with more than one core, the generator and the backends share the first
+half of the cores and the server under test (edgeauth, nginx, the floor and naive proxies, or
+a backend itself when it is measured directly) gets the other half, as in perf-notes.md.
+With one core, or with --no-pin, nothing is pinned. Each measured run records how busy the
+generator's cores were: past 90 % the figure is the generator's, not the server's.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import json
 import os
 import secrets
 import ssl
+import statistics
 import sys
 import time
 import traceback
@@ -30,9 +37,10 @@ import tomli_w
 
 from benchmarks import loadgen
 from benchmarks.baselines import nginx as nginx_baseline
+from benchmarks.baselines import static_backend
 from benchmarks.procs import Proc, Processes, Watch, free_port, pinned_to, wait_port
 from benchmarks.profiles import Profile
-from benchmarks.results import Measurement, ScenarioResult, Skip
+from benchmarks.results import GENERATOR_LIMIT, Measurement, ScenarioResult, Skip
 from edgeauth.tls import DevCertificate, generate_dev_certificate
 
 SECRET = "bench-secret"
@@ -41,6 +49,9 @@ CLIENT_ID = "bench"
 PROTECTED_PATH = "/api/events"  # through the protected route, to the backend's /api/events
 PUBLIC_PATH = "/public/events"  # through the public route, to the same /api/events
 TOKEN_PATH = "/api/oauth2/token"
+STATIC = "static"  # the backend of the throughput scenarios: fixed JSON, nearly free
+SAMPLE = "sample"  # edgeauth.sample_backend: large bodies, the upload sink
+ACCESS_LOG = "access.log"  # the gateways log to this file in their directory, as users run them
 
 
 @dataclass(frozen=True)
@@ -55,7 +66,7 @@ class Layout:
         if not self.pinned:
             return f"unpinned: generator, backend and server share {self.cores} core(s)"
         return (
-            f"pinned: generator on CPU {_cpus(self.generator)} with the sample backend, "
+            f"pinned: generator on CPU {_cpus(self.generator)} with the backend, "
             f"server under test alone on CPU {_cpus(self.server)}"
         )
 
@@ -90,6 +101,10 @@ class Server:
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+    @property
+    def address_port(self) -> int:
+        return urllib.parse.urlsplit(self.base_url).port or 0
 
 
 @dataclass
@@ -222,6 +237,7 @@ class Bench:
         *,
         tool: str = "auto",
         pin: bool = True,
+        static: str = "auto",
         say: Callable[[str], None] = progress,
     ) -> None:
         self.profile = profile
@@ -232,98 +248,105 @@ class Bench:
         if tool == "wrk" and not loadgen.have_wrk():
             raise SystemExit("wrk is not installed")
         self.tool = tool
+        if static == "auto":
+            static = "nginx" if nginx_baseline.binary() is not None else "python"
+        if static == "nginx" and nginx_baseline.binary() is None:
+            raise SystemExit("nginx is not installed")
+        self.static = static
         self.layout = make_layout(pin)
         self.procs = Processes(workdir / "logs")
         self.certs = generate_dev_certificate(workdir / "certs")
         self.client_ssl = ssl.create_default_context(cafile=str(self.certs.ca_file))
-        self.backend_port = free_port()
-        self.backend: Server | None = None
-        self._nginx: Server | None = None
-        self._naive: Server | None = None
+        self.backends: dict[str, Server] = {}
+        self.backend_names: dict[str, str] = {}  # kind -> what serves it, for the report
+        self._baselines: dict[tuple[str, str], Server] = {}
         self._gateways = 0
         self.configs: dict[str, str] = {}  # name -> TOML, for the report
 
     # -- lifetime -------------------------------------------------------------------------
 
     def __enter__(self) -> Bench:
-        try:
-            self.start_backend()
-        except BaseException:
-            self.procs.close()
-            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.procs.close()
 
-    def start_backend(self) -> Server:
-        command = [
-            sys.executable,
-            "-m",
-            "edgeauth.sample_backend",
-            "--port",
-            str(self.backend_port),
-        ]
-        proc = self.procs.start("backend", command, cpus=self.layout.backend)
-        wait_port(self.backend_port, proc)
-        self.backend = Server("direct", f"http://127.0.0.1:{self.backend_port}", [proc])
-        return self.backend
+    def backend(self, kind: str = STATIC) -> Server:
+        """The static or the sample backend, on the generator's cores (started on first use)."""
+        if kind in self.backends:
+            return self.backends[kind]
+        port = free_port()
+        if kind == SAMPLE:
+            name = "edgeauth.sample_backend (aiohttp)"
+            command = [sys.executable, "-m", "edgeauth.sample_backend", "--port", str(port)]
+        elif self.static == "nginx":
+            name = f"nginx {nginx_baseline.version()} serving a fixed JSON body"
+            prefix = self.workdir / "static-nginx"
+            conf = nginx_baseline.write_static_config(prefix, port=port, body=static_backend.BODY)
+            self.configs["nginx.conf (static backend)"] = conf.read_text()
+            command = nginx_baseline.command(prefix, conf)
+        else:
+            name = "benchmarks.baselines.static_backend (uvloop + httptools, fixed JSON)"
+            command = [sys.executable, "-m", "benchmarks.baselines.static_backend"]
+            command += ["--port", str(port)]
+        proc = self.procs.start(f"backend-{kind}", command, cpus=self.layout.backend)
+        wait_port(port, proc)
+        self.backends[kind] = Server("direct", f"http://127.0.0.1:{port}", [proc])
+        self.backend_names[kind] = name
+        return self.backends[kind]
 
-    def nginx(self) -> Server:
-        """nginx in front of the backend (started on first use); Skip if not installed."""
-        if self._nginx is not None:
-            return self._nginx
+    def nginx(self, backend: str = STATIC) -> Server:
+        """nginx in front of a backend (started on first use); Skip if not installed."""
+        if ("nginx", backend) in self._baselines:
+            return self._baselines["nginx", backend]
         if nginx_baseline.binary() is None:
             raise Skip("nginx is not installed (make bench installs it when it can)")
         port = free_port()
-        prefix = self.workdir / "nginx"
+        prefix = self.workdir / f"nginx-{backend}"
         conf = nginx_baseline.write_config(
             prefix,
             port=port,
-            upstream_port=self.backend_port,
+            upstream_port=self.backend(backend).address_port,
             cert_file=self.certs.cert_file,
             key_file=self.certs.key_file,
             workers=max(1, len(self.layout.server)),
         )
-        self.configs["nginx.conf"] = conf.read_text()
+        self.configs[f"nginx.conf (proxy to the {backend} backend)"] = conf.read_text()
         proc = self.procs.start(
-            "nginx", nginx_baseline.command(prefix, conf), cpus=self.layout.server
+            f"nginx-{backend}", nginx_baseline.command(prefix, conf), cpus=self.layout.server
         )
         wait_port(port, proc)
-        self._nginx = Server("nginx", f"https://127.0.0.1:{port}", [proc])
-        return self._nginx
+        self._baselines["nginx", backend] = Server("nginx", f"https://127.0.0.1:{port}", [proc])
+        return self._baselines["nginx", backend]
 
-    def naive(self) -> Server:
+    def naive(self, backend: str = STATIC) -> Server:
         """The naive aiohttp proxy (started on first use) with a token of its own."""
-        if self._naive is not None:
-            return self._naive
+        return self._python_proxy("naive", "benchmarks.baselines.naive_proxy", backend)
+
+    def floor(self, backend: str = STATIC) -> Server:
+        """The floor proxy (started on first use) with a token of its own."""
+        return self._python_proxy("floor", "benchmarks.baselines.floor_proxy", backend)
+
+    def _python_proxy(self, name: str, module: str, backend: str) -> Server:
+        if (name, backend) in self._baselines:
+            return self._baselines[name, backend]
         port = free_port()
         token = secrets.token_urlsafe(32)
-        tokens = self.workdir / "naive-tokens.txt"
+        tokens = self.workdir / f"{name}-{backend}-tokens.txt"
         tokens.write_text(token + "\n")
         command = [
-            sys.executable,
-            "-m",
-            "benchmarks.baselines.naive_proxy",
-            "--port",
-            str(port),
-            "--upstream",
-            f"http://127.0.0.1:{self.backend_port}",
-            "--tokens",
-            str(tokens),
-            "--cert",
-            str(self.certs.cert_file),
-            "--key",
-            str(self.certs.key_file),
+            *(sys.executable, "-m", module, "--port", str(port)),
+            *("--upstream", self.backend(backend).base_url, "--tokens", str(tokens)),
+            *("--cert", str(self.certs.cert_file), "--key", str(self.certs.key_file)),
         ]
-        proc = self.procs.start("naive", command, cpus=self.layout.server)
+        proc = self.procs.start(f"{name}-{backend}", command, cpus=self.layout.server)
         wait_port(port, proc)
-        self._naive = Server("naive", f"https://127.0.0.1:{port}", [proc], token=token)
-        return self._naive
+        server = Server(name, f"https://127.0.0.1:{port}", [proc], token=token)
+        self._baselines[name, backend] = server
+        return server
 
-    def direct(self) -> Server:
-        assert self.backend is not None
-        return self.backend
+    def direct(self, backend: str = STATIC) -> Server:
+        return self.backend(backend)
 
     @contextlib.contextmanager
     def gateway(
@@ -331,14 +354,16 @@ class Bench:
         *,
         workers: int = 1,
         pinned: bool = True,
-        access_log: str = "off",
+        access_log: str = ACCESS_LOG,
         server: dict[str, Any] | None = None,
         cache: dict[str, Any] | None = None,
         name: str = "edgeauth",
         command: Sequence[str] | None = None,
         store: dict[str, Any] | None = None,
+        backend: str = STATIC,
     ) -> Iterator[Gateway]:
-        """A fresh `edgeauth serve` (own directory, store and ports), stopped on leaving."""
+        """A fresh `edgeauth serve` (own directory, store and ports) in front of `backend`,
+        logging each request to a file unless `access_log` is "off"; stopped on leaving."""
         self._gateways += 1
         directory = self.workdir / f"gateway-{self._gateways}"
         directory.mkdir(parents=True)
@@ -348,7 +373,7 @@ class Bench:
         doc = gateway_doc(
             directory,
             self.certs,
-            backend_port=self.backend_port,
+            backend_port=self.backend(backend).address_port,
             port=port,
             admin_port=admin_port,
             workers=workers,
@@ -361,7 +386,8 @@ class Bench:
         config.write_text(tomli_w.dumps(doc))
         variant = [f"workers = {workers}"]
         variant += [f"{k} = {v}" for k, v in (server or {}).items()]
-        variant += [] if access_log == "off" else ["access log on"]
+        variant += ["access log off"] if access_log == "off" else []
+        variant += [] if backend == STATIC else [f"{backend} backend"]
         variant += [] if command is None else [" ".join(command[1:3])]
         self.configs.setdefault(f"edgeauth ({', '.join(variant)})", config.read_text())
         cpus = self.layout.server if pinned else ()
@@ -432,7 +458,13 @@ class Bench:
         m = self._measurement(name or target.name, label, spec, result, usage, layout)
         rate = f"{m.rps:,.0f} req/s" if m.mb_per_s is None else f"{m.mb_per_s:,.0f} MB/s"
         p99 = f", p99 {m.latency.p99:.2f} ms" if m.latency else ""
-        self.say(f"  {m.target:<9} {label}: {rate}{p99}, errors {m.errors}")
+        gen = (
+            ""
+            if m.generator_busy_percent is None
+            else f", generator {m.generator_busy_percent:g} %"
+        )
+        gen += " (saturated)" if m.generator_saturated else ""
+        self.say(f"  {m.target:<9} {label}: {rate}{p99}, errors {m.errors}{gen}")
         return m
 
     def stream(self, target: Server, direction: str, path: str, token: str | None) -> Measurement:
@@ -459,12 +491,14 @@ class Bench:
 
     @contextlib.contextmanager
     def _as_server_under_test(self, target: Server, layout: Layout) -> Iterator[None]:
-        """The backend moves to the server cores while it is the one measured."""
-        if layout.pinned and self.backend is not None and target is self.backend:
-            with pinned_to(self.backend.procs, layout.server):
+        """A backend moves to the server cores while it is the one measured; in an unpinned
+        run the backends share every core."""
+        backends = [proc for server in self.backends.values() for proc in server.procs]
+        if layout.pinned and any(target is server for server in self.backends.values()):
+            with pinned_to(target.procs, layout.server):
                 yield
-        elif not layout.pinned and self.layout.pinned and self.backend is not None:
-            with pinned_to(self.backend.procs, sorted(os.sched_getaffinity(0))):
+        elif not layout.pinned and self.layout.pinned and backends:
+            with pinned_to(backends, sorted(os.sched_getaffinity(0))):
                 yield
         else:
             yield
@@ -480,6 +514,11 @@ class Bench:
     ) -> Measurement:
         good = result.expected(spec.expect)
         seconds = result.duration_s or usage.seconds
+        generator = [usage.core_busy[c] for c in layout.generator if c in usage.core_busy]
+        gen_busy = round(statistics.fmean(generator), 1) if generator else None
+        cpu_percent = 100 * usage.cpu_seconds / seconds if seconds > 0 else 0.0
+        server_busy = sum(usage.core_busy.get(c, 0.0) for c in layout.server)
+        others = round(max(0.0, server_busy - cpu_percent), 1) if layout.pinned else None
         return Measurement(
             target=target,
             label=label,
@@ -497,6 +536,9 @@ class Bench:
             rss_peak_mib=_mib(usage.rss_peak_kib),
             rss_hwm_mib=_mib(usage.hwm_kib),
             core_busy={str(k): v for k, v in usage.core_busy.items()},
+            generator_busy_percent=gen_busy,
+            generator_saturated=gen_busy is not None and gen_busy > GENERATOR_LIMIT,
+            others_on_server_percent=others,
             layout=layout.describe(),
             command=result.command,
             extra={

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from benchmarks.results import ScenarioResult
 from benchmarks.runner import Bench
 from benchmarks.scenarios import (
+    accesslog,
     idle,
     invalid,
     issue,
@@ -29,5 +30,16 @@ class Scenario:
 
 SCENARIOS: dict[str, Scenario] = {
     module.NAME: Scenario(module.NAME, module.DESCRIPTION, module.run)
-    for module in (proxy, public, issue, invalid, stream, revoke, idle, workers, overload)
+    for module in (
+        proxy,
+        public,
+        accesslog,
+        issue,
+        invalid,
+        stream,
+        revoke,
+        idle,
+        workers,
+        overload,
+    )
 }

@@ -8,20 +8,41 @@ from collections.abc import Callable
 
 from benchmarks.loadgen import LoadSpec
 from benchmarks.results import Measurement, ScenarioResult, Skip
-from benchmarks.runner import PROTECTED_PATH, Bench, Server
+from benchmarks.runner import PROTECTED_PATH, STATIC, Bench, Server
 
 
-def baselines(bench: Bench, result: ScenarioResult, gateway: Server) -> list[Server]:
-    """direct, nginx (when installed), naive, then edgeauth: the order they are measured in."""
-    found = [bench.direct()]
+def baselines(
+    bench: Bench,
+    result: ScenarioResult,
+    gateway: Server,
+    backend: str = STATIC,
+    floor: bool = False,
+) -> list[Server]:
+    """direct, nginx (when installed), the floor proxy (if asked), naive, then edgeauth, all in
+    front of `backend`: the order they are measured in."""
+    found = [bench.direct(backend)]
     try:
-        found.append(bench.nginx())
+        found.append(bench.nginx(backend))
     except Skip as exc:
         result.notes.append(f"nginx baseline not measured: {exc}")
         result.summary["nginx"] = f"not measured: {exc}"
-    found.append(bench.naive())
+    if floor:
+        found.append(bench.floor(backend))
+    found.append(bench.naive(backend))
     found.append(gateway)
     return found
+
+
+def saturated(result: ScenarioResult, *targets: str) -> str:
+    """A note naming the runs of these targets whose generator cores passed the limit."""
+    hot = sorted(
+        {
+            f"{m.target} at {m.generator_busy_percent:g} %"
+            for m in result.measurements
+            if m.generator_saturated and m.target in targets
+        }
+    )
+    return f"generator saturated: {', '.join(hot)}" if hot else ""
 
 
 def get_spec(bench: Bench, target: Server, path: str = PROTECTED_PATH, **extra: object) -> LoadSpec:

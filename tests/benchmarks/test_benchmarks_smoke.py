@@ -1,10 +1,13 @@
 """Smoke test of the benchmark harness: every scenario runs for about a second with tiny sizes
-through the harness's own API, and must produce a complete result record. Nothing here times
-anything or judges a figure; nginx and wrk are used when installed and skipped otherwise."""
+through the harness's own API, and must produce a complete result record; the floor proxy and
+both static backends start and answer. Nothing here times anything or judges a figure; nginx
+and wrk are used when installed and skipped otherwise."""
 
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +16,11 @@ import pytest
 from benchmarks import loadgen, report
 from benchmarks.__main__ import main as bench_main
 from benchmarks.__main__ import run
-from benchmarks.baselines import nginx
+from benchmarks.baselines import nginx, static_backend
 from benchmarks.profiles import SMOKE
+from benchmarks.runner import SAMPLE, Bench, Server
 from benchmarks.scenarios import SCENARIOS
+from benchmarks.targets import GOALS
 
 RECORD_KEYS = {
     "started",
@@ -55,13 +60,22 @@ MEASUREMENT_KEYS = {
     "cpu_seconds",
     "cpu_percent",
     "rss_peak_mib",
+    "generator_busy_percent",
+    "generator_saturated",
+    "others_on_server_percent",
     "layout",
     "command",
 }
 SUMMARY_KEYS: dict[str, set[str]] = {
-    "proxy": {"req_per_s", "edgeauth/direct", "edgeauth/nginx", "edgeauth/naive"},
+    "proxy": {"req_per_s", "edgeauth/floor", "edgeauth/direct", "edgeauth/nginx", "edgeauth/naive"},
     "public": {"public_req_per_s", "protected_req_per_s", "validation_cost_percent"},
-    "issue": {"client_credentials_per_s", "password_per_s"},
+    "accesslog": {"log_on_req_per_s", "log_off_req_per_s", "access_log_cost_percent"},
+    "issue": {
+        "client_credentials_per_s",
+        "password_per_s",
+        "client_credentials_per_s_prefilled",
+        "prefill",
+    },
     "invalid": {
         "valid_req_per_s",
         "invalid_repeated_401_per_s",
@@ -77,7 +91,9 @@ SUMMARY_KEYS: dict[str, set[str]] = {
 }
 # the targets each scenario measures, beyond nginx (only when installed)
 TARGETS: dict[str, set[str]] = {
-    "proxy": {"direct", "naive", "edgeauth"},
+    "proxy": {"direct", "floor", "naive", "edgeauth"},
+    "accesslog": {"edgeauth", "edgeauth-log-off"},
+    "issue": {"edgeauth", "edgeauth-prefilled"},
     "stream": {"direct", "naive", "edgeauth"},
     "idle": {"naive", "edgeauth"},
     "invalid": {"edgeauth", "instrumented"},
@@ -85,7 +101,7 @@ TARGETS: dict[str, set[str]] = {
 }
 NGINX = {"proxy", "stream", "idle"}
 
-pytestmark = pytest.mark.timeout(300)  # the module's one harness run is about a minute
+pytestmark = pytest.mark.timeout(600)  # one harness run: a minute or two, more when busy
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +134,32 @@ def test_each_scenario_produces_a_result(record: dict[str, Any], name: str) -> N
         expected.add("nginx")
     assert targets >= expected
     for check in scenario["checks"]:
-        assert set(check) == {"name", "value", "goal", "ok", "note"}
+        assert set(check) == {"name", "value", "goal", "ok", "note", "key", "miss"}
+        assert check["key"] == "" or GOALS[check["key"]].scenario == name
+        assert bool(check["miss"]) == (check["ok"] is False and bool(check["key"]))
+
+
+def test_every_target_of_the_issue_is_judged(record: dict[str, Any]) -> None:
+    judged = {c["key"] for s in record["scenarios"] for c in s["checks"]}
+    # overload's fast-503 check needs 503s, which the smoke flood may not provoke
+    assert judged >= set(GOALS) - {"overload/503"}
+    lines = report.check_lines(record)
+    assert lines[0].startswith("Headline: edgeauth/floor = ")
+    for goal in GOALS.values():
+        assert any(goal.text in line for line in lines), goal.key
+
+
+def test_the_issue_store_is_prefilled(record: dict[str, Any]) -> None:
+    scenario = next(s for s in record["scenarios"] if s["name"] == "issue")
+    assert scenario["summary"]["prefill"]["tokens_in_store"] > SMOKE.prefill_tokens
+
+
+def test_runs_record_the_generator_cores(record: dict[str, Any]) -> None:
+    proxy = next(s for s in record["scenarios"] if s["name"] == "proxy")
+    pinned = [m for m in proxy["measurements"] if m["layout"].startswith("pinned")]
+    for m in pinned:
+        assert 0 <= m["generator_busy_percent"] <= 100
+        assert m["generator_saturated"] == (m["generator_busy_percent"] > 90)
 
 
 def test_the_invalid_flood_counts_store_reads(record: dict[str, Any]) -> None:
@@ -154,6 +195,33 @@ def test_the_builtin_closed_loop_generator() -> None:
     scenario = found["scenarios"][0]
     assert scenario["status"] == "ok", scenario["reason"]
     assert {m["tool"] for m in scenario["measurements"]} == {"builtin"}
+
+
+def _get(server: Server, bench: Bench, token: str | None) -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(server.url("/api/events"), headers=headers)  # noqa: S310
+    context = bench.client_ssl if server.base_url.startswith("https") else None
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=10) as resp:  # noqa: S310
+            return int(resp.status), bytes(resp.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return int(exc.code), bytes(exc.read())
+
+
+STATIC = ["python"] + (["nginx"] if nginx.binary() is not None else [])
+
+
+@pytest.mark.parametrize("static", STATIC)
+def test_the_floor_proxy_and_the_static_backend_answer(static: str, tmp_path: Path) -> None:
+    with Bench(SMOKE, tmp_path, static=static, say=lambda text: None) as bench:
+        assert _get(bench.direct(), bench, None) == (200, static_backend.BODY)
+        floor = bench.floor()
+        assert _get(floor, bench, floor.token) == (200, static_backend.BODY)
+        assert _get(floor, bench, "not-a-token")[0] == 401
+        assert _get(floor, bench, None)[0] == 401
+        sample = bench.floor(SAMPLE)  # in front of the sample backend: its real answers
+        assert _get(sample, bench, sample.token) == (200, static_backend.BODY)
 
 
 def test_the_wrk_script_counts_statuses_and_reports_json(tmp_path: Path) -> None:
