@@ -40,31 +40,60 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORTS = (8001, 8100, 8443)  # [admin] listen, [status] listen, [server] listen
 
 
-HELD_PORTS = pytest.StashKey[list[socket.socket]]()
+class PortHolder:
+    """Holds 127.0.0.1's default listener ports, bound and listening. A port another process
+    holds (another run of the suite on this machine) is taken as soon as that one lets it go,
+    by a thread that retries every RETRY_SECONDS: the ports stay taken for the whole run."""
+
+    RETRY_SECONDS = 0.1
+
+    def __init__(self, ports: tuple[int, ...]) -> None:
+        self._missing = list(ports)
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._take()
+        self._thread = threading.Thread(target=self._retry, name="port-holder", daemon=True)
+        self._thread.start()
+
+    def _take(self) -> None:
+        for port in tuple(self._missing):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", port))
+                sock.listen()
+            except OSError:  # held by something else for now
+                sock.close()
+                continue
+            self._held.append(sock)
+            self._missing.remove(port)
+
+    def _retry(self) -> None:
+        while self._missing and not self._stop.wait(self.RETRY_SECONDS):
+            self._take()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for sock in self._held:
+            sock.close()
+
+
+HELD_PORTS = pytest.StashKey[PortHolder]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Hold 127.0.0.1's default listener ports, bound and listening, for the whole run: in
-    the process that outlives every xdist worker (the controller), or in the only one."""
+    """Hold the default listener ports for the whole run: in the process that outlives every
+    xdist worker (the controller), or in the only one."""
     if hasattr(config, "workerinput"):  # an xdist worker: the controller holds them
         return
-    held: list[socket.socket] = []
-    for port in DEFAULT_PORTS:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-            sock.listen()
-        except OSError:  # held already: by something else, such as another run
-            sock.close()
-            continue
-        held.append(sock)
-    config.stash[HELD_PORTS] = held
+    config.stash[HELD_PORTS] = PortHolder(DEFAULT_PORTS)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    for sock in config.stash.get(HELD_PORTS, []):
-        sock.close()
+    holder = config.stash.get(HELD_PORTS, None)
+    if holder is not None:
+        holder.close()
 
 
 @pytest.fixture(scope="session")
