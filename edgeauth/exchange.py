@@ -3,6 +3,8 @@
 Rule 1: every answered request carries the status and body size the client was sent.
 Rule 2: text a client chose (a claimed client_id, a grant_type) enters a field only through
 `clip()`, so one request cannot write an unbounded line; secrets, tokens and codes never do.
+Rule 3: nothing writes to an Exchange once the gateway has logged it: the access log keeps it
+and formats its line later, with its batch.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class Exchange:
         "consumer",
         "error",
         "grant_type",
+        "logged_ns",
         "method",
         "path",
         "request_id",
@@ -60,6 +63,7 @@ class Exchange:
         self.tls_version: str | None = None
         self.error: str | None = None
         self.grant_type: str | None = None
+        self.logged_ns = 0  # wall clock, set by the access log
 
     def finish(self, now: float) -> None:
         self.total_ms = (now - self.started) * 1000

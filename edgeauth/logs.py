@@ -2,7 +2,10 @@
 
 Rule 1: one JSON object per line, formatted with orjson.
 Rule 2: the access log never costs the hot path a syscall: lines are buffered and written in
-batches by one background thread, so a slow disk or pipe never blocks the event loop.
+batches by one background thread, so a slow disk or pipe never blocks the event loop. A
+request only copies its fields into the batch; the batch is formatted when it is flushed, in
+one pass with one orjson call and each `ts` formatted once per millisecond, which costs the
+worker a fraction of formatting a line per request.
 Rule 3: tokens, secrets and query strings never reach a log line; the proxy logs the path only.
 """
 
@@ -14,17 +17,66 @@ import logging
 import os
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
 
+from edgeauth.exchange import Exchange
+
+log = logging.getLogger(__name__)
+
 FLUSH_SECONDS = 0.2
 FLUSH_BYTES = 64 * 1024
+# What an entry counts towards FLUSH_BYTES besides its path: about the least a line takes
+# without it (310 to 360 bytes), so a batch holds at most FLUSH_BYTES // LINE_BYTES entries,
+# about as many as FLUSH_BYTES of formatted lines held when each was counted by its length.
+LINE_BYTES = 320
+# Between two entries of a batch dumped as one JSON array. No string can hold it: orjson
+# writes a `"` inside a string as `\"`, so `{"` only ever opens an object, and only an entry
+# starts with "level".
+_BETWEEN = b'},{"level":'
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _iso(ms: int) -> str:
+    """`ms` since the epoch as _now_iso() writes that millisecond."""
+    stamp = _EPOCH + dt.timedelta(milliseconds=ms)
+    return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _lines(batch: list[Exchange], worker: int) -> bytes:
+    """The batch as JSON lines, each entry's `ts` (when it was logged) added last."""
+    entries: list[dict[str, Any]] = []
+    last_ms, stamp = -1, ""
+    for ex in batch:
+        ms = ex.logged_ns // 1_000_000
+        if ms != last_ms:
+            last_ms, stamp = ms, _iso(ms)
+        fields = ex.entry(worker)
+        fields["ts"] = stamp
+        entries.append(fields)
+    try:
+        array = orjson.dumps(entries)
+    except orjson.JSONEncodeError:
+        return _one_by_one(entries)
+    return array[1:-1].replace(_BETWEEN, b'}\n{"level":') + b"\n"
+
+
+def _one_by_one(entries: list[dict[str, Any]]) -> bytes:
+    """The lines orjson can write (it refuses a lone surrogate): a bad entry loses itself only."""
+    lines = []
+    for fields in entries:
+        try:
+            lines.append(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
+        except orjson.JSONEncodeError:
+            log.error("access-log entry not written (request %s)", fields["request_id"])
+    return b"".join(lines)
 
 
 class JsonFormatter(logging.Formatter):
@@ -63,7 +115,8 @@ class AccessLog:
         self.enabled = target != "off"
         self._target = target
         self._fd = -1
-        self._buffer: list[bytes] = []
+        self._batch: list[Exchange] = []
+        self._worker = 0  # the writing process, set by open()
         self._size = 0
         self._handle: asyncio.TimerHandle | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -77,6 +130,7 @@ class AccessLog:
         else:
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
             self._fd = os.open(self._target, flags, 0o640)
+        self._worker = os.getpid()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="access-log")
 
     def reopen(self) -> None:
@@ -93,28 +147,27 @@ class AccessLog:
             old, self._fd = self._fd, fd
             os.close(old)
 
-    def record(self, entry: dict[str, Any]) -> None:
-        """Queue one access-log entry; `ts` and `level` are added here."""
+    def record(self, ex: Exchange) -> None:
+        """Queue the access-log entry of a finished exchange, stamped now (exchange.py Rule 3)."""
         if not self.enabled:
             return
-        entry["ts"] = _now_iso()
-        line = orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
-        self._buffer.append(line)
-        self._size += len(line)
+        ex.logged_ns = time.time_ns()
+        self._batch.append(ex)
+        self._size += LINE_BYTES + len(ex.path)
         if self._size >= FLUSH_BYTES:
             self.flush()
         elif self._handle is None:
             self._handle = asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
 
     def flush(self) -> None:
-        """Hand the buffered lines to the writer thread."""
+        """Format the batch and hand its lines to the writer thread."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        if not self._buffer or self._executor is None:
+        if not self._batch or self._executor is None:
             return
-        data = b"".join(self._buffer)
-        self._buffer.clear()
+        data = _lines(self._batch, self._worker)
+        self._batch.clear()
         self._size = 0
         self._executor.submit(self._write, data)
 

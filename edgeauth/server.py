@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import socket
 import time
@@ -121,7 +120,6 @@ class Gateway:
         self.metrics = Recorder(settings.metrics.enabled, settings.metrics.per_consumer)
         self.c: Components  # set by start()
         self._inflight = 0
-        self._pid = os.getpid()
         self._listeners: list[Listener] = []
 
     async def start(
@@ -370,4 +368,4 @@ class Gateway:
         ex.finish(time.perf_counter())
         self.metrics.request(ex)
         if self.access_log.enabled:
-            self.access_log.record(ex.entry(self._pid))
+            self.access_log.record(ex)
