@@ -14,6 +14,18 @@ from typing import Any
 CLIP_CHARS = 128
 
 
+def _ms(x: float) -> float:
+    """round(x, 3), skipping its decimal conversion where the answer is plain: for 0 < x < 1e6
+    the product x * 1000 + 0.5 is within 1e-6 of exact, so unless its fraction is that close to
+    0 (a tie) it floors to the rounded thousandths, and r / 1000 is the float nearest them."""
+    if 0.0 < x < 1e6:
+        y = x * 1000.0 + 0.5
+        r = int(y)
+        if 1e-6 < y - r < 0.999999:
+            return r / 1000
+    return round(x, 3)
+
+
 def clip(text: str | None) -> str | None:
     """`text` cut to CLIP_CHARS characters, a cut one marked with a trailing "…"."""
     if text is None or len(text) <= CLIP_CHARS:
@@ -83,9 +95,9 @@ class Exchange:
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,
             "latency_ms": {
-                "total": round(total, 3),
-                "edge": round(total - (upstream or 0.0), 3),
-                "upstream": None if upstream is None else round(upstream, 3),
+                "total": _ms(total),
+                "edge": _ms(total - (upstream or 0.0)),
+                "upstream": None if upstream is None else _ms(upstream),
             },
             "service": self.service,
             "route": self.route,

@@ -8,13 +8,14 @@ import datetime as dt
 import logging
 import math
 import os
+import random
 import time
 from pathlib import Path
 
 import pytest
 
 from edgeauth import logs
-from edgeauth.exchange import Exchange
+from edgeauth.exchange import Exchange, _ms
 
 NS = 1_733_041_805_123_456_789  # 2024-12-01T08:30:05.123456789Z
 
@@ -158,3 +159,13 @@ def test_a_stamp_is_the_millisecond_as_the_process_log_writes_it() -> None:
     now = dt.datetime.now(dt.UTC)
     ms = int(now.timestamp()) * 1000 + now.microsecond // 1000
     assert logs._iso(ms) == now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def test_latencies_round_as_round_does() -> None:
+    rng = random.Random(17)
+    values = [0.0, -0.0, 1e-9, 0.0005, 0.0015, 1.0005, 621.4295, 999999.9995, 1e6, 2e6 + 0.12345]
+    values += [(2 * rng.randint(0, 10**7) + 1) / 2000 for _ in range(2000)]  # near ties
+    values += [rng.expovariate(0.01) for _ in range(2000)]
+    values += [rng.uniform(-1.0, 1.0) for _ in range(2000)]
+    for x in values:
+        assert repr(_ms(x)) == repr(round(x, 3)), x
