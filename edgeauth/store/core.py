@@ -77,6 +77,8 @@ T = TypeVar("T")
 
 # Tokens per transaction of an import: the gateway's own writes wait at most one chunk.
 IMPORT_CHUNK = 5000
+# Rows a sweep deletes per transaction: issuance's commits wait for at most one batch.
+SWEEP_BATCH = 500
 
 
 class Tx(Protocol):
@@ -468,13 +470,29 @@ class SQLStore:
     # housekeeping ----------------------------------------------------------------------
     async def sweep(self, now: float, grace_seconds: float = 3600.0) -> int:
         """Also prunes revocation-log entries older than REVOCATION_LOG_SECONDS (counted in
-        the rows deleted)."""
+        the rows deleted). Tokens and log entries go SWEEP_BATCH at a time, one transaction
+        each, found by their indexes: the writers waiting meanwhile (issuance) take their
+        turns between batches, whatever the size of the store."""
+        removed = await self._count(q.SWEEP_CODES, float(now))
+        cutoff = float(now - grace_seconds)
+        removed += await self._sweep(q.SWEEP_EXPIRED, cutoff)
+        removed += await self._sweep(q.SWEEP_REVOKED, cutoff)
+        return removed + await self._sweep(q.SWEEP_REVOCATIONS, now - REVOCATION_LOG_SECONDS)
+
+    async def _sweep(self, sql: str, cutoff: float) -> int:
+        """Runs `sql` (?1 the cutoff, ?2 the batch size) until a batch comes back short."""
+        removed = 0
+        while True:
+            deleted = await self._count(sql, float(cutoff), SWEEP_BATCH)
+            removed += deleted
+            if deleted < SWEEP_BATCH:
+                return removed
+
+    async def _count(self, sql: str, *params: object) -> int:
+        """One statement that kills nothing, in a transaction of its own; its row count."""
 
         async def work(tx: Tx) -> tuple[int, list[bytes]]:
-            codes = await tx.execute(q.SWEEP_CODES, float(now))
-            tokens = await tx.execute(q.SWEEP_TOKENS, float(now - grace_seconds))
-            log_rows = await tx.execute(q.SWEEP_REVOCATIONS, float(now - REVOCATION_LOG_SECONDS))
-            return codes + tokens + log_rows, []
+            return await tx.execute(sql, *params), []
 
         return await self._write(work)
 

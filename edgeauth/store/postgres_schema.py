@@ -15,7 +15,7 @@ from typing import Any
 
 from edgeauth.models import Credential, TokenRecord
 from edgeauth.store.rows import CODE_FIELDS, TOKEN_FIELDS, token_values
-from edgeauth.store.sql import Dialect
+from edgeauth.store.sql import DEAD_AT, Dialect
 
 _V1 = """
 CREATE TABLE consumers (
@@ -93,8 +93,14 @@ _V2 = """
 ALTER TABLE tokens ADD COLUMN refresh_scope TEXT;
 """
 
+# What the sweep reads (as SQLite's _V4): the tokens by when they die of age, and the revoked.
+_V3 = f"""
+CREATE INDEX tokens_dead_at ON tokens (({DEAD_AT}));
+CREATE INDEX tokens_revoked ON tokens (revoked_at) WHERE revoked_at IS NOT NULL;
+"""
+
 # Forward-only: append, never edit. The one row of edgeauth_schema counts those applied.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 
 # Migrations take this transaction-level advisory lock (class, hashtext(schema)), so nodes
 # starting at once take turns, and deployments in other schemas do not wait on each other.

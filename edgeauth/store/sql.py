@@ -115,13 +115,21 @@ DROP_CODES = "DELETE FROM codes WHERE credential_id = ?1"
 # revocation log and housekeeping ------------------------------------------------------------
 REVOCATIONS_SINCE = """SELECT seq, access_digest FROM revocations
 WHERE seq > ?1 ORDER BY seq LIMIT ?2"""
-# Dead: revoked, or expired with its refresh token (if any) expired too, before the cutoff.
-SWEEP_TOKENS = """DELETE FROM tokens
-WHERE (revoked_at IS NOT NULL AND revoked_at <= ?1)
-   OR (expires_at IS NOT NULL AND expires_at <= ?1 AND (refresh_digest IS NULL
-       OR (refresh_expires_at IS NOT NULL AND refresh_expires_at <= ?1)))"""
+# When a token dies of age: its access token's expiry, or with a refresh token the later of
+# both; NULL (never) if the one that counts never expires. Both schemas index this very
+# expression (tokens_dead_at), so that the sweep finds its rows without reading the others.
+DEAD_AT = """CASE WHEN refresh_digest IS NULL THEN expires_at
+    WHEN refresh_expires_at IS NULL THEN NULL
+    WHEN refresh_expires_at > expires_at THEN refresh_expires_at ELSE expires_at END"""
+# Dead before the cutoff ?1: expired (refresh included) or revoked; at most ?2 rows a
+# statement, each found by its index (tokens_dead_at, the partial tokens_revoked).
+SWEEP_EXPIRED = f"""DELETE FROM tokens WHERE id IN (
+    SELECT id FROM tokens WHERE {DEAD_AT} <= ?1 LIMIT ?2)"""  # noqa: S608
+SWEEP_REVOKED = """DELETE FROM tokens WHERE id IN (
+    SELECT id FROM tokens WHERE revoked_at IS NOT NULL AND revoked_at <= ?1 LIMIT ?2)"""
 SWEEP_CODES = "DELETE FROM codes WHERE expires_at <= ?1"
-SWEEP_REVOCATIONS = "DELETE FROM revocations WHERE at <= ?1"
+SWEEP_REVOCATIONS = """DELETE FROM revocations WHERE seq IN (
+    SELECT seq FROM revocations WHERE at <= ?1 LIMIT ?2)"""
 
 
 @dataclass

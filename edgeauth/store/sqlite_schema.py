@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from edgeauth.store.sql import TOKENS_INSERT, Dialect
+from edgeauth.store.sql import DEAD_AT, TOKENS_INSERT, Dialect
 
 _V1 = """
 CREATE TABLE consumers (
@@ -94,8 +94,16 @@ _V3 = """
 ALTER TABLE tokens ADD COLUMN refresh_scope TEXT;
 """
 
+# What the sweep reads: the tokens by when they die of age (sql.DEAD_AT, growing with the
+# issue time as the created_at indexes do, so an insert appends to it), and the revoked ones
+# (partial: a token is indexed only once revoked, so issuing one costs nothing here).
+_V4 = f"""
+CREATE INDEX tokens_dead_at ON tokens ({DEAD_AT});
+CREATE INDEX tokens_revoked ON tokens (revoked_at) WHERE revoked_at IS NOT NULL;
+"""
+
 # Forward-only: append, never edit. PRAGMA user_version counts those applied.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 
 # What SQLite runs beside sql.py's statements ------------------------------------------------
 # A migration's bulk insert: a row whose id or a digest is already stored is left out.

@@ -21,6 +21,7 @@ from edgeauth.crypto import consumer_marker
 from edgeauth.errors import ClientChanged, Conflict, StoreError, StoreUnavailable
 from edgeauth.models import ClientType, Credential
 from edgeauth.store.base import CredentialPatch, NewCredential, Store, TokenFilter
+from edgeauth.store.core import SWEEP_BATCH
 from tests.store.conftest import Database
 from tests.store.records import (
     Announcements,
@@ -711,6 +712,19 @@ async def test_sweep_deletes_dead_rows_only(store: Store, app: App) -> None:
         assert await store.find_token(minted.record.access_digest) is None
     assert await store.take_code(digest(raw_live), now) == live_code
     assert await store.sweep(now, grace_seconds=3600) == 0
+
+
+async def test_sweep_goes_batch_by_batch_until_no_dead_row_is_left(store: Store, app: App) -> None:
+    now, cid = time.time(), app.credential.id
+    dead = 2 * SWEEP_BATCH + 7
+    expired = [mint(cid, now - 7200, refresh=False, expires_in=60) for _ in range(dead)]
+    revoked = [mint(cid, now, revoked_at=now - 7200) for _ in range(SWEEP_BATCH)]
+    live = [mint(cid, now - 7200, expires_in=60, refresh_expires_in=86400) for _ in range(3)]
+    records = [m.record for m in (*expired, *revoked, *live)]
+    assert await store.import_tokens(records) == len(records)
+    assert await store.sweep(now, grace_seconds=3600) == dead + SWEEP_BATCH
+    left = await store.list_tokens(TokenFilter(), now, size=10)
+    assert sorted(view.token.id for view in left.items) == sorted(m.record.id for m in live)
 
 
 # rules 1 and 4 ------------------------------------------------------------------------------

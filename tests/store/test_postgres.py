@@ -262,7 +262,7 @@ async def test_several_stores_migrating_a_new_schema_at_once_all_succeed(pg: PgS
         assert await stores[5].get_consumer("one") == made
 
 
-async def test_a_version_one_schema_keeps_its_tokens_and_gains_refresh_scope(
+async def test_a_version_one_schema_keeps_its_tokens_and_gains_refresh_scope_and_sweep_indexes(
     pg: PgSchema,
 ) -> None:
     old = mint("c1", time.time()).record
@@ -281,8 +281,15 @@ async def test_a_version_one_schema_keeps_its_tokens_and_gains_refresh_scope(
             old.id,
             old.access_digest,
         )
+        await conn.execute(  # expired long ago: the sweep finds it by the index V3 adds
+            "INSERT INTO tokens (id, access_digest, prefix, credential_id, scope, family_id,"
+            " created_at, expires_at) VALUES ('dead', $1, 'p', 'c1', '', 'f2', 1.0, 2.0)",
+            bytes(32),
+        )
     async with opened(PostgresStore(pg.dsn)) as (store,):
-        assert (await store.diagnostics())["version"] == len(MIGRATIONS) == 2
+        assert (await store.diagnostics())["version"] == len(MIGRATIONS) == 3
+        assert await store.sweep(time.time()) == 1
+        assert await store.find_token(bytes(32)) is None
         view = await store.find_token(old.access_digest)
         assert view is not None
         assert (view.token.id, view.token.scope, view.token.refresh_scope) == (old.id, "read", None)

@@ -83,11 +83,16 @@ def _make_v2_with_a_token(path: Path, token_id: str, access_digest: bytes) -> No
             " created_at) VALUES (?, ?, 'p', 'c1', 'read', 'f1', 1.0)",
             (token_id, access_digest),
         )
+        db.execute(  # expired long ago: the sweep finds it by the index the migration adds
+            "INSERT INTO tokens (id, access_digest, prefix, credential_id, scope, family_id,"
+            " created_at, expires_at) VALUES ('dead', ?, 'p', 'c1', '', 'f2', 1.0, 2.0)",
+            (bytes(32),),
+        )
         db.execute("PRAGMA user_version = 2")
     db.close()
 
 
-async def test_a_version_two_file_keeps_its_tokens_and_gains_refresh_scope(
+async def test_a_version_two_file_keeps_its_tokens_and_gains_refresh_scope_and_sweep_indexes(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "v2.db"
@@ -96,7 +101,9 @@ async def test_a_version_two_file_keeps_its_tokens_and_gains_refresh_scope(
     store = SQLiteStore(path)
     await store.open()
     try:
-        assert (await store.diagnostics())["user_version"] == len(MIGRATIONS) == 3
+        assert (await store.diagnostics())["user_version"] == len(MIGRATIONS) == 4
+        assert await store.sweep(time.time()) == 1
+        assert await store.find_token(bytes(32)) is None
         view = await store.find_token(old.access_digest)
         assert view is not None
         assert (view.token.id, view.token.scope, view.token.refresh_scope) == (old.id, "read", None)
