@@ -6,8 +6,10 @@ inside BEGIN IMMEDIATE, so writers take turns, across stores and processes, and 
 a row lock (the dialect's are empty); the revocation log is an AUTOINCREMENT table written in
 the write's transaction, so seq order is commit order. Issued tokens share commits
 (batch.GroupCommit: one fsync per batch, not per token), checked against their clients read
-once per batch. The schema, SQLite's own statements and its dialect live in sqlite_schema.py;
-this module alone talks to aiosqlite.
+once per batch. Identical reads queued behind the same turn share one execution (`_Reads`):
+one SELECT, not one per request, when many token requests look up the same client. The
+schema, SQLite's own statements and its dialect live in sqlite_schema.py; this module alone
+talks to aiosqlite.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Params = Sequence[object]
+Rows = list[sqlite3.Row]
 # A token waiting for its group commit: TOKENS_INSERT's parameters, and the client its request
 # was checked against (None: saved unchecked).
 Pending = tuple[Params, Credential | None]
@@ -95,6 +98,7 @@ class SQLiteFile:
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
         self._tokens = GroupCommit(self._insert_tokens, self._insert_token)
+        self._reads = _Reads(self._read_now)
 
     # lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -138,9 +142,15 @@ class SQLiteFile:
         return {name: (await self.read(f"PRAGMA {name}"))[0][0] for name in names}
 
     # reads and writes ------------------------------------------------------------------
-    async def read(self, sql: str, *params: object) -> list[sqlite3.Row]:
+    async def read(self, sql: str, *params: object) -> Rows:
+        """The rows, from one execution shared with the identical reads still waiting for
+        their turn (see _Reads)."""
+        return await self._reads.read(sql, params)
+
+    async def _read_now(self, sql: str, params: Params, started: Callable[[], None]) -> Rows:
         with _translated():
             async with self._lock:
+                started()
                 return await _fetch(self._connection(), sql, params)
 
     async def write(
@@ -205,6 +215,41 @@ class SQLiteFile:
         if self._db is None:
             raise StoreUnavailable("the sqlite store is not open")
         return self._db
+
+
+class _Reads:
+    """Reads that share an execution: a read is one task, which identical reads (same SQL,
+    same parameters of the same types) join until it starts, i.e. until it has its turn on
+    the connection. What a joiner gets was read after it asked, as if it had run alone; it
+    just never runs. Each reader gets its own list of the shared (immutable) rows."""
+
+    def __init__(
+        self, run: Callable[[str, Params, Callable[[], None]], Coroutine[Any, Any, Rows]]
+    ) -> None:
+        self._run = run
+        self._waiting: dict[tuple[object, ...], asyncio.Task[Rows]] = {}
+
+    async def read(self, sql: str, params: Params) -> Rows:
+        key = (sql, *params, *map(type, params))
+        task = self._waiting.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(
+                self._run(sql, params, lambda: self._started(key))
+            )
+            self._waiting[key] = task
+            task.add_done_callback(lambda done: self._ended(key, done))
+        return list(await asyncio.shield(task))  # a cancelled reader leaves the others theirs
+
+    def _started(self, key: tuple[object, ...]) -> None:
+        self._waiting.pop(key, None)
+
+    def _ended(self, key: tuple[object, ...], task: asyncio.Task[Rows]) -> None:
+        """Forgets a read that ended before its turn, and marks its failure as seen: all its
+        readers may have been cancelled."""
+        if self._waiting.get(key) is task:
+            del self._waiting[key]
+        if not task.cancelled():
+            task.exception()
 
 
 class SQLiteStore(SQLStore):

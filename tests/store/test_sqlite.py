@@ -17,7 +17,7 @@ from edgeauth.errors import StoreUnavailable
 from edgeauth.store import open_store
 from edgeauth.store.sql import INSERT_CONSUMER
 from edgeauth.store.sqlite import MIGRATIONS, SQLiteStore
-from tests.store.records import mint
+from tests.store.records import mint, new_credential
 
 
 @pytest.fixture
@@ -137,3 +137,42 @@ async def test_open_store_opens_sqlite(tmp_path: Path) -> None:
         assert await store.ping() is True
     finally:
         await store.close()
+
+
+# identical reads waiting together share one execution ------------------------------------------
+async def test_identical_reads_asked_together_all_get_the_answer_though_one_is_cancelled(
+    sqlite_store: SQLiteStore,
+) -> None:
+    consumer = await sqlite_store.create_consumer("alice", None)
+    credential = await sqlite_store.create_credential(new_credential(consumer.id))
+    reads = [
+        asyncio.ensure_future(sqlite_store.find_credential(credential.client_id)) for _ in range(20)
+    ]
+    await asyncio.sleep(0)  # all asked: the first's read is the one the others joined
+    reads[0].cancel()
+    assert await asyncio.gather(*reads[1:]) == [credential] * 19
+    assert reads[0].cancelled()
+    assert await sqlite_store.find_credential(credential.client_id) == credential
+
+
+async def test_a_read_asked_after_a_write_sees_it_though_an_identical_one_asked_before_did_not(
+    sqlite_store: SQLiteStore,
+) -> None:
+    consumer = await sqlite_store.create_consumer("alice", None)
+    credential = await sqlite_store.create_credential(new_credential(consumer.id))
+    before = asyncio.ensure_future(sqlite_store.find_credential(credential.client_id))
+    await asyncio.sleep(0)
+    changed = await sqlite_store.update_credential(credential.id, {"secret_hash": "$other"})
+    assert changed is not None
+    assert await sqlite_store.find_credential(credential.client_id) == changed
+    assert await before == credential
+
+
+async def test_every_reader_of_a_failed_shared_read_gets_the_error(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "edgeauth.db")
+    await store.open()
+    await store.close()
+    results = await asyncio.gather(
+        *(store.find_credential("client-1") for _ in range(5)), return_exceptions=True
+    )
+    assert [type(r) for r in results] == [StoreUnavailable] * 5
