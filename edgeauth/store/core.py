@@ -171,6 +171,7 @@ class SQLStore:
         self._db = db
         self._dialect = db.dialect
         self._listeners = Listeners()
+        self._last_found: tuple[Row | None, Credential | None] = (None, None)
 
     # lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -296,8 +297,16 @@ class SQLStore:
         return await self._write(work)
 
     async def find_credential(self, client_id: str) -> Credential | None:
+        """The readers of one shared read (sqlite.py) get one Credential: its row is made into
+        one once, not once per token request."""
         rows = await self._db.read(q.CLIENT, client_id)
-        return self._credential(rows[0]) if rows else None
+        if not rows:
+            return None
+        row, made = self._last_found
+        if rows[0] is not row:
+            made = self._credential(rows[0])
+            self._last_found = (rows[0], made)
+        return made
 
     async def get_credential(self, credential_id: str) -> Credential | None:
         rows = await self._db.read(q.CREDENTIAL, credential_id)
