@@ -40,6 +40,17 @@ bench: $(VENV)/.installed-bench
 	  } >/dev/null 2>&1 || echo "bench: could not install wrk/nginx; going on without them"; }
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
+# The optional mypyc build of the hot modules (issue 17): a copy of edgeauth/ with those modules
+# compiled, in build/mypyc/ only (never beside the sources: run, test and CI stay pure Python).
+# `make bench` measures a gateway run from it beside the pure one. MYPYC_ARGS="--modules ...".
+.PHONY: mypyc
+$(VENV)/.installed-mypyc: pyproject.toml $(VENV)/.installed-test
+	$(BIN)/pip install --quiet -e '.[mypyc]'
+	touch $@
+
+mypyc: $(VENV)/.installed-mypyc
+	$(BIN)/python -m benchmarks.mypyc_build $(MYPYC_ARGS)
+
 run: $(VENV)/.installed-run certs/edgeauth.crt var/clientapp.secret
 	$(BIN)/edgeauth demo -c $(CONFIG)
 
