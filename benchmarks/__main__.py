@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from benchmarks import report
+from benchmarks import mypyc_build, report
 from benchmarks.procs import raise_fd_limit
 from benchmarks.profiles import FULL, QUICK, Profile
 from benchmarks.runner import Bench, progress, run_scenario
@@ -41,9 +41,11 @@ def run(
     say: Callable[[str], None] = progress,
     command_line: str = "",
     keep_logs: Path | None = None,
+    mypyc: bool = True,
 ) -> dict[str, Any]:
     """Run the named scenarios in one harness; the whole record (what results.json holds).
-    `keep_logs`: a directory to copy the started processes' output into."""
+    `keep_logs`: a directory to copy the started processes' output into; `mypyc`: measure the
+    compiled build too when it is there (benchmarks/mypyc_build.py)."""
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise ValueError(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
@@ -53,9 +55,10 @@ def run(
     machine = report.machine()
     with (
         tempfile.TemporaryDirectory(prefix="edgeauth-bench-") as tmp,
-        Bench(profile, Path(tmp), tool=tool, pin=pin, static=static, say=say) as bench,
+        Bench(profile, Path(tmp), tool=tool, pin=pin, static=static, say=say, mypyc=mypyc) as bench,
     ):
         say(f"{bench.layout.describe()}; load generator: {bench.tool}; open files: {fds}")
+        say(bench.mypyc.describe() if bench.mypyc else f"no mypyc build ({mypyc_build.HINT})")
         scenarios = [
             run_scenario(bench, name, SCENARIOS[name].run, SCENARIOS[name].description)
             for name in names
@@ -110,6 +113,11 @@ def _parser() -> argparse.ArgumentParser:
         help="what serves the throughput scenarios' fixed JSON (auto: nginx when installed)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    parser.add_argument(
+        "--no-mypyc",
+        action="store_true",
+        help="leave the compiled build (make mypyc) out of the proxy scenario",
+    )
     parser.add_argument("--duration", type=float, help="seconds per measured load (override)")
     parser.add_argument(
         "--out", type=Path, help="results directory (default: a new timestamped one)"
@@ -144,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         static=args.static_backend,
         command_line=line.strip(),
         keep_logs=directory / "logs",
+        mypyc=not args.no_mypyc,
     )
     path = report.write(record, directory)
     report.emit(report.table(record))

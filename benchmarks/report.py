@@ -234,6 +234,10 @@ def saturated_runs(record: dict[str, Any]) -> list[str]:
     ]
 
 
+# summary keys listed under "Ratios": edgeauth's, the compiled build's, the workers' scaling
+RATIOS = ("edgeauth/", "edgeauth-mypyc/", "scaling_factor")
+
+
 def check_lines(record: dict[str, Any]) -> list[str]:
     """The headline ratio, every target of the issue in order (PASS, MISS with its size, or
     n/a and why), the other ratios and checks, and the runs the generator saturated."""
@@ -248,8 +252,11 @@ def check_lines(record: dict[str, Any]) -> list[str]:
     lines += ["", "Ratios:"]
     for scenario in record["scenarios"]:
         for key, value in scenario["summary"].items():
-            if (key.startswith("edgeauth/") or key == "scaling_factor") and value is not None:
+            if key.startswith(RATIOS) and value is not None:
                 lines.append(f"  {scenario['name']}: {key} = {value}")
+    compiled = scenarios.get("proxy", {}).get("summary", {}).get("mypyc")
+    if compiled:
+        lines += ["", f"Compiled build (mypyc): {compiled}"]
     others = [c for c in checks if not c.get("key")]
     if others:
         lines += ["", "Other checks:", *(_judged(c, None) for c in others)]

@@ -35,7 +35,7 @@ from typing import Any
 
 import tomli_w
 
-from benchmarks import loadgen
+from benchmarks import loadgen, mypyc_build
 from benchmarks.baselines import nginx as nginx_baseline
 from benchmarks.baselines import static_backend
 from benchmarks.procs import Proc, Processes, Watch, free_port, pinned_to, wait_port
@@ -239,8 +239,11 @@ class Bench:
         pin: bool = True,
         static: str = "auto",
         say: Callable[[str], None] = progress,
+        mypyc: bool = True,
     ) -> None:
         self.profile = profile
+        # the optional compiled build (`make mypyc`), measured beside pure Python when present
+        self.mypyc = mypyc_build.status() if mypyc else None
         self.workdir = workdir
         self.say = say
         if tool == "auto":
@@ -361,9 +364,12 @@ class Bench:
         command: Sequence[str] | None = None,
         store: dict[str, Any] | None = None,
         backend: str = STATIC,
+        tree: Path | None = None,
     ) -> Iterator[Gateway]:
         """A fresh `edgeauth serve` (own directory, store and ports) in front of `backend`,
-        logging each request to a file unless `access_log` is "off"; stopped on leaving."""
+        logging each request to a file unless `access_log` is "off"; stopped on leaving.
+        `tree`: run the edgeauth package in that directory (a mypyc build or its pure twin,
+        benchmarks/mypyc_build.py) instead of this checkout's."""
         self._gateways += 1
         directory = self.workdir / f"gateway-{self._gateways}"
         directory.mkdir(parents=True)
@@ -389,10 +395,14 @@ class Bench:
         variant += ["access log off"] if access_log == "off" else []
         variant += [] if backend == STATIC else [f"{backend} backend"]
         variant += [] if command is None else [" ".join(command[1:3])]
+        variant += [] if tree is None else [f"from {tree.relative_to(tree.parent.parent)}"]
         self.configs.setdefault(f"edgeauth ({', '.join(variant)})", config.read_text())
         cpus = self.layout.server if pinned else ()
         argv = list(command) if command else [sys.executable, "-m", "edgeauth", "serve"]
-        proc = self.procs.start(f"gateway-{self._gateways}", [*argv, "-c", str(config)], cpus=cpus)
+        env = None if tree is None else mypyc_build.environment(tree, self.procs.env)
+        proc = self.procs.start(
+            f"gateway-{self._gateways}", [*argv, "-c", str(config)], cpus=cpus, env=env
+        )
         try:
             gw = Gateway(
                 name,

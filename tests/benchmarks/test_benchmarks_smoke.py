@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 
-from benchmarks import loadgen, report
+from benchmarks import loadgen, mypyc_build, report
 from benchmarks.__main__ import main as bench_main
 from benchmarks.__main__ import run
 from benchmarks.baselines import nginx, static_backend
 from benchmarks.profiles import SMOKE
 from benchmarks.runner import SAMPLE, Bench, Server
 from benchmarks.scenarios import SCENARIOS
+from benchmarks.scenarios.proxy import MYPYC
 from benchmarks.targets import GOALS
 
 RECORD_KEYS = {
@@ -147,6 +148,25 @@ def test_every_target_of_the_issue_is_judged(record: dict[str, Any]) -> None:
     assert lines[0].startswith("Headline: edgeauth/floor = ")
     for goal in GOALS.values():
         assert any(goal.text in line for line in lines), goal.key
+
+
+def test_the_proxy_scenario_measures_the_mypyc_build_or_says_how_to_make_it(
+    record: dict[str, Any],
+) -> None:
+    proxy = next(s for s in record["scenarios"] if s["name"] == "proxy")
+    targets = {m["target"] for m in proxy["measurements"]}
+    lines = report.check_lines(record)
+    build = mypyc_build.status()
+    if build is None:  # a fresh clone: `make mypyc` was not run
+        assert proxy["summary"]["mypyc"] == f"not built: {mypyc_build.HINT}"
+        assert MYPYC not in targets
+        assert f"Compiled build (mypyc): not built: {mypyc_build.HINT}" in lines
+    else:
+        assert proxy["summary"]["mypyc"] == build.describe()
+        assert MYPYC in targets
+        for key in ("edgeauth", "floor", "naive"):
+            assert proxy["summary"][f"{MYPYC}/{key}"] > 0
+            assert any(line.startswith(f"  proxy: {MYPYC}/{key} = ") for line in lines)
 
 
 def test_the_issue_store_is_prefilled(record: dict[str, Any]) -> None:
