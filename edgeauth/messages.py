@@ -44,14 +44,9 @@ def reason_of(status: int) -> str:
 def encode_head(first_line: str, headers: Iterable[tuple[str, str]], tail: str = "\r\n") -> bytes:
     """A start line and header block as bytes; `tail` ends it (extra header lines + CRLF).
     Raises ValueError if a name or value holds CR or LF (a header could be smuggled)."""
-    parts = [first_line, "\r\n"]
-    count = 1
-    for name, value in headers:
-        parts.append(f"{name}: {value}\r\n")
-        count += 1
-    parts.append(tail)
-    text = "".join(parts)
-    expected = count + tail.count("\n")
+    lines = [first_line, *[f"{name}: {value}" for name, value in headers]]
+    text = "\r\n".join(lines) + "\r\n" + tail
+    expected = len(lines) + tail.count("\n")
     if text.count("\n") != expected or text.count("\r") != expected:
         raise ValueError("CR or LF inside a header")
     return text.encode("utf-8", "surrogateescape")
@@ -272,11 +267,13 @@ class Response:
         self.status = status
         self.reason = reason or reason_of(status)
         self.body = body
-        items: HeaderList = []
-        if content_type is not None:
-            items.append(("Content-Type", content_type))
-        if headers is not None:
-            items.extend(headers.items() if isinstance(headers, Mapping) else headers)
+        items: HeaderList
+        if content_type is None and type(headers) is list:
+            items = headers  # a list built for this response (the proxy's): no copy
+        else:
+            items = [] if content_type is None else [("Content-Type", content_type)]
+            if headers is not None:
+                items.extend(headers.items() if isinstance(headers, Mapping) else headers)
         self.headers = items
         self.close = False
 
@@ -285,12 +282,9 @@ class Response:
 
     def encode(self, head_only: bool, close: bool, version: tuple[int, int]) -> bytes:
         """Head and body as sent: Content-Length from the body, Date unless given."""
-        headers = _without_framing(self.headers)
-        tail = _framing_tail(headers, close, version)
         body = has_body(self.status)
-        if body:
-            tail = f"Content-Length: {len(self.body)}\r\n" + tail
-        head = encode_head(f"HTTP/1.1 {self.status} {self.reason}", headers, tail)
+        length = f"Content-Length: {len(self.body)}" if body else ""
+        head = _response_head(self.status, self.reason, self.headers, length, close, version)
         if head_only or not body or not self.body:
             return head
         return head + self.body
@@ -300,15 +294,38 @@ def _without_framing(headers: HeaderList) -> HeaderList:
     return [(n, v) for n, v in headers if n.lower() not in ("content-length", "transfer-encoding")]
 
 
-def _framing_tail(headers: HeaderList, close: bool, version: tuple[int, int]) -> str:
-    tail = ""
-    if not any(n.lower() == "date" for n, _ in headers):
-        tail = f"Date: {DATE.now()}\r\n"
+def _response_head(
+    status: int,
+    reason: str,
+    headers: HeaderList,
+    framing: str,
+    close: bool,
+    version: tuple[int, int],
+) -> bytes:
+    """A response's status line and header block, in one pass over `headers` (this runs for
+    every answer): their framing headers dropped for `framing` (a line, or ""), Date added
+    unless given, and Connection as the connection goes on. Refuses CR or LF inside a line."""
+    lines = [f"HTTP/1.1 {status} {reason}"]
+    dated = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname == "content-length" or lname == "transfer-encoding":
+            continue
+        dated = dated or lname == "date"
+        lines.append(f"{name}: {value}")
+    if framing:
+        lines.append(framing)
+    if not dated:
+        lines.append(f"Date: {DATE.now()}")
     if close:
-        tail += "Connection: close\r\n"
+        lines.append("Connection: close")
     elif version < (1, 1):
-        tail += "Connection: keep-alive\r\n"
-    return tail + "\r\n"
+        lines.append("Connection: keep-alive")
+    text = "\r\n".join(lines)
+    breaks = len(lines) - 1
+    if text.count("\n") != breaks or text.count("\r") != breaks:
+        raise ValueError("CR or LF inside a header")
+    return (text + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
 class StreamResponse:
@@ -359,12 +376,14 @@ class StreamResponse:
                 close = True  # an HTTP/1.0 body without a length ends with the connection
         if close:
             conn.close_after_response()
-        tail = _framing_tail(self.headers, close, request.version)
+        framing = ""
         if self._chunked:
-            tail = "Transfer-Encoding: chunked\r\n" + tail
+            framing = "Transfer-Encoding: chunked"
         elif length is not None:
-            tail = f"Content-Length: {length}\r\n" + tail
-        conn.write(encode_head(f"HTTP/1.1 {self.status} {self.reason}", self.headers, tail))
+            framing = f"Content-Length: {length}"
+        conn.write(
+            _response_head(self.status, self.reason, self.headers, framing, close, request.version)
+        )
 
     async def write(self, chunk: bytes) -> None:
         conn = self._conn

@@ -13,8 +13,8 @@ import ipaddress
 import itertools
 import os
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping
+from typing import NamedTuple
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 Headers = list[tuple[str, str]]
@@ -51,19 +51,19 @@ VIA = "1.1 edgeauth"
 SERVER = "edgeauth"
 
 
-def _connection_named(headers: Iterable[tuple[str, str]]) -> frozenset[str]:
-    """Header names listed in `Connection` (RFC 9110 §7.6.1): they are hop-by-hop too."""
-    named: set[str] = set()
-    for name, value in headers:
-        if name.lower() == "connection":
-            named.update(token.strip().lower() for token in value.split(","))
-    return frozenset(named)
+# What never crosses to the service whatever else holds (Rule 1, and the replaced and
+# forwarded headers), as one set: one lookup per header on the way.
+_NEVER_UPSTREAM = HOP_BY_HOP | _REPLACED | _FORWARDED
 
 
-def _is_dropped(lname: str, named: frozenset[str]) -> bool:
-    if lname in HOP_BY_HOP or lname in named or lname.startswith("proxy-"):
-        return True
-    return lname.replace("_", "-").startswith(_IDENTITY_PREFIXES)
+def _named_by(connection: str) -> set[str]:
+    """Header names listed in a `Connection` value (RFC 9110 §7.6.1): hop-by-hop too."""
+    return {token.strip().lower() for token in connection.split(",")}
+
+
+def _is_identity(lname: str) -> bool:
+    """Rule 2, in any mix of `-` and `_`; only names starting `x-` or `x_` can match."""
+    return lname[:2] in ("x-", "x_") and lname.replace("_", "-").startswith(_IDENTITY_PREFIXES)
 
 
 def is_trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
@@ -77,9 +77,9 @@ def is_trusted(address: str, trusted: tuple[IPNetwork, ...]) -> bool:
     return any(ip in net for net in trusted)
 
 
-@dataclass(frozen=True, slots=True)
-class Peer:
-    """What the gateway itself knows of the downstream connection."""
+class Peer(NamedTuple):
+    """What the gateway itself knows of the downstream connection. A NamedTuple, as made
+    for every request: a frozen dataclass's __init__ costs several times a tuple's."""
 
     address: str
     scheme: str
@@ -88,9 +88,8 @@ class Peer:
     trusted: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Forwarded:
-    """The X-Forwarded-* values to send upstream for one request."""
+class Forwarded(NamedTuple):
+    """The X-Forwarded-* values to send upstream for one request (a NamedTuple: see Peer)."""
 
     for_chain: str
     proto: str
@@ -176,34 +175,49 @@ def identity(
 
 
 def upstream_request_headers(
-    client: Iterable[tuple[str, str]],
+    client: Collection[tuple[str, str]],
     fwd: Forwarded,
     *,
     request_id_header: str,
     request_id: str,
     identity: Iterable[tuple[str, str]] = (),
     hidden: frozenset[str] = frozenset(),
+    named: frozenset[str] = frozenset(),
 ) -> Headers:
-    """Headers for the upstream request; `hidden` names (lower-case) are dropped too."""
-    client = list(client)
-    named = _connection_named(client)
+    """Headers for the upstream request; `hidden` names (lower-case) are dropped too, and
+    so are the `named` ones. One pass over the client's headers, as this runs for every
+    request; only a Connection header naming more than is dropped anyway costs a second."""
     rid = request_id_header.lower()
     out: Headers = []
+    also: set[str] = set()
     via = VIA
     for name, value in client:
         lname = name.lower()
         if (
-            _is_dropped(lname, named)
-            or lname in _REPLACED
-            or lname in _FORWARDED
+            lname in _NEVER_UPSTREAM
             or lname in hidden
             or lname == rid
+            or lname in named
+            or lname.startswith("proxy-")
+            or _is_identity(lname)
         ):
+            if lname == "connection":
+                also |= _named_by(value)
             continue
         if lname == "via":
             via = f"{value}, {VIA}"
             continue
         out.append((name, value))
+    if also - _NEVER_UPSTREAM - named:
+        return upstream_request_headers(
+            client,
+            fwd,
+            request_id_header=request_id_header,
+            request_id=request_id,
+            identity=identity,
+            hidden=hidden,
+            named=named | also,
+        )
     out.extend(identity)
     out.append(("X-Forwarded-For", fwd.for_chain))
     out.append(("X-Forwarded-Proto", fwd.proto))
@@ -218,24 +232,34 @@ def upstream_request_headers(
 
 
 def downstream_response_headers(
-    upstream: Iterable[tuple[str, str]], *, request_id_header: str, request_id: str
+    upstream: Collection[tuple[str, str]],
+    *,
+    request_id_header: str,
+    request_id: str,
+    named: frozenset[str] = frozenset(),
 ) -> Headers:
-    """Upstream response headers minus hop-by-hop, plus Via, Server and the request id."""
-    upstream = list(upstream)
-    named = _connection_named(upstream)
+    """Upstream response headers minus hop-by-hop (and the `named` ones), plus Via, Server
+    and the request id; one pass, as upstream_request_headers."""
     rid = request_id_header.lower()
     out: Headers = []
+    also: set[str] = set()
     via = VIA
     has_server = False
     for name, value in upstream:
         lname = name.lower()
-        if lname in HOP_BY_HOP or lname in named or lname.startswith("proxy-") or lname == rid:
+        if lname in HOP_BY_HOP or lname == rid or lname in named or lname.startswith("proxy-"):
+            if lname == "connection":
+                also |= _named_by(value)
             continue
         if lname == "via":
             via = f"{value}, {VIA}"
             continue
         has_server = has_server or lname == "server"
         out.append((name, value))
+    if also - HOP_BY_HOP - named:
+        return downstream_response_headers(
+            upstream, request_id_header=request_id_header, request_id=request_id, named=named | also
+        )
     out.append(("Via", via))
     if not has_server:
         out.append(("Server", SERVER))

@@ -155,7 +155,7 @@ class Upstream:
         """Send one request; the connection returned holds the response head and its body."""
         framing = self._framing(method, body)
         head = request_head(method, target, self.host_header, headers, framing)
-        conn = await self._acquire()
+        conn = self._idle_connection() or await self._acquire()  # no coroutine if idle
         try:
             conn.start(head, body, chunked=framing is _CHUNKED, head_only=method == "HEAD")
             await conn.response()
@@ -190,17 +190,10 @@ class Upstream:
         assert self._loop is not None  # noqa: S101 - open() was called
         deadline: float | None = None
         while True:
+            conn = self._idle_connection()
+            if conn is not None:
+                return conn
             now = self._loop.time()
-            while self._idle:
-                conn = self._idle.pop()
-                transport = conn.transport
-                if (
-                    transport is not None
-                    and not transport.is_closing()
-                    and now - conn.idle_since < KEEPALIVE_SECONDS
-                ):
-                    return conn
-                conn.close()
             if self._open < self._limit:
                 break
             if deadline is None:
@@ -227,6 +220,24 @@ class Upstream:
             raise
         conn.holds_slot = True  # from now on its end (connection_lost) frees the slot
         return conn
+
+    def _idle_connection(self) -> UpstreamConnection | None:
+        """The newest idle connection still fit for a request; stale ones are closed."""
+        if not self._idle:
+            return None
+        assert self._loop is not None  # noqa: S101 - open() was called
+        now = self._loop.time()
+        while self._idle:
+            conn = self._idle.pop()
+            transport = conn.transport
+            if (
+                transport is not None
+                and not transport.is_closing()
+                and now - conn.idle_since < KEEPALIVE_SECONDS
+            ):
+                return conn
+            conn.close()
+        return None
 
     async def _connect(self) -> UpstreamConnection:
         loop = self._loop
