@@ -25,7 +25,7 @@ from typing import Protocol
 
 from edgeauth.bus import WorkerBus
 from edgeauth.config import StoreSettings
-from edgeauth.revocations import RevocationFollower, Tap
+from edgeauth.revocations import RevocationFollower, Tap, file_stamp
 from edgeauth.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -107,7 +107,8 @@ class _Vouching:
 def feed_for(store: Store, settings: StoreSettings, bus: WorkerBus | None) -> RevocationFeed:
     """The feed of one worker: the log always, NOTIFY on PostgreSQL, the bus under a
     supervisor."""
-    sources: list[Source] = [RevocationFollower(store)]
+    stamp = file_stamp(settings.path) if settings.backend == "sqlite" else None
+    sources: list[Source] = [RevocationFollower(store, stamp=stamp)]
     if settings.backend == "postgres":
         from edgeauth.store.postgres_listen import NotifyListener
 
