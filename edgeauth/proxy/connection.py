@@ -5,8 +5,10 @@ upstream leg is a plain asyncio.Protocol with llhttp (httptools) as its parser.
 
 Rule 1: a request head is built as bytes once and written in one call; an upload streams in
 the chunks it arrives in, with backpressure from the service's socket.
-Rule 2: the response body is handed over in the chunks llhttp yields; reading from the service
-pauses while more than HIGH_WATER bytes wait for the client, so memory stays flat.
+Rule 2: the response body is handed over in the chunks llhttp yields, one per read() and never
+joined; reading from the service pauses while more than HIGH_WATER bytes wait for the client
+and resumes once LOW_WATER or fewer do, so a connection holds at most HIGH_WATER plus one
+socket read of body, however slow its client.
 Rule 3: a connection is reusable only after a complete response whose framing allows it, with
 its upload finished and its reading not paused; anything else closes it, so a half-read answer
 never reaches the pool.
@@ -32,7 +34,8 @@ import httptools
 from edgeauth.flowcontrol import FlowControl
 from edgeauth.messages import NO_BODY_STATUSES
 
-HIGH_WATER = 1024 * 1024
+HIGH_WATER = 256 * 1024
+LOW_WATER = HIGH_WATER // 2
 MAX_HEAD_BYTES = 64 * 1024
 MAX_HEADERS = 200
 _CHUNK_END = b"0\r\n\r\n"
@@ -249,8 +252,9 @@ class UpstreamConnection(asyncio.Protocol):
         ]
 
     async def read(self) -> bytes:
-        """Every body byte received so far (at most about 2 x HIGH_WATER), b"" at the end;
-        raises if the body was cut. Taking all that waits makes fewer, larger TLS writes."""
+        """The next body chunk, as llhttp yielded it from one socket read; b"" at the end;
+        raises if the body was cut. Not a join of all that waits: that copied every byte once
+        more and held two copies of it at a time, for no fewer TLS records."""
         while True:
             if self._error is not None:
                 raise self._error
@@ -263,8 +267,9 @@ class UpstreamConnection(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
-        chunk = self._take()
-        if self._flow.resume_reading():
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        if self._buffered <= LOW_WATER and self._flow.resume_reading():
             self._last_read = self._loop.time()
         return chunk
 
@@ -309,7 +314,8 @@ class UpstreamConnection(asyncio.Protocol):
     # -- internals ------------------------------------------------------------------------
 
     def _take(self) -> bytes:
-        """Everything buffered, as one bytes object (no copy when it is one chunk)."""
+        """Everything buffered, as one bytes object (no copy when it is one chunk): a whole
+        body, sent with its head in one write."""
         chunks = self._chunks
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
