@@ -291,13 +291,13 @@ async def _enter_wal(db: aiosqlite.Connection, deadline: float) -> str:
 async def _in_transaction(
     db: aiosqlite.Connection, work: Callable[[aiosqlite.Connection], Awaitable[T]]
 ) -> T:
-    await _exec(db, "BEGIN IMMEDIATE")
+    await _fetch(db, "BEGIN IMMEDIATE")  # _fetch, not _exec: one trip to the thread, not two
     try:
         result = await work(db)
-        await _exec(db, "COMMIT")
+        await _fetch(db, "COMMIT")
     except BaseException:
         try:
-            await _exec(db, "ROLLBACK")
+            await _fetch(db, "ROLLBACK")
         except (sqlite3.Error, ValueError) as exc:
             log.debug("rollback failed: %s", exc)
         raise
@@ -336,6 +336,8 @@ def _statements(script: str) -> Iterator[str]:
 
 
 async def _exec(db: aiosqlite.Connection, sql: str, params: Params = ()) -> int:
+    """The statement's row count: two trips to aiosqlite's thread (execute, then close the
+    cursor), where _fetch makes one."""
     async with db.execute(sql, params) as cursor:
         return cursor.rowcount
 
