@@ -7,6 +7,10 @@ accepted requests' p99 from wrk's whole distribution, taking the 503s as the fas
 (the overall quantile at f + 0.99 (1 - f), f = share of 503s); (2) a light open-loop probe
 (built-in generator, 50 req/s) running during the flood, whose requests are timed per
 status.
+
+Every flood connection sends its next request as soon as it has an answer, a 503 included, so
+the mean latency of all answers is the connections over the answers per second (Little's
+law), whatever the gateway does; the summary gives it beside the figures.
 """
 
 from __future__ import annotations
@@ -78,7 +82,11 @@ def run(bench: Bench, result: ScenarioResult) -> None:
         share = rejected / total if total else 0.0
         table = m.extra.get("percentiles", [])
         bound = round(at(table, 100 * (share + 0.99 * (1 - share))), 3) if table else None
+        answered = total / m.duration_s if m.duration_s else 0.0
         entry: dict[str, object] = {
+            "littles_law_mean_ms": round(1000 * p.overload_connections / answered, 1)
+            if answered
+            else None,
             "accepted_per_s": m.rps,
             "rejected_503_per_s": round(rejected / m.duration_s, 1) if m.duration_s else None,
             "share_503": round(share, 4),
