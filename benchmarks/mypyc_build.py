@@ -175,6 +175,7 @@ def _git(*args: str) -> str:
 
 def build(modules: tuple[str, ...] = MODULES, directory: Path = BUILD) -> Build:
     """Copy edgeauth/ into a fresh `directory` and compile `modules` there (a few minutes)."""
+    directory = directory.resolve()
     staging = directory.with_name(directory.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     ignore = shutil.ignore_patterns("__pycache__", "*.so", "*.pyc")

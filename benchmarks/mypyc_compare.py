@@ -58,8 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.mypyc_compare", description=__doc__)
     parser.add_argument("--rounds", type=int, default=6, help="alternating rounds (default 6)")
     parser.add_argument("--seconds", type=float, default=4.0, help="measured seconds a run")
+    parser.add_argument(
+        "--build",
+        type=Path,
+        default=mypyc_build.BUILD,
+        help="the build directory (default build/mypyc; make mypyc MYPYC_ARGS=--out makes others)",
+    )
     args = parser.parse_args(argv)
-    build = mypyc_build.status()
+    build = mypyc_build.status(args.build.resolve())
     if build is None:
         sys.stderr.write(f"no mypyc build: {mypyc_build.HINT}\n")
         return 2
