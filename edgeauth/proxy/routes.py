@@ -9,6 +9,10 @@ request has passed, so a refused upload is never sent; or, for a form body that 
 to find the token, once its declared length is within the cap.
 Rule 3: once the response has started, a failure can only be signalled by aborting the
 connection; the upstream response is then closed, never returned half-read to the pool.
+Rule 4: an HTTP/1.0 client has no chunked framing: a body of unknown length reaches it ended
+by the close, and a close cannot say "cut short". So up to READ_AHEAD bytes of such a body are
+read before the head is sent: a body that ends within them is answered whole with its length,
+one that breaks within them gets 502; only a longer one is streamed and ended by the close.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Iterable
 from edgeauth.config import ServerSettings
 from edgeauth.errors import BodyTooLarge, UpstreamTimeout
 from edgeauth.exchange import Exchange
-from edgeauth.messages import AnyResponse, Request, Response, StreamResponse
+from edgeauth.messages import AnyResponse, Request, Response, StreamResponse, has_body
 from edgeauth.oauth.params import MAX_BODY_BYTES
 from edgeauth.proxy import headers as hdr
 from edgeauth.proxy.connection import UpstreamConnection
@@ -30,6 +34,7 @@ from edgeauth.routing import Target
 log = logging.getLogger(__name__)
 
 FORM_CAP = MAX_BODY_BYTES  # a form body read whole, like the OAuth endpoints' bodies
+READ_AHEAD = 256 * 1024  # rule 4: as much as the upstream leg buffers before it pauses
 
 
 def peer_of(request: Request, server: ServerSettings) -> hdr.Peer:
@@ -141,6 +146,11 @@ async def _relay(
     except Exception as exc:
         raise translate(exc, body) from exc  # nothing sent yet: 502
     ex.status = up.status
+    ahead: list[bytes] = []
+    if whole is None and _closes_unframed(request, up):
+        ahead, ended = await _read_ahead(up, body)
+        if ended:
+            whole = b"".join(ahead)
     if whole is not None:
         # Already complete (the common small answer): head and body leave in one TLS write.
         ex.bytes_out = len(whole)
@@ -149,6 +159,9 @@ async def _relay(
         status=up.status, reason=up.reason, headers=headers, content_length=up.content_length
     )
     await resp.prepare(request)
+    for chunk in ahead:
+        ex.bytes_out += len(chunk)
+        await resp.write(chunk)
     while True:
         try:
             chunk = await up.read()
@@ -165,3 +178,30 @@ async def _relay(
         await resp.write(chunk)  # ConnectionResetError here: the client left; propagate
     await resp.write_eof()
     return resp
+
+
+def _closes_unframed(request: Request, up: UpstreamConnection) -> bool:
+    """Whether the answer's body would reach the client ended by the close (rule 4)."""
+    return (
+        request.version < (1, 1)
+        and up.content_length is None
+        and request.method != "HEAD"
+        and has_body(up.status)
+    )
+
+
+async def _read_ahead(up: UpstreamConnection, body: BodyStream | None) -> tuple[list[bytes], bool]:
+    """The body's first READ_AHEAD bytes or more (one upstream read past them), and whether
+    that is all of it; a body that breaks before raises its gateway error (502, 504)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= READ_AHEAD:
+        try:
+            chunk = await up.read()
+        except Exception as exc:
+            raise translate(exc, body) from exc  # nothing sent yet
+        if not chunk:
+            return chunks, True
+        chunks.append(chunk)
+        size += len(chunk)
+    return chunks, False

@@ -273,4 +273,24 @@ CASES: list[tuple[str, Example]] = [
             )
         ),
     ),
+    # found by the long run on 9ece20b (and present before it): an HTTP/1.0 client gets an
+    # answer of unknown length ended by the close, so a chunked answer the upstream cut off
+    # after its last chunk reached it as a complete 200
+    (
+        "a cut chunked answer relayed whole to an HTTP/1.0 client",
+        Example(
+            (
+                _one(
+                    _u(
+                        "m1x",
+                        "POST",
+                        b"POST /app/m1x HTTP/1.0\r\n" + H + TOKEN + b"Content-Length: 0\r\n\r\n",
+                        "closes",
+                        answer="chunk_cut_close",
+                        token=True,
+                    ),
+                ),
+            )
+        ),
+    ),
 ]

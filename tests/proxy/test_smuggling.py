@@ -154,6 +154,37 @@ async def test_an_answer_framed_by_the_upstreams_close_is_relayed_whole(
         assert got.endswith(b"3\r\nabc\r\n0\r\n\r\n")  # re-framed, and whole
 
 
+GET_X_10 = b"GET /raw/x HTTP/1.0\r\nHost: t\r\n\r\n"
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+async def test_an_http10_client_gets_a_chunked_answer_whole_with_its_length(
+    gateway: GatewayFactory, client_ssl: ssl.SSLContext
+) -> None:
+    """HTTP/1.0 has no chunked framing: the gateway reads the answer ahead and sends its
+    length, rather than a body only the close would end."""
+    async with RawUpstream(fixed([CHUNKED_HEAD + b"3\r\nabc\r\n", b"2\r\nde\r\n0\r\n\r\n"])) as up:
+        gw = await _raw_gateway(gateway, up)
+        got = await _exchange(gw.port, client_ssl, GET_X_10)
+        head, _, body = got.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert b"\r\nContent-Length: 5" in head
+        assert body == b"abcde"
+
+
+async def test_an_http10_client_never_gets_a_cut_chunked_answer_as_a_whole_one(
+    gateway: GatewayFactory, client_ssl: ssl.SSLContext
+) -> None:
+    """The service sends its whole body but ends the connection before the last chunk: to an
+    HTTP/1.0 client a body ended by the close would pass for complete, so it gets 502."""
+    async with RawUpstream(fixed(CHUNKED_HEAD + b"3\r\nabc\r\n")) as up:
+        up.close_after = lambda head: True
+        gw = await _raw_gateway(gateway, up)
+        got = await _exchange(gw.port, client_ssl, GET_X_10)
+        assert got.startswith(b"HTTP/1.1 502 "), got[:200]
+        assert b"abc" not in got.partition(b"\r\n\r\n")[2]
+
+
 # -- 2. Stalled bodies and the pool wait ------------------------------------------------------
 
 
