@@ -111,6 +111,10 @@ class Database(Protocol):
     async def read(self, sql: str, *params: object) -> Sequence[Row]:
         """One statement outside any write transaction."""
 
+    def token_view(self, access_digest: bytes) -> Awaitable[Sequence[Row]]:
+        """VIEW_OF_ACCESS's rows for one digest (Store.find_token), read after the call;
+        a backend may read several callers' digests in one statement."""
+
     async def write(self, work: Work[T], *, atomic: bool = True) -> tuple[T, Sequence[bytes]]:
         """Run `work` in one transaction that also logs the digests it returns (not atomic:
         `work` is one statement and kills nothing, which a backend may run without an explicit
@@ -372,7 +376,7 @@ class SQLStore:
         return inserted
 
     async def find_token(self, access_digest: bytes) -> TokenView | None:
-        rows = await self._db.read(q.VIEW_OF_ACCESS, access_digest)
+        rows = await self._db.token_view(access_digest)
         return to_token_view(rows[0]) if rows else None
 
     async def get_token(self, token_id: str) -> TokenView | None:

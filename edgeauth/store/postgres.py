@@ -63,7 +63,7 @@ from edgeauth.store.postgres_schema import (
 )
 from edgeauth.store.rows import code_values, token_values
 from edgeauth.store.rules import refuse_newer_schema
-from edgeauth.store.sql import INSERT_CODE, TOKENS_INSERT
+from edgeauth.store.sql import INSERT_CODE, TOKENS_INSERT, VIEW_OF_ACCESS
 
 __all__ = [
     "MIGRATIONS",
@@ -242,6 +242,10 @@ class PostgresPool:
         with _translated():
             async with self._connection() as conn:
                 return await conn.fetch(_dollars(sql), *params)
+
+    def token_view(self, access_digest: bytes) -> Awaitable[list[Record]]:
+        """One statement per digest: the pool runs concurrent lookups side by side."""
+        return self.read(VIEW_OF_ACCESS, access_digest)
 
     async def write(
         self,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import sqlite3
@@ -32,7 +33,7 @@ from edgeauth.store.batch import GroupCommit
 from edgeauth.store.core import SQLStore
 from edgeauth.store.rows import code_values, to_credential, token_values
 from edgeauth.store.rules import refusal, refuse_newer_schema
-from edgeauth.store.sql import INSERT_CODE, TOKENS_INSERT
+from edgeauth.store.sql import INSERT_CODE, TOKENS_INSERT, VIEWS_SELECT
 from edgeauth.store.sqlite_schema import (
     CLIENTS,
     IMPORT_TOKENS,
@@ -52,6 +53,7 @@ Rows = list[sqlite3.Row]
 # A token waiting for its group commit: TOKENS_INSERT's parameters, and the client its request
 # was checked against (None: saved unchecked).
 Pending = tuple[Params, Credential | None]
+LOOKUP_BATCH = 500  # digests per token lookup statement (SQLite allows 32,766 parameters)
 
 
 @contextlib.contextmanager
@@ -99,6 +101,7 @@ class SQLiteFile:
         self._lock = asyncio.Lock()
         self._tokens = GroupCommit(self._insert_tokens, self._insert_token)
         self._reads = _Reads(self._read_now)
+        self._lookups = _Lookups(self._read_views)
 
     # lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -146,6 +149,18 @@ class SQLiteFile:
         """The rows, from one execution shared with the identical reads still waiting for
         their turn (see _Reads)."""
         return await self._reads.read(sql, params)
+
+    def token_view(self, access_digest: bytes) -> Awaitable[Rows]:
+        """Token lookups waiting for their turn share one statement (see _Lookups)."""
+        return self._lookups.find(access_digest)
+
+    async def _read_views(self, take: Callable[[], list[bytes]]) -> Rows:
+        with _translated():
+            async with self._lock:
+                digests = take()
+                marks = ", ".join(["?"] * len(digests))
+                sql = f"{VIEWS_SELECT} WHERE t.access_digest IN ({marks})"
+                return await _fetch(self._connection(), sql, digests)
 
     async def _read_now(self, sql: str, params: Params, started: Callable[[], None]) -> Rows:
         with _translated():
@@ -250,6 +265,69 @@ class _Reads:
             del self._waiting[key]
         if not task.cancelled():
             task.exception()
+
+
+class _Lookups:
+    """Token lookups (find_token) of distinct digests share one statement: those waiting when
+    the connection comes free are read together, `IN (...)`, up to LOOKUP_BATCH of them. A
+    flood of unknown tokens cost one trip to SQLite's thread per token, most of what such a
+    request cost. As with _Reads, every digest is read after its caller asked."""
+
+    def __init__(
+        self, run: Callable[[Callable[[], list[bytes]]], Coroutine[Any, Any, Rows]]
+    ) -> None:
+        self._run = run  # reads the digests its argument hands over, once it has the turn
+        self._waiting: dict[bytes, asyncio.Future[Rows]] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    async def find(self, digest: bytes) -> Rows:
+        loop = asyncio.get_running_loop()
+        future = self._waiting.get(digest)
+        if future is None:
+            future = self._waiting[digest] = loop.create_future()
+            future.add_done_callback(_seen)
+        if self._reader is None:
+            self._reader = loop.create_task(self._read_all())
+        return list(await asyncio.shield(future))  # a cancelled caller leaves the others theirs
+
+    async def _read_all(self) -> None:
+        try:
+            while self._waiting:
+                await self._read_batch()
+        finally:
+            self._reader = None
+
+    async def _read_batch(self) -> None:
+        batch: dict[bytes, asyncio.Future[Rows]] = {}
+
+        def take() -> list[bytes]:
+            for digest in list(itertools.islice(self._waiting, LOOKUP_BATCH)):
+                batch[digest] = self._waiting.pop(digest)
+            return list(batch)
+
+        try:
+            rows = await self._run(take)
+        except BaseException as exc:
+            failed = batch or dict(self._waiting)  # no turn at all: every waiting caller
+            for digest, future in failed.items():
+                self._waiting.pop(digest, None)
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        found: dict[bytes, Rows] = {}
+        for row in rows:
+            found.setdefault(row["access_digest"], []).append(row)
+        for digest, future in batch.items():
+            if not future.done():
+                future.set_result(found.get(digest, []))
+
+
+def _seen(future: asyncio.Future[Rows]) -> None:
+    """Marks a lookup's failure as retrieved: all its callers may have been cancelled."""
+    if not future.cancelled():
+        future.exception()
 
 
 class SQLiteStore(SQLStore):

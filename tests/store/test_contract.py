@@ -38,6 +38,44 @@ from tests.store.records import (
 T = TypeVar("T")
 
 
+# lookups under load ------------------------------------------------------------------------
+async def test_concurrent_lookups_of_distinct_tokens_each_get_their_own(
+    store: Store, app: App
+) -> None:
+    """A flood of lookups (SQLite reads those waiting together): each caller gets its own
+    token or None, whatever else was read beside it; the same digest twice, both."""
+    now = time.time()
+    minted = [await saved(store, mint(app.credential.id, now)) for _ in range(30)]
+    unknown = [digest(secrets.token_urlsafe(16)) for _ in range(30)]
+    asked = [m.record.access_digest for m in minted] + unknown + [minted[0].record.access_digest]
+    order = list(range(len(asked)))
+    secrets.SystemRandom().shuffle(order)
+    found = await asyncio.gather(*(store.find_token(asked[i]) for i in order))
+    by_digest = {asked[i]: view for i, view in zip(order, found, strict=True)}
+    for m in minted:
+        view = by_digest[m.record.access_digest]
+        assert view is not None
+        assert view.token.id == m.record.id
+        assert view.client_id == app.credential.client_id
+    assert all(by_digest[d] is None for d in unknown)
+
+
+async def test_a_lookup_asked_after_a_save_sees_it_even_beside_others(
+    store: Store, app: App
+) -> None:
+    now = time.time()
+    first = mint(app.credential.id, now)
+    before = asyncio.ensure_future(store.find_token(first.record.access_digest))
+    await store.save_token(first.record)
+    second = mint(app.credential.id, now)
+    await store.save_token(second.record)
+    after = await asyncio.gather(
+        store.find_token(first.record.access_digest), store.find_token(second.record.access_digest)
+    )
+    await before  # asked before the save: either answer is right
+    assert [v.token.id if v else None for v in after] == [first.record.id, second.record.id]
+
+
 # issuance under load -----------------------------------------------------------------------
 async def test_tokens_saved_at_once_all_land_and_a_duplicate_fails_alone(
     store: Store, app: App
