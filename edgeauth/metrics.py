@@ -5,7 +5,8 @@ process in a directory the supervisor creates) lets whichever worker answers /me
 the sum over all of them.
 Rule 2: the hot path pays dict adds only: requests are tallied in plain dicts and moved into
 the mmap-backed families by `flush()` every FLUSH_SECONDS (a multiprocess `inc()` takes a lock
-and writes the mmap; per request that was 4 % of a proxied request's CPU).
+and writes the mmap; per request that was 4 % of a proxied request's CPU). A valid token, the
+one count of every validated request, is a plain integer add (`valid_tokens`).
 Rule 3: per-consumer labels only with `metrics.per_consumer` (cardinality is the operator's
 choice).
 Rule 4: the supervisor's own figures (restarts, reloads) live in one text file in that same
@@ -106,6 +107,7 @@ class Recorder:
         self._counts: dict[tuple[Any, ...], float] = {}
         # (histogram, service) -> per-bucket counts (the last bucket is +Inf), then the sum
         self._latency: dict[tuple[Any, str], list[float]] = {}
+        self.valid_tokens = 0  # validations with result "valid" since the last flush
 
     def _child(self, family: Any, *labels: str) -> Any:
         key = (id(family), *labels)
@@ -162,6 +164,10 @@ class Recorder:
 
     def flush(self) -> None:
         """Move the tallies into the shared families (what /metrics reads)."""
+        if self.valid_tokens:
+            if self.enabled:
+                self._add((VALIDATIONS, "valid"), self.valid_tokens)
+            self.valid_tokens = 0
         counts, self._counts = self._counts, {}
         for (family, *labels), amount in counts.items():
             self._child(family, *labels).inc(amount)
