@@ -169,3 +169,24 @@ def test_latencies_round_as_round_does() -> None:
     values += [rng.uniform(-1.0, 1.0) for _ in range(2000)]
     for x in values:
         assert repr(_ms(x)) == repr(round(x, 3)), x
+
+
+async def test_stamps_crossing_a_second_are_each_their_own_millisecond(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "access.log"
+    log = logs.AccessLog(str(target))
+    log.open()
+    second = NS // 1_000_000_000 * 1_000_000_000
+    for ns in (second - 1_000_000, second - 1, second, second + 7_000_000, second + 7_900_000):
+        monkeypatch.setattr(time, "time_ns", lambda ns=ns: ns)
+        log.record(_bare())
+    log.close()
+    stamps = [line.rsplit(b'"ts":', 1)[1] for line in _lines(target)]
+    assert stamps == [
+        b'"2024-12-01T08:30:04.999Z"}',
+        b'"2024-12-01T08:30:04.999Z"}',
+        b'"2024-12-01T08:30:05.000Z"}',
+        b'"2024-12-01T08:30:05.007Z"}',
+        b'"2024-12-01T08:30:05.007Z"}',
+    ]
