@@ -99,6 +99,13 @@ def paired_cost(
         f"{prefix}_rounds_used": f"{len(used)} of {len(pairs)}"
         + ("" if used is quiet else f" (fewer than {MIN_QUIET} with a quiet server core)"),
     }
+    hot = sum(1 for a, b in used if a.generator_saturated or b.generator_saturated)
+    if hot:
+        result.notes.append(
+            f"the generator core was past its limit in {hot} of {len(used)} rounds used: it set"
+            " the pace, the server was not saturated, and its CPU per request then moves with"
+            " the generator's pace too; instructions per request (callgrind) are the steady figure"
+        )
     if used is not quiet:
         result.notes.append(
             f"only {len(quiet)} of {len(pairs)} rounds had the server core to themselves"
