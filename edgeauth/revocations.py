@@ -62,11 +62,16 @@ class RevocationFollower:
     (or RECHECK_SECONDS passed)."""
 
     def __init__(
-        self, store: Store, interval: float = POLL_SECONDS, stamp: Stamp | None = None
+        self,
+        store: Store,
+        interval: float = POLL_SECONDS,
+        stamp: Stamp | None = None,
+        recheck: float = RECHECK_SECONDS,
     ) -> None:
         self._store = store
         self._interval = interval
         self._stamp = stamp
+        self._recheck = recheck
         self._seq = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -89,7 +94,7 @@ class RevocationFollower:
             await asyncio.sleep(self._interval)
             # Taken before the read: a commit after it changes the next stamp.
             stamp = None if self._stamp is None else self._stamp()
-            if stamp is not None and stamp == seen and loop.time() - read_at < RECHECK_SECONDS:
+            if stamp is not None and stamp == seen and loop.time() - read_at < self._recheck:
                 continue
             try:
                 rows = await self._store.revocations_since(self._seq)
