@@ -52,6 +52,14 @@ def _lines(target: Path) -> list[bytes]:
     return target.read_bytes().splitlines() if target.exists() else []
 
 
+def _opened(tmp_path: Path) -> tuple[Path, logs.AccessLog]:
+    """An access log writing to access.log in `tmp_path`, open."""
+    target = tmp_path / "access.log"
+    log = logs.AccessLog(str(target))
+    log.open()
+    return target, log
+
+
 async def _until(target: Path, lines: int) -> list[bytes]:
     """The file's lines once it has `lines` of them, or after five seconds."""
     for _ in range(500):
@@ -64,9 +72,7 @@ async def _until(target: Path, lines: int) -> list[bytes]:
 async def test_a_line_is_exactly_the_fields_of_its_exchange_stamped_when_recorded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    target = tmp_path / "access.log"
-    log = logs.AccessLog(str(target))
-    log.open()
+    target, log = _opened(tmp_path)
     monkeypatch.setattr(time, "time_ns", lambda: NS)
     log.record(_exchange())
     log.record(_bare())
@@ -91,9 +97,7 @@ async def test_a_line_is_exactly_the_fields_of_its_exchange_stamped_when_recorde
 async def test_a_string_that_looks_like_the_next_entry_stays_inside_its_line(
     tmp_path: Path,
 ) -> None:
-    target = tmp_path / "access.log"
-    log = logs.AccessLog(str(target))
-    log.open()
+    target, log = _opened(tmp_path)
     log.record(_exchange('/a},{"level":"info"}\n'))
     log.record(_exchange("/b"))
     log.close()
@@ -106,9 +110,7 @@ async def test_a_batch_is_written_by_count_before_its_timer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(logs, "FLUSH_SECONDS", 60.0)
-    target = tmp_path / "access.log"
-    log = logs.AccessLog(str(target))
-    log.open()
+    target, log = _opened(tmp_path)
     count = math.ceil(logs.FLUSH_BYTES / (logs.LINE_BYTES + len("/")))
     for _ in range(count - 1):
         log.record(_bare())
@@ -123,9 +125,7 @@ async def test_long_paths_fill_a_batch_sooner(
 ) -> None:
     """What the fuzz harness counts on: eight requests with 8,150-byte paths fill it."""
     monkeypatch.setattr(logs, "FLUSH_SECONDS", 60.0)
-    target = tmp_path / "access.log"
-    log = logs.AccessLog(str(target))
-    log.open()
+    target, log = _opened(tmp_path)
     for _ in range(8):
         log.record(_exchange("/zz-flush/" + "f" * 8150))
     assert len(await _until(target, 8)) == 8
@@ -135,9 +135,7 @@ async def test_long_paths_fill_a_batch_sooner(
 async def test_an_entry_orjson_refuses_loses_only_its_own_line(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    target = tmp_path / "access.log"
-    log = logs.AccessLog(str(target))
-    log.open()
+    target, log = _opened(tmp_path)
     bad = _bare()
     bad.path = "/a\udcff"  # a lone surrogate
     log.record(_exchange("/before"))
@@ -174,9 +172,7 @@ def test_latencies_round_as_round_does() -> None:
 async def test_stamps_crossing_a_second_are_each_their_own_millisecond(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    target = tmp_path / "access.log"
-    log = logs.AccessLog(str(target))
-    log.open()
+    target, log = _opened(tmp_path)
     second = NS // 1_000_000_000 * 1_000_000_000
     for ns in (second - 1_000_000, second - 1, second, second + 7_000_000, second + 7_900_000):
         monkeypatch.setattr(time, "time_ns", lambda ns=ns: ns)
