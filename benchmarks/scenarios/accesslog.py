@@ -7,14 +7,7 @@ from __future__ import annotations
 
 from benchmarks.results import ScenarioResult
 from benchmarks.runner import PROTECTED_PATH, Bench
-from benchmarks.scenarios.public import (
-    alternate,
-    measurer,
-    median_of,
-    paired_cost,
-    round_seconds,
-    rounds_of,
-)
+from benchmarks.scenarios.public import alternate, measurer, round_seconds, rounds_of, summarize
 
 NAME = "accesslog"
 DESCRIPTION = "validated GETs with the access log to a file vs off: what the log costs"
@@ -36,11 +29,4 @@ def run(bench: Bench, result: ScenarioResult) -> None:
             measurer(bench, off, LABEL, PROTECTED_PATH, OFF),
             measurer(bench, on, LABEL, PROTECTED_PATH, ON),
         )
-    cpu_cost, rps_cost = paired_cost(result, pairs, "access_log")
-    result.summary |= {
-        "log_off_req_per_s": median_of(pairs, 0, cpu=False),
-        "log_on_req_per_s": median_of(pairs, 1, cpu=False),
-        "cpu_us_per_request_log_off": median_of(pairs, 0, cpu=True),
-        "cpu_us_per_request_log_on": median_of(pairs, 1, cpu=True),
-    }
-    result.judge("access-log", cpu_cost, note=f"by req/s: {rps_cost} %")
+    summarize(result, pairs, "access_log", ("log_off", "log_on"))

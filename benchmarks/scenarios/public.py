@@ -123,6 +123,22 @@ def median_of(pairs: list[tuple[Measurement, Measurement]], arm: int, cpu: bool)
     return round(statistics.median(values), 1) if values else None
 
 
+def summarize(
+    result: ScenarioResult,
+    pairs: list[tuple[Measurement, Measurement]],
+    cost: str,
+    arms: tuple[str, str],
+) -> None:
+    """Judge the target `cost` on the pairs (by CPU per request, req/s beside it) and record
+    each arm's median req/s and CPU per request under its name."""
+    cpu_cost, rps_cost = paired_cost(result, pairs, cost)
+    for arm, name in enumerate(arms):
+        result.summary[f"{name}_req_per_s"] = median_of(pairs, arm, cpu=False)
+    for arm, name in enumerate(arms):
+        result.summary[f"cpu_us_per_request_{name}"] = median_of(pairs, arm, cpu=True)
+    result.judge(cost.replace("_", "-"), cpu_cost, note=f"by req/s: {rps_cost} %")
+
+
 def measurer(
     bench: Bench, server: Server, label: str, path: str, name: str, public: bool = False
 ) -> Callable[[], Measurement]:
@@ -153,11 +169,4 @@ def run(bench: Bench, result: ScenarioResult) -> None:
             measurer(bench, gw, PUBLIC, PUBLIC_PATH, "edgeauth-public", public=True),
             measurer(bench, gw, PROTECTED, PROTECTED_PATH, "edgeauth"),
         )
-    cpu_cost, rps_cost = paired_cost(result, pairs, "validation")
-    result.summary |= {
-        "public_req_per_s": median_of(pairs, 0, cpu=False),
-        "protected_req_per_s": median_of(pairs, 1, cpu=False),
-        "cpu_us_per_request_public": median_of(pairs, 0, cpu=True),
-        "cpu_us_per_request_protected": median_of(pairs, 1, cpu=True),
-    }
-    result.judge("validation", cpu_cost, note=f"by req/s: {rps_cost} %")
+    summarize(result, pairs, "validation", ("public", "protected"))
