@@ -290,10 +290,6 @@ class Response:
         return head + self.body
 
 
-def _without_framing(headers: HeaderList) -> HeaderList:
-    return [(n, v) for n, v in headers if n.lower() not in ("content-length", "transfer-encoding")]
-
-
 def _response_head(
     status: int,
     reason: str,
@@ -354,7 +350,7 @@ class StreamResponse:
     ) -> None:
         self.status = status
         self.reason = reason or reason_of(status)
-        self.headers: HeaderList = _without_framing(headers) if headers is not None else []
+        self.headers: HeaderList = headers if headers is not None else []  # framing: on sending
         self.content_length = content_length
         self.prepared = False
         self._chunked = False
