@@ -81,6 +81,9 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "kong/plan.py",
         "kong/services.py",
         "kong/render.py",
+        "stream/__init__.py",
+        "stream/proxy_header.py",
+        "stream/clienthello.py",
     ),
     # Adapters: each turns one kind of I/O into calls on the core. The downstream HTTP protocol,
     # the proxy and OAuth handlers, the store backends, TLS, logs, metrics, the revocation paths.
