@@ -92,6 +92,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "flowcontrol.py",
         "protocol.py",
         "listener.py",
+        "stream/relay.py",
+        "stream/server.py",
         "tls.py",
         "logs.py",
         "audit.py",
