@@ -84,6 +84,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "stream/__init__.py",
         "stream/proxy_header.py",
         "stream/clienthello.py",
+        "stream/peer.py",
     ),
     # Adapters: each turns one kind of I/O into calls on the core. The downstream HTTP protocol,
     # the proxy and OAuth handlers, the store backends, TLS, logs, metrics, the revocation paths.
