@@ -37,7 +37,11 @@ def problems(tmp_path: Path, text: str) -> tuple[str, ...]:
 
 def stream(name: str = "iris", **keys: object) -> str:
     """One [[streams]] table; string values are quoted, lists and booleans written as TOML."""
-    values = {"name": name, "listen": "127.0.0.1:1973", "upstream": "tcp://127.0.0.1:1972"}
+    values: dict[str, object] = {
+        "name": name,
+        "listen": "127.0.0.1:1973",
+        "upstream": "tcp://127.0.0.1:1972",
+    }
     values.update(keys)
 
     def toml(value: object) -> str:
