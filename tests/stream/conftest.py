@@ -1,7 +1,9 @@
 """Stream fixtures: certificates for servers and clients, upstreams, and in-process gateways.
 
 Everything listens on 127.0.0.1, port 0; upstreams are real asyncio servers in the test's
-loop, each connection handled by the coroutine the test gives, which sees real EOFs.
+loop, each connection handled by the coroutine the test gives, which sees real EOFs. The loop
+is uvloop's, as in a worker: its transports differ from asyncio's where a relay notices (when
+reading starts, whether a TLS transport half-closes).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import orjson
 import pytest
 import tomli_w
+import uvloop
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -32,6 +35,12 @@ from edgeauth.config.checks import stream_addresses
 from edgeauth.server import Gateway
 from edgeauth.supervisor import bind
 from tests.conftest import write_config
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @dataclass(frozen=True)
