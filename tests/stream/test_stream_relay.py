@@ -409,6 +409,9 @@ async def test_beyond_max_connections_a_connection_waits_in_the_backlog(
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(second_reader.readexactly(1), 0.5)
     assert backend.connections == 1
+    gw.gateway.streams.report()
+    gw.gateway.metrics.flush()
+    assert REGISTRY.get_sample_value("edgeauth_stream_active", {"stream": "one"}) == 1
     first.close()
     assert await asyncio.wait_for(second_reader.readexactly(1), 5) == b"2"
     assert backend.connections == 2
