@@ -7,6 +7,7 @@ Each test asserts what reaches the upstream and the client, and the connection's
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 import struct
@@ -33,7 +34,7 @@ async def tls_echo(port: int, ctx: ssl.SSLContext, name: str, data: bytes) -> by
 
 
 async def test_tls_is_terminated_and_bytes_relayed_both_ways(
-    streams: Streams, upstream: Upstreams, certs: Certs
+    streams: Streams, upstream: Upstreams, certs: Certs, caplog: pytest.LogCaptureFixture
 ) -> None:
     backend = await upstream(echo)
     cert, key = certs.a
@@ -58,6 +59,7 @@ async def test_tls_is_terminated_and_bytes_relayed_both_ways(
     assert line["peer"].startswith("127.0.0.1:")
     assert line["client_subject"] is None
     assert line["duration_ms"] > 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # close_notify too
     gw.gateway.streams.report()
     gw.gateway.metrics.flush()
     after = REGISTRY.get_sample_value("edgeauth_stream_connections_total", {"stream": "iris"})
