@@ -11,6 +11,7 @@ import logging
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -418,3 +419,87 @@ async def test_beyond_max_connections_a_connection_waits_in_the_backlog(
     assert await asyncio.wait_for(second_reader.readexactly(1), 5) == b"2"
     assert backend.connections == 2
     second.close()
+
+
+async def test_a_silent_client_is_closed_after_the_handshake_timeout(
+    streams: Streams, upstream: Upstreams
+) -> None:
+    backend = await upstream(echo)
+    gw = await streams([{"name": "iris", "upstream": backend.url}], handshake_timeout_seconds=0.3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    assert await read_all(reader, within=5) == b""  # says nothing, is closed
+    writer.close()
+    (line,) = await gw.log()
+    assert line["close_reason"] == "timeout"
+    assert line["stream"] == ""
+    assert backend.connections == 0
+
+
+async def test_a_hello_without_sni_goes_to_the_listeners_default(
+    streams: Streams, upstream: Upstreams, certs: Certs
+) -> None:
+    named, default = await upstream(echo), await upstream(echo)
+    pair = {"tls_cert_file": str(certs.a[0]), "tls_key_file": str(certs.a[1])}
+    gw = await streams(
+        [
+            {"name": "named", "upstream": named.url, "server_names": ["a.example"], **pair},
+            {"name": "default", "upstream": default.url, **pair},
+        ]
+    )
+    ctx = certs.client()
+    ctx.check_hostname = False  # no name to check without SNI
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port, ssl=ctx)
+    writer.write(b"anyone")
+    assert await reader.readexactly(6) == b"anyone"
+    writer.close()
+    (line,) = await gw.log()
+    assert (line["stream"], line["sni"]) == ("default", None)
+    assert (named.connections, default.connections) == (0, 1)
+
+
+def handshake_in_pieces(port: int, ctx: ssl.SSLContext, name: str, payload: bytes) -> bytes:
+    """A TLS client whose ClientHello reaches the gateway in two TCP segments, 100 ms apart;
+    then it sends `payload` and reads as many bytes back."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls_object = ctx.wrap_bio(incoming, outgoing, server_hostname=name)
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        first = True
+        while True:
+            try:
+                tls_object.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                data = outgoing.read()
+                if first:
+                    sock.sendall(data[:20])
+                    time.sleep(0.1)
+                    data, first = data[20:], False
+                sock.sendall(data)
+                incoming.write(sock.recv(65536))
+        sock.sendall(outgoing.read())
+        tls_object.write(payload)
+        sock.sendall(outgoing.read())
+        answer = b""
+        while len(answer) < len(payload):
+            try:
+                answer += tls_object.read(65536)
+            except ssl.SSLWantReadError:
+                incoming.write(sock.recv(65536))
+        return answer
+
+
+async def test_a_client_hello_split_over_segments_is_waited_for(
+    streams: Streams, upstream: Upstreams, certs: Certs
+) -> None:
+    backend = await upstream(echo)
+    pair = {"tls_cert_file": str(certs.a[0]), "tls_key_file": str(certs.a[1])}
+    gw = await streams(
+        [{"name": "a", "upstream": backend.url, "server_names": ["a.example"], **pair}]
+    )
+    answer = await asyncio.to_thread(
+        handshake_in_pieces, gw.port, certs.client(), "a.example", b"in pieces"
+    )
+    assert answer == b"in pieces"
+    (line,) = await gw.log()
+    assert line["sni"] == "a.example"
