@@ -503,3 +503,34 @@ async def test_a_client_hello_split_over_segments_is_waited_for(
     assert answer == b"in pieces"
     (line,) = await gw.log()
     assert line["sni"] == "a.example"
+
+
+async def test_a_sink_upstream_counts_every_byte_sent_through_tls(
+    streams: Streams, upstream: Upstreams, certs: Certs
+) -> None:
+    """What the client writes before it closes all reaches the upstream, through the TLS
+    termination and the flow control in between."""
+    counted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        total = 0
+        while data := await reader.read(1 << 20):
+            total += len(data)
+        counted.set_result(total)
+        writer.close()
+
+    backend = await upstream(sink)
+    pair = {"tls_cert_file": str(certs.a[0]), "tls_key_file": str(certs.a[1])}
+    gw = await streams([{"name": "sink", "upstream": backend.url, **pair}])
+    _reader, writer = await asyncio.open_connection(
+        "127.0.0.1", gw.port, ssl=certs.client(), server_hostname="a.example"
+    )
+    block = bytes(range(256)) * 4096  # 1 MiB
+    for _ in range(32):
+        writer.write(block)
+        await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    assert await asyncio.wait_for(counted, 10) == 32 * len(block)
+    (line,) = await gw.log()
+    assert (line["bytes_in"], line["bytes_out"]) == (32 * len(block), 0)
