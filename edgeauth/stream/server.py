@@ -7,8 +7,9 @@ so a listener of one stream queues the excess in the kernel's backlog; a stream 
 listener waits for one of its own slots within the handshake timeout, or the connection is
 closed ("max_connections").
 Rule 2: on a TLS listener the ClientHello is peeked at (MSG_PEEK, never consumed: the TLS
-layer or a passthrough upstream reads it whole), bounded by MAX_HELLO_BYTES and by the handshake
-timeout, which also bounds the handshake that follows. The stream is the one naming the SNI
+layer or a passthrough upstream reads it whole), again only when more bytes have arrived, bounded
+by MAX_HELLO_BYTES and by the handshake timeout, which also bounds the handshake that follows
+(either one expiring is "timeout"). The stream is the one naming the SNI
 exactly, else a wildcard one, else the listener's default (the stream without server_names);
 no stream: the connection is closed ("no_route").
 Rule 3: a terminating stream does the handshake with its own SSLContext (its certificate, its
@@ -48,7 +49,9 @@ from edgeauth.stream.relay import Relay
 
 log = logging.getLogger(__name__)
 
-PEEK_RETRY_SECONDS = 0.01  # a ClientHello split over TCP segments: peeked again this often
+PEEK_RETRY_SECONDS = 0.01  # woken with no new byte of the ClientHello: peeked again after this,
+MAX_PEEK_RETRY_SECONDS = 0.5  # doubled each time up to this
+TIMER_SLACK_SECONDS = 0.001  # uvloop's timers run on a millisecond clock
 
 
 class Refused(Exception):
@@ -283,10 +286,9 @@ class StreamListener(AcceptLoop):
             )
         except ssl.SSLError as exc:
             raise Refused(_tls_failure(exc), exc.reason or str(exc)) from None
-        except TimeoutError:
-            raise Refused("timeout") from None
-        except OSError as exc:
-            raise Refused("closed", exc.strerror or str(exc)) from None
+        except OSError as exc:  # the TLS layer ends a handshake past its timeout with one
+            reason = "timeout" if loop.time() >= deadline - TIMER_SLACK_SECONDS else "closed"
+            raise Refused(reason, exc.strerror or str(exc)) from None
         if relay.client.transport is None:  # gone as soon as made
             raise Refused("closed")
 
@@ -368,26 +370,40 @@ def _tls_failure(exc: ssl.SSLError) -> str:
 
 
 async def _hello_name(conn: socket.socket) -> str | None:
-    """The SNI name of the ClientHello the client is sending, read without consuming it."""
+    """The SNI name of the ClientHello the client is sending, read without consuming it.
+
+    Peeked bytes stay readable, so between peeks the socket's receive low-water mark is one
+    byte more than it holds: the loop wakes when more arrives, instead of peeking and parsing
+    the same prefix again and again while a client trickles or stalls (each of up to
+    max_connections such clients would otherwise cost the worker a poll every few ms until the
+    handshake timeout). The mark is back at one byte before the TLS layer or a passthrough
+    relay reads. A wake without a new byte (the client's FIN, say) backs off instead."""
     seen = 0
-    while True:
-        await readable(conn)
-        try:
+    pause = PEEK_RETRY_SECONDS
+    try:
+        while True:
+            await readable(conn)
             data = conn.recv(MAX_HELLO_BYTES, socket.MSG_PEEK)
-        except OSError as exc:
-            raise Refused("closed", exc.strerror or str(exc)) from None
-        if not data:
-            raise Refused("closed")
-        try:
-            name = server_name(data)
-        except NotClientHello as exc:
-            raise Refused("not_tls", exc.reason) from None
-        if name is not NEED_MORE:
-            assert not isinstance(name, type(NEED_MORE))  # noqa: S101 - narrowed for mypy
-            return name
-        if len(data) == seen:  # peeked bytes stay readable: wait for more to arrive
-            await asyncio.sleep(PEEK_RETRY_SECONDS)
-        seen = len(data)
+            if not data:
+                raise Refused("closed")
+            if len(data) == seen:  # woken without a new byte: wait, longer each time
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, MAX_PEEK_RETRY_SECONDS)
+                continue
+            seen = len(data)
+            try:
+                name = server_name(data)
+            except NotClientHello as exc:
+                raise Refused("not_tls", exc.reason) from None
+            if name is not NEED_MORE:
+                assert not isinstance(name, type(NEED_MORE))  # noqa: S101 - narrowed for mypy
+                return name
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, seen + 1)
+    except OSError as exc:
+        raise Refused("closed", exc.strerror or str(exc)) from None
+    finally:
+        with contextlib.suppress(OSError):  # a socket that fails here fails its handshake too
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
 
 
 class Streams:

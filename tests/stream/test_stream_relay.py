@@ -7,16 +7,21 @@ Each test asserts what reaches the upstream and the client, and the connection's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import ssl
 import struct
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from types import FrameType
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
 
+from edgeauth.stream import clienthello
 from tests.conftest import free_port_refused
 from tests.stream.conftest import Certs, StreamGateway, Upstream, echo, read_all
 
@@ -455,6 +460,70 @@ async def test_a_hello_without_sni_goes_to_the_listeners_default(
     (line,) = await gw.log()
     assert (line["stream"], line["sni"]) == ("default", None)
     assert (named.connections, default.connections) == (0, 1)
+
+
+def client_hello(ctx: ssl.SSLContext, name: str) -> bytes:
+    """The ClientHello a client with `ctx` sends to `name`, as bytes to send by hand."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls_object = ctx.wrap_bio(incoming, outgoing, server_hostname=name)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls_object.do_handshake()
+    return outgoing.read()
+
+
+async def test_a_client_stalling_after_its_hello_is_closed_at_the_handshake_timeout(
+    streams: Streams, upstream: Upstreams, certs: Certs
+) -> None:
+    """The whole ClientHello, then silence: the TLS layer gives up at the handshake timeout,
+    and the log and the handshake-failure metric say "timeout", not "closed"."""
+    backend = await upstream(echo)
+    pair = {"tls_cert_file": str(certs.a[0]), "tls_key_file": str(certs.a[1])}
+    gw = await streams(
+        [{"name": "a", "upstream": backend.url, **pair}], handshake_timeout_seconds=0.3
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(client_hello(certs.client(), "a.example"))
+    assert b"\x16\x03" in await read_all(reader)  # its ServerHello, then the close
+    writer.close()
+    (line,) = await gw.log()
+    assert (line["stream"], line["close_reason"]) == ("a", "timeout")
+    assert backend.connections == 0
+
+
+async def test_a_trickled_hello_is_parsed_when_bytes_arrive_not_polled(
+    streams: Streams, upstream: Upstreams, certs: Certs
+) -> None:
+    """Most of a ClientHello, a pause, a few bytes more, then nothing: the gateway parses
+    what it has when bytes arrive (here twice), instead of peeking at and parsing the same
+    prefix every few milliseconds until the handshake timeout, which many such clients would
+    turn into a worker busy with nothing else."""
+    backend = await upstream(echo)
+    pair = {"tls_cert_file": str(certs.a[0]), "tls_key_file": str(certs.a[1])}
+    gw = await streams(
+        [{"name": "a", "upstream": backend.url, **pair}], handshake_timeout_seconds=0.6
+    )
+    parsed = 0
+
+    def count(frame: FrameType, event: str, arg: Any) -> None:
+        nonlocal parsed
+        if event == "call" and frame.f_code is clienthello.server_name.__code__:
+            parsed += 1
+
+    hello = client_hello(certs.client(), "a.example")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    sys.setprofile(count)  # the gateway runs in this thread: its calls are counted
+    try:
+        writer.write(hello[:-10])
+        await asyncio.sleep(0.3)
+        writer.write(hello[-10:-5])
+        assert await read_all(reader) == b""
+    finally:
+        sys.setprofile(None)
+    writer.close()
+    (line,) = await gw.log()
+    assert (line["sni"], line["close_reason"]) == (None, "timeout")
+    assert 1 <= parsed <= 3
+    assert backend.connections == 0
 
 
 def handshake_in_pieces(port: int, ctx: ssl.SSLContext, name: str, payload: bytes) -> bytes:
