@@ -233,6 +233,61 @@ async def test_mtls_refuses_before_the_upstream_is_connected(
     assert after == (before or 0) + 1
 
 
+def resumed_echo(
+    port: int, ctx: ssl.SSLContext, name: str, session: ssl.SSLSession | None
+) -> tuple[bool, ssl.SSLSession | None, bytes]:
+    """One TLS connection offering `session`: (resumed?, the session to offer next time, what
+    came back for a ping; b"" when the gateway closed the connection instead)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            with ctx.wrap_socket(raw, server_hostname=name, session=session) as sock:
+                sock.sendall(b"ping")
+                answer = sock.recv(4)
+                return sock.session_reused, sock.session, answer
+        except (ConnectionError, ssl.SSLError):
+            return False, None, b""
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+async def test_a_session_of_one_stream_does_not_resume_on_an_mtls_stream(
+    streams: Streams, upstream: Upstreams, certs: Certs, version: ssl.TLSVersion
+) -> None:
+    """Two streams on one listener, the second with mutual TLS: a session (ticket) the first
+    gave a client without a certificate resumes on the first, never on the second, where a
+    resumed session would skip the certificate the handshake requires. Each stream's own
+    SSLContext keeps its own session cache and ticket keys."""
+    open_backend, mtls_backend = await upstream(echo), await upstream(echo)
+    gw = await streams(
+        [
+            {
+                "name": "open",
+                "upstream": open_backend.url,
+                "server_names": ["a.example"],
+                "tls_cert_file": str(certs.a[0]),
+                "tls_key_file": str(certs.a[1]),
+            },
+            mtls(certs, "studio", mtls_backend.url, server_names=["b.example"]),
+        ]
+    )
+    ctx = certs.client()
+    ctx.check_hostname = False  # the mTLS stream answers with a.example's certificate
+    ctx.minimum_version = ctx.maximum_version = version
+    _, session, answer = await asyncio.to_thread(resumed_echo, gw.port, ctx, "a.example", None)
+    assert answer == b"ping"
+    assert session is not None
+    resumed, _, answer = await asyncio.to_thread(resumed_echo, gw.port, ctx, "a.example", session)
+    assert (resumed, answer) == (True, b"ping")  # sessions do resume, on their own stream
+    resumed, _, answer = await asyncio.to_thread(resumed_echo, gw.port, ctx, "b.example", session)
+    assert (resumed, answer) == (False, b"")
+    lines = await gw.log(3)
+    assert [(line["stream"], line["close_reason"]) for line in lines] == [
+        ("open", "client_closed"),
+        ("open", "client_closed"),
+        ("studio", "no_client_certificate"),
+    ]
+    assert (open_backend.connections, mtls_backend.connections) == (2, 0)
+
+
 async def test_the_san_of_an_allowed_client_is_enough(
     streams: Streams, upstream: Upstreams, certs: Certs
 ) -> None:
