@@ -11,7 +11,9 @@ offer no write_eof): there an EOF ends the connection once what is buffered is w
 Rule 4: the idle timer is one loop.call_at per connection, re-armed when it fires if a byte went
 through meanwhile; a chunk only notes the loop's time.
 Rule 5: bytes that arrive before the relay starts (the client's, while the upstream connects)
-are held, and that side read no more, until `start` writes them on after the PROXY header.
+are held, and that side read no more, until `start` writes them on after the PROXY header; an
+EOF that arrives then (a client that half-closes before it has sent anything, and waits for the
+upstream to speak) is passed on by `start` too, after them.
 Rule 6: a relay ends exactly once: `on_closed` runs when no side is left, with the reason
 of whatever ended it first (`reason`, and `error` for a failure's words).
 """
@@ -92,6 +94,7 @@ class Relay:
         self.upstream = Side(self, "upstream")
         self.client.other, self.upstream.other = self.upstream, self.client
         self.open = 0  # sides whose transport is there and not lost yet
+        self.started = False
         self.done = False
         self.reason = ""
         self.error = ""
@@ -117,10 +120,16 @@ class Relay:
             return
         if first:
             upstream.write(first)
+        self.started = True
         for side, peer in ((self.client, upstream), (self.upstream, client)):
             for data in side.held:
                 peer.write(data)
             side.held.clear()
+            if side.ended and not peer.is_closing():  # its EOF came before the relay (Rule 5)
+                if peer.can_write_eof() and not side.other.ended:
+                    peer.write_eof()
+                else:
+                    peer.close()
         self.last = self.loop.time()
         self._timer = self.loop.call_at(self.last + self._idle_timeout, self._idle)
         client.resume_reading()
@@ -147,6 +156,9 @@ class Relay:
         what the other way still carries."""
         side.ended = True
         self._note(f"{side.name}_closed")
+        mine = side.transport
+        if not self.started and not self.done:  # `start` passes it on (Rule 5)
+            return mine is not None and mine.can_write_eof()
         other = side.other.transport
         if other is None or other.is_closing():
             return False
@@ -157,7 +169,7 @@ class Relay:
         if side.other.ended:
             other.close()
             return False
-        mine = side.transport  # a TLS side closes whatever it is told (Rule 3): tell it so
+        # a TLS side closes whatever it is told (Rule 3): tell it so
         return mine is not None and mine.can_write_eof()
 
     def lost(self, side: Side, exc: Exception | None) -> None:

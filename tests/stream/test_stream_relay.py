@@ -334,6 +334,32 @@ async def test_client_eof_reaches_the_upstream_and_its_answer_still_comes_back(
     assert (line["bytes_in"], line["bytes_out"], line["close_reason"]) == (8, 12, "client_closed")
 
 
+async def test_a_client_eof_before_the_upstream_is_connected_is_passed_on_after_it(
+    streams: Streams, upstream: Upstreams
+) -> None:
+    """A client that half-closes at once, having nothing to say, and reads what the upstream
+    does: its EOF arrives while the upstream is being connected, and reaches the upstream
+    once it is, rather than ending the connection before the upstream has spoken."""
+
+    async def greet_then_answer_eof(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        writer.write(b"hello")
+        await writer.drain()
+        request = await reader.read()  # to EOF
+        writer.write(b", bye" + request)
+        writer.close()
+
+    backend = await upstream(greet_then_answer_eof)
+    gw = await streams([{"name": "plain", "tls": False, "upstream": backend.url}])
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write_eof()
+    assert await read_all(reader) == b"hello, bye"
+    writer.close()
+    (line,) = await gw.log()
+    assert (line["bytes_in"], line["bytes_out"], line["close_reason"]) == (0, 10, "client_closed")
+
+
 async def test_upstream_eof_reaches_the_client_which_can_still_send(
     streams: Streams, upstream: Upstreams
 ) -> None:
