@@ -243,7 +243,7 @@ def resumed_echo(
             with ctx.wrap_socket(raw, server_hostname=name, session=session) as sock:
                 sock.sendall(b"ping")
                 answer = sock.recv(4)
-                return sock.session_reused, sock.session, answer
+                return bool(sock.session_reused), sock.session, answer
         except (ConnectionError, ssl.SSLError):
             return False, None, b""
 
