@@ -5,7 +5,10 @@ Rule 2: SIGTERM or SIGINT drains in-flight requests up to `drain_seconds` and ex
 Rule 3: a worker whose supervisor is gone stops by itself rather than serve unsupervised.
 Rule 4: SIGUSR2 retires the worker after a reload: it stops accepting and drains HTTP as for
 SIGTERM, but relays its open stream connections until they end; a SIGTERM (or the supervisor
-going) meanwhile gives them `drain_seconds` more, then closes them.
+going) meanwhile gives them `drain_seconds` more, then closes them. So does
+`stream_retire_seconds` after the SIGUSR2: a connection that never idles out would otherwise
+keep the worker, and the settings the reload replaced (an upstream, a client CA, the allowed
+subjects), forever.
 """
 
 from __future__ import annotations
@@ -77,8 +80,13 @@ async def _serve(gateway: Gateway, socks: list[list[socket.socket]], ready_fd: i
     for task in either:
         task.cancel()
     retiring = retire.is_set() and not stop.is_set()
-    drain = gateway.settings.server.drain_seconds
-    log.info("draining", extra={"fields": {"drain_seconds": drain, "retiring": retiring}})
+    server = gateway.settings.server
+    drain = server.drain_seconds
+    fields: dict[str, object] = {"drain_seconds": drain, "retiring": retiring}
+    if retiring:
+        fields["stream_retire_seconds"] = server.stream_retire_seconds
+        loop.call_later(server.stream_retire_seconds, stop.set)  # Rule 4
+    log.info("draining", extra={"fields": fields})
     await gateway.stop(drain, streams_until=stop if retiring else None)
     watch.cancel()
 

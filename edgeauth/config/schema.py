@@ -120,6 +120,7 @@ class ServerSettings:
     max_connections: _Count = 10_000
     max_inflight_requests: _Count = 1024
     drain_seconds: Annotated[float, Range(0)] = 30.0
+    stream_retire_seconds: Annotated[float, Range(0)] = 3600.0
     request_id_header: _Name = "X-Request-ID"
     max_request_line_bytes: _Count = 8192
     max_header_count: _Count = 100

@@ -280,3 +280,51 @@ def test_a_reload_keeps_established_connections_and_a_stop_ends_them(
     old.close()
     reasons = sorted(x["close_reason"] for x in stream_lines(tmp_path, 2))
     assert reasons == ["client_closed", "shutdown"]
+
+
+def test_a_retiring_worker_relays_a_busy_connection_no_longer_than_stream_retire_seconds(
+    tmp_path: Path, dev_cert: tls.DevCertificate, serve: Any, servers: Any
+) -> None:
+    """A connection with a byte every so often never idles out: after a reload the old worker
+    relays it for stream_retire_seconds, then closes it as a stop does."""
+    first, second = servers(tagged(b"A")), servers(tagged(b"B"))
+    table = {
+        "name": "iris",
+        "listen": "127.0.0.1:0",
+        "tls": False,
+        "upstream": first.url,
+        "idle_timeout_seconds": 1,
+    }
+    keys = {"drain_seconds": 0.2, "stream_retire_seconds": 1.5}
+    config = stream_config(tmp_path, dev_cert, [table], **keys)
+    gw = serve(config)
+    port = stream_port(gw)
+    busy = socket.create_connection(("127.0.0.1", port))
+    busy.settimeout(5)
+    assert recv_exactly(busy, 1) == b"A"
+    echoed: list[float] = []  # when each tick came back
+
+    def tick() -> None:
+        with contextlib.suppress(OSError, AssertionError):
+            while True:
+                busy.sendall(b"tick")
+                assert recv_exactly(busy, 4) == b"tick"
+                echoed.append(time.monotonic())
+                time.sleep(0.2)
+
+    ticker = threading.Thread(target=tick, daemon=True)
+    ticker.start()
+    stream_config(tmp_path, dev_cert, [{**table, "upstream": second.url}], **keys)
+    gw.proc.send_signal(signal.SIGHUP)
+    draining = wait_for_log(gw, lambda e: e.get("msg") == "draining" and e.get("retiring"))
+    retired = time.monotonic()
+    assert draining["stream_retire_seconds"] == 1.5
+    ticker.join(timeout=10)
+    assert not ticker.is_alive()  # the connection was closed
+    busy.close()
+    assert 1.0 < echoed[-1] - retired < 5.0  # relayed past the idle timeout, then cut
+    (line,) = stream_lines(tmp_path, 1)
+    assert line["close_reason"] == "shutdown"
+    new = socket.create_connection(("127.0.0.1", port))
+    assert recv_exactly(new, 1) == b"B"
+    new.close()
