@@ -316,7 +316,7 @@ def test_a_retiring_worker_relays_a_busy_connection_no_longer_than_stream_retire
     ticker.start()
     stream_config(tmp_path, dev_cert, [{**table, "upstream": second.url}], **keys)
     gw.proc.send_signal(signal.SIGHUP)
-    draining = wait_for_log(gw, lambda e: e.get("msg") == "draining" and e.get("retiring"))
+    draining = wait_for_log(gw, lambda e: e.get("msg") == "draining" and e.get("retiring") is True)
     retired = time.monotonic()
     assert draining["stream_retire_seconds"] == 1.5
     ticker.join(timeout=10)
