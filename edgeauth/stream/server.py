@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 PEEK_RETRY_SECONDS = 0.01  # woken with no new byte of the ClientHello: peeked again after this,
 MAX_PEEK_RETRY_SECONDS = 0.5  # doubled each time up to this
 TIMER_SLACK_SECONDS = 0.001  # uvloop's timers run on a millisecond clock
+RECORD_HEADER = 5  # a TLS record's type, version and length
 
 
 class Refused(Exception):
@@ -372,9 +373,10 @@ def _tls_failure(exc: ssl.SSLError) -> str:
 async def _hello_name(conn: socket.socket) -> str | None:
     """The SNI name of the ClientHello the client is sending, read without consuming it.
 
-    Peeked bytes stay readable, so between peeks the socket's receive low-water mark is one
-    byte more than it holds: the loop wakes when more arrives, instead of peeking and parsing
-    the same prefix again and again while a client trickles or stalls (each of up to
+    Peeked bytes stay readable, so between peeks the socket's receive low-water mark is where
+    the records it holds end (one byte more than it holds at a record's end): the loop wakes
+    when they are whole, instead of peeking and parsing the same prefix again and again while
+    a client trickles or stalls (each of up to
     max_connections such clients would otherwise cost the worker a poll every few ms until the
     handshake timeout). The mark is back at one byte before the TLS layer or a passthrough
     relay reads. A wake without a new byte (the client's FIN, say) backs off instead."""
@@ -398,12 +400,21 @@ async def _hello_name(conn: socket.socket) -> str | None:
             if name is not NEED_MORE:
                 assert not isinstance(name, type(NEED_MORE))  # noqa: S101 - narrowed for mypy
                 return name
-            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, seen + 1)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, _records_end(data))
     except OSError as exc:
         raise Refused("closed", exc.strerror or str(exc)) from None
     finally:
         with contextlib.suppress(OSError):  # a socket that fails here fails its handshake too
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+
+
+def _records_end(data: bytes) -> int:
+    """How many bytes the peek waits for next: to the end of the TLS records whose headers
+    `data` holds (server_name takes whole records), or one more byte at a record's end."""
+    end = 0
+    while end + RECORD_HEADER <= len(data):
+        end += RECORD_HEADER + int.from_bytes(data[end + 3 : end + RECORD_HEADER], "big")
+    return min(max(end, len(data) + 1), MAX_HELLO_BYTES)
 
 
 class Streams:

@@ -14,7 +14,7 @@ import ssl
 import struct
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -607,9 +607,16 @@ async def test_a_trickled_hello_is_parsed_when_bytes_arrive_not_polled(
     assert backend.connections == 0
 
 
-def handshake_in_pieces(port: int, ctx: ssl.SSLContext, name: str, payload: bytes) -> bytes:
-    """A TLS client whose ClientHello reaches the gateway in two TCP segments, 100 ms apart;
-    then it sends `payload` and reads as many bytes back."""
+def handshake_in_pieces(
+    port: int,
+    ctx: ssl.SSLContext,
+    name: str,
+    payload: bytes,
+    cuts: Sequence[int] = (20,),
+    pause: float = 0.1,
+) -> bytes:
+    """A TLS client whose ClientHello reaches the gateway in TCP segments cut at `cuts`,
+    `pause` apart; then it sends `payload` and reads as many bytes back."""
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls_object = ctx.wrap_bio(incoming, outgoing, server_hostname=name)
     with socket.create_connection(("127.0.0.1", port)) as sock:
@@ -622,9 +629,12 @@ def handshake_in_pieces(port: int, ctx: ssl.SSLContext, name: str, payload: byte
             except ssl.SSLWantReadError:
                 data = outgoing.read()
                 if first:
-                    sock.sendall(data[:20])
-                    time.sleep(0.1)
-                    data, first = data[20:], False
+                    start = 0
+                    for cut in (c for c in cuts if c < len(data)):
+                        sock.sendall(data[start:cut])
+                        time.sleep(pause)
+                        start = cut
+                    data, first = data[start:], False
                 sock.sendall(data)
                 incoming.write(sock.recv(65536))
         sock.sendall(outgoing.read())
@@ -651,6 +661,43 @@ async def test_a_client_hello_split_over_segments_is_waited_for(
         handshake_in_pieces, gw.port, certs.client(), "a.example", b"in pieces"
     )
     assert answer == b"in pieces"
+    (line,) = await gw.log()
+    assert line["sni"] == "a.example"
+
+
+async def test_a_client_hello_trickled_in_many_segments_is_parsed_once_it_is_whole(
+    streams: Streams, upstream: Upstreams, certs: Certs
+) -> None:
+    """A ClientHello in some fifty segments: the gateway waits for the end of the record its
+    header announces, so it parses a few times (the header's first bytes, then the whole
+    record), not once per segment."""
+    backend = await upstream(echo)
+    pair = {"tls_cert_file": str(certs.a[0]), "tls_key_file": str(certs.a[1])}
+    gw = await streams(
+        [{"name": "a", "upstream": backend.url, "server_names": ["a.example"], **pair}]
+    )
+    parsed = 0
+
+    def count(frame: FrameType, event: str, arg: Any) -> None:
+        nonlocal parsed
+        if event == "call" and frame.f_code is clienthello.server_name.__code__:
+            parsed += 1
+
+    sys.setprofile(count)  # the gateway runs in this thread: its calls are counted
+    try:
+        answer = await asyncio.to_thread(
+            handshake_in_pieces,
+            gw.port,
+            certs.client(),
+            "a.example",
+            b"trickled",
+            range(2, 400, 8),
+            0.005,
+        )
+    finally:
+        sys.setprofile(None)
+    assert answer == b"trickled"
+    assert 1 <= parsed <= 3
     (line,) = await gw.log()
     assert line["sni"] == "a.example"
 
