@@ -267,9 +267,11 @@ class Gateway:
         Stream connections get `drain_seconds` too, after `streams_until` is set when given
         (a worker retiring after a reload relays them until they end or it is stopped)."""
         c = self.c
-        for listener in self._listeners:
-            await listener.stop()
-        await self.streams.stop_accepting()
+        # every listener closes at once, then waits for the handshakes under way: one after
+        # the other, the last ones would accept for the old settings a handshake timeout each
+        await asyncio.gather(
+            *(listener.stop() for listener in self._listeners), self.streams.stop_accepting()
+        )
         if self._bus is not None:
             self._bus.stopped_accepting()
         c.server.pre_shutdown()  # idle keep-alive connections close now

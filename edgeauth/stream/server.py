@@ -514,8 +514,9 @@ class Streams:
         self._metrics.stream_active({name: r.active for name, r in self._routes.items()})
 
     async def stop_accepting(self) -> None:
-        for listener in self._listeners:
-            await listener.stop()
+        """Close every listener at once, then wait for their handshakes: one after the other,
+        a listener would accept on while another waits (Gateway.stop)."""
+        await asyncio.gather(*(listener.stop() for listener in self._listeners))
 
     async def drain(self, seconds: float, until: asyncio.Event | None = None) -> None:
         """Wait for the open connections to end: until `until` is set (a worker retiring after

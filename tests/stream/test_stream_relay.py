@@ -731,3 +731,29 @@ async def test_a_sink_upstream_counts_every_byte_sent_through_tls(
     assert await asyncio.wait_for(counted, 10) == 32 * len(block)
     (line,) = await gw.log()
     assert (line["bytes_in"], line["bytes_out"]) == (32 * len(block), 0)
+
+
+async def test_a_stop_closes_every_stream_listener_at_once(
+    streams: Streams, upstream: Upstreams, certs: Certs
+) -> None:
+    """A client silent in its handshake on one listener: a stop waits for it (up to the
+    handshake timeout) only once every listener is closed, so no other listener of a stopping
+    or retiring worker accepts a connection meanwhile, on the settings a reload replaced."""
+    backend = await upstream(echo)
+    pair = {"tls_cert_file": str(certs.a[0]), "tls_key_file": str(certs.a[1])}
+    gw = await streams(
+        [
+            {"name": "tls", "listen": "127.0.0.1:0", "upstream": backend.url, **pair},
+            {"name": "plain", "listen": "127.0.0.2:0", "tls": False, "upstream": backend.url},
+        ],
+        handshake_timeout_seconds=2,
+    )
+    _, silent = await asyncio.open_connection("127.0.0.1", gw.ports[0])
+    await asyncio.sleep(0.05)  # accepted: its peek is waiting
+    stopping = asyncio.ensure_future(gw.gateway.streams.stop_accepting())
+    await asyncio.sleep(0.1)
+    assert not stopping.done()  # waiting for the silent client's handshake
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.2", gw.ports[1])
+    silent.close()
+    await stopping
