@@ -38,6 +38,7 @@ from edgeauth.models import MANAGED_TAG, ClientType, Consumer, Credential
 from edgeauth.oauth.policy import Policy
 from edgeauth.store import open_store
 from edgeauth.store.base import NewCredential, Page, Store, TagFilter, TokenFilter
+from edgeauth.stream.server import context_problems
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -323,4 +324,4 @@ def reload_problems(running: Settings, new: Settings) -> list[str]:
             f"{new.source.name}: server.tls_cert_file / server.tls_key_file: the certificate or"
             f" key does not load: {exc}"
         )
-    return problems
+    return problems + context_problems(new)

@@ -120,6 +120,7 @@ def _worker_parser(sub: Subparsers) -> None:
     worker.add_argument("--tls-fds", default="")
     worker.add_argument("--plain-fds", default="")
     worker.add_argument("--admin-fds", default="")
+    worker.add_argument("--stream-fds", default="")
     worker.add_argument("--ready-fd", type=int, default=None)
     worker.add_argument("--bus-fd", type=int, default=None)
 
@@ -370,6 +371,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         _fds(args.admin_fds),
         args.ready_fd,
         args.bus_fd,
+        stream_fds=_fds(args.stream_fds),
     )
 
 

@@ -37,26 +37,16 @@ PLAIN_HTTP_ANSWER = (
 _DISCARD_CAP = 65536  # bytes of the plain request read and dropped before closing
 
 
-class Listener:
-    """Accepts connections on one listening socket, at most `max_connections` at a time.
-
-    Beyond the limit the accept loop simply waits, so new connections queue in the kernel's
-    backlog instead of being accepted and starved. The TLS handshake runs in its own task
-    with `handshake_timeout`, so a silent client never blocks the loop.
+class AcceptLoop:
+    """Accepts connections on one listening socket while a slot is free (Rule 1) and serves
+    each in a task of its own (Rule 2); what serving means is the subclass's `_serve`, which
+    owns the connection's slot from then on (Rule 4). The stream listeners are the other kind.
     """
 
     def __init__(
-        self,
-        sock: socket.socket,
-        factory: Callable[[], GatewayProtocol],
-        *,
-        ssl_context: ssl.SSLContext | None,
-        handshake_timeout: float,
-        slots: asyncio.Semaphore,
+        self, sock: socket.socket, *, handshake_timeout: float, slots: asyncio.Semaphore
     ) -> None:
         self._sock = sock
-        self._factory = factory
-        self._ssl = ssl_context
         self._handshake_timeout = handshake_timeout
         self._slots = slots
         self._task: asyncio.Task[None] | None = None
@@ -98,6 +88,36 @@ class Listener:
             task.add_done_callback(self._connections.discard)
 
     async def _serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def _remaining(deadline: float) -> float:
+        # never 0: asyncio refuses a non-positive handshake timeout
+        return max(deadline - asyncio.get_running_loop().time(), 0.001)
+
+
+class Listener(AcceptLoop):
+    """Accepts HTTP connections on one listening socket, at most `max_connections` at a time.
+
+    Beyond the limit the accept loop simply waits, so new connections queue in the kernel's
+    backlog instead of being accepted and starved. The TLS handshake runs in its own task
+    with `handshake_timeout`, so a silent client never blocks the loop.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        factory: Callable[[], GatewayProtocol],
+        *,
+        ssl_context: ssl.SSLContext | None,
+        handshake_timeout: float,
+        slots: asyncio.Semaphore,
+    ) -> None:
+        super().__init__(sock, handshake_timeout=handshake_timeout, slots=slots)
+        self._factory = factory
+        self._ssl = ssl_context
+
+    async def _serve(self, conn: socket.socket) -> None:
         """Hold one connection's slot through its handshake; its protocol releases the slot
         when the connection ends. The task ends after the handshake: an idle connection
         costs no task or coroutine frame."""
@@ -134,11 +154,6 @@ class Listener:
                 raise
             log.debug("connection failed before serving: %r", exc)
 
-    @staticmethod
-    def _remaining(deadline: float) -> float:
-        # never 0: asyncio refuses a non-positive handshake timeout
-        return max(deadline - asyncio.get_running_loop().time(), 0.001)
-
 
 async def _looks_like_tls(conn: socket.socket, deadline: float) -> bool:
     """Peek at the first byte: False when the connection has been dealt with here (plain
@@ -146,7 +161,7 @@ async def _looks_like_tls(conn: socket.socket, deadline: float) -> bool:
     TLS handshake then accepts or refuses. A silent client raises TimeoutError."""
     conn.setblocking(False)
     async with asyncio.timeout_at(deadline):
-        await _readable(conn)
+        await readable(conn)
         first = conn.recv(1, socket.MSG_PEEK)
         if first and not first.isalpha():  # a TLS handshake record starts with 0x16
             return True
@@ -156,7 +171,7 @@ async def _looks_like_tls(conn: socket.socket, deadline: float) -> bool:
     return False
 
 
-async def _readable(conn: socket.socket) -> None:
+async def readable(conn: socket.socket) -> None:
     """Wait until `conn` has a byte (or EOF) to read."""
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[None] = loop.create_future()

@@ -19,11 +19,9 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
-
-from edgeauth.exchange import Exchange
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +36,17 @@ LINE_BYTES = 320
 # starts with "level".
 _BETWEEN = b'},{"level":'
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+class Entry(Protocol):
+    """What the access log takes: a finished exchange, or a closed stream connection."""
+
+    logged_ns: int  # when it was recorded, set by AccessLog.record
+    path: str  # a request's path ("" for a stream): counted towards FLUSH_BYTES
+
+    def entry(self, worker: int) -> dict[str, Any]:
+        """The line's fields, "level" first (the batch is split on it)."""
+        ...
 
 
 def _now_iso() -> str:
@@ -57,7 +66,7 @@ def _iso(ms: int) -> str:
     return f"{_second(second)}{milli:03d}Z"
 
 
-def _lines(batch: list[Exchange], worker: int) -> bytes:
+def _lines(batch: list[Entry], worker: int) -> bytes:
     """The batch as JSON lines, each entry's `ts` (when it was logged) added last."""
     entries: list[dict[str, Any]] = []
     last_ms, stamp = -1, ""
@@ -86,7 +95,10 @@ def _one_by_one(entries: list[dict[str, Any]]) -> bytes:
         try:
             lines.append(orjson.dumps(fields, option=orjson.OPT_APPEND_NEWLINE))
         except orjson.JSONEncodeError:
-            log.error("access-log entry not written (request %s)", fields["request_id"])
+            log.error(
+                "access-log entry not written (%s)",
+                fields.get("request_id") or f"stream {fields.get('stream')}",
+            )
     return b"".join(lines)
 
 
@@ -126,7 +138,7 @@ class AccessLog:
         self.enabled = target != "off"
         self._target = target
         self._fd = -1
-        self._batch: list[Exchange] = []
+        self._batch: list[Entry] = []
         self._worker = 0  # the writing process, set by open()
         self._size = 0
         self._handle: asyncio.TimerHandle | None = None
@@ -158,7 +170,7 @@ class AccessLog:
             old, self._fd = self._fd, fd
             os.close(old)
 
-    def record(self, ex: Exchange) -> None:
+    def record(self, ex: Entry) -> None:
         """Queue the access-log entry of a finished exchange, stamped now (exchange.py Rule 3)."""
         if not self.enabled:
             return

@@ -87,6 +87,24 @@ VALIDATIONS = Counter(
 CACHE_ENTRIES = Gauge(
     "edgeauth_token_cache_entries", "Validated tokens cached.", multiprocess_mode="livesum"
 )
+STREAM_CONNECTIONS = Counter(
+    "edgeauth_stream_connections",
+    'Stream connections, counted as they close, by stream ("" when none was chosen).',
+    ["stream"],
+)
+STREAM_BYTES = Counter(
+    "edgeauth_stream_bytes",
+    "Stream bytes relayed, by stream and direction (ingress: from clients).",
+    ["stream", "direction"],
+)
+STREAM_ACTIVE = Gauge(
+    "edgeauth_stream_active", "Open stream connections.", ["stream"], multiprocess_mode="livesum"
+)
+STREAM_HANDSHAKE_FAILURES = Counter(
+    "edgeauth_stream_handshake_failures",
+    "Stream connections refused before relaying, by stream and reason.",
+    ["stream", "reason"],
+)
 
 
 class Recorder:
@@ -161,6 +179,26 @@ class Recorder:
             where = endpoint if endpoint in self.ENDPOINT_LABELS else "other"
             code = error if error in self.ERROR_LABELS else "other"
             self._add((OAUTH_ERRORS, service, where, code))
+
+    def stream_closed(self, stream: str, failure: str | None) -> None:
+        """One stream connection closed; `failure` is why it was refused before relaying."""
+        if self.enabled:
+            self._add((STREAM_CONNECTIONS, stream))
+            if failure is not None:
+                self._add((STREAM_HANDSHAKE_FAILURES, stream, failure))
+
+    def stream_bytes(self, stream: str, ingress: int, egress: int) -> None:
+        if self.enabled:
+            if ingress:
+                self._add((STREAM_BYTES, stream, "ingress"), ingress)
+            if egress:
+                self._add((STREAM_BYTES, stream, "egress"), egress)
+
+    def stream_active(self, active: dict[str, int]) -> None:
+        """Each stream's open connections in this worker (every configured stream, 0 too)."""
+        if self.enabled:
+            for stream, count in active.items():
+                self._child(STREAM_ACTIVE, stream).set(count)
 
     def flush(self) -> None:
         """Move the tallies into the shared families (what /metrics reads)."""

@@ -5,6 +5,9 @@ errors render as documented bodies, anything else is logged with the request id 
 a generic 500, never a stack trace.
 Rule 2: beyond `max_inflight_requests` a request gets a fast 503, so a saturated worker sheds
 load instead of queueing without bound.
+Rule 3: the stream listeners ([[streams]], edgeauth/stream/) share the worker's access log and
+metrics, and stop accepting with the HTTP ones; their connections drain on their own terms
+(`stop`'s `streams_until`).
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from edgeauth.proxy.upstream import Upstream
 from edgeauth.routing import Router, normalize_path, public_base
 from edgeauth.store import open_store
 from edgeauth.store.base import Store
+from edgeauth.stream.server import Streams
 from edgeauth.validation import Validator
 
 log = logging.getLogger(__name__)
@@ -118,6 +122,7 @@ class Gateway:
         self.access_log = AccessLog(settings.log.access_log)
         self.audit_log = AuditLog(settings.log.audit_log)  # opened by the admin app
         self.metrics = Recorder(settings.metrics.enabled, settings.metrics.per_consumer)
+        self.streams = Streams(settings, self.access_log, self.metrics)
         self.c: Components  # set by start()
         self._inflight = 0
         self._listeners: list[Listener] = []
@@ -127,9 +132,11 @@ class Gateway:
         tls_sockets: Sequence[socket.socket],
         plain_sockets: Sequence[socket.socket] = (),
         admin_sockets: Sequence[socket.socket] = (),
+        stream_sockets: Sequence[socket.socket] = (),
     ) -> None:
         """Open the store, build the components, then start accepting on already-bound
-        sockets (the admin API's first, as before)."""
+        sockets (the admin API's first, as before); `stream_sockets` are one per
+        stream_addresses(settings), in that order."""
         server = self.settings.server
         port = tls_sockets[0].getsockname()[1] if tls_sockets else None
         store = await open_store(self.settings.store)
@@ -161,6 +168,7 @@ class Gateway:
             upstream.open()
         self.access_log.open()
         self._listen(tls_sockets, plain_sockets)
+        self.streams.start(stream_sockets)
 
     def _listen(
         self, tls_sockets: Sequence[socket.socket], plain_sockets: Sequence[socket.socket]
@@ -188,6 +196,7 @@ class Gateway:
             self.metrics.gauges(
                 stats["connections"], stats["inflight_requests"], stats["token_cache_entries"]
             )
+            self.streams.report()
             await asyncio.sleep(FLUSH_SECONDS)
 
     async def _admin_app(self, store: Store) -> web.AppRunner:
@@ -251,15 +260,22 @@ class Gateway:
             else:
                 log.debug("swept %d dead rows", removed)
 
-    async def stop(self, drain_seconds: float) -> None:
-        """Stop accepting, let in-flight requests finish up to `drain_seconds`, then close."""
+    async def stop(
+        self, drain_seconds: float, *, streams_until: asyncio.Event | None = None
+    ) -> None:
+        """Stop accepting, let in-flight requests finish up to `drain_seconds`, then close.
+        Stream connections get `drain_seconds` too, after `streams_until` is set when given
+        (a worker retiring after a reload relays them until they end or it is stopped)."""
         c = self.c
         for listener in self._listeners:
             await listener.stop()
+        await self.streams.stop_accepting()
         if self._bus is not None:
             self._bus.stopped_accepting()
         c.server.pre_shutdown()  # idle keep-alive connections close now
-        await c.server.shutdown(drain_seconds)
+        await asyncio.gather(
+            c.server.shutdown(drain_seconds), self.streams.drain(drain_seconds, streams_until)
+        )
         for upstream in self.upstreams.values():
             await upstream.close()
         if c.admin is not None:

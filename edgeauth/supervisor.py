@@ -14,7 +14,10 @@ own loop answers that listener's ping rounds, pinging each serving worker over i
 whenever it waits (in the main loop, and while workers start during a start or a reload).
 What serves is published to it before it starts (no worker yet: not ready), and a listener
 that cannot serve stops the start (exit 69) rather than be advertised.
-Rule 6: the supervisor's own figures (restarts, reloads) are written to the shared metrics
+Rule 6: a reload retires the old workers with SIGUSR2, a stop with SIGTERM: both drain HTTP
+the same way, but a retiring worker keeps relaying its open stream connections until they end
+(or a SIGTERM, a stop, cuts them after drain_seconds), so a reload never cuts a stream.
+Rule 7: the supervisor's own figures (restarts, reloads) are written to the shared metrics
 directory after each change, for whichever process answers /metrics.
 """
 
@@ -45,6 +48,7 @@ from edgeauth.bus import (
     send_nowait,
 )
 from edgeauth.config import Address, Settings, load_settings
+from edgeauth.config.checks import stream_addresses
 from edgeauth.errors import ConfigError, StoreError
 from edgeauth.exitcodes import EX_UNAVAILABLE
 from edgeauth.metrics import MULTIPROC_ENV, SupervisorFigures, process_dead
@@ -102,6 +106,7 @@ class Slot:
     tls: list[socket.socket]
     plain: list[socket.socket]
     admin: list[socket.socket]
+    streams: list[socket.socket]  # one per stream_addresses(settings), in that order
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     failures: int = 0
@@ -112,17 +117,18 @@ class Slot:
 
     @property
     def sockets(self) -> list[socket.socket]:
-        return self.tls + self.plain + self.admin
+        return self.tls + self.plain + self.admin + self.streams
 
 
 # (kind, scheme) of each group of listeners a worker slot holds
-GROUPS = ("tls", "plain", "admin")
+GROUPS = ("tls", "plain", "admin", "stream")
 # the config key behind each kind of listener, for errors that name it
 KEYS = {
     "tls": "server.listen",
     "plain": "server.http_listen",
     "admin": "admin.listen",
     "status": "status.listen",
+    "stream": "streams[].listen",
 }
 
 
@@ -133,6 +139,7 @@ def _addresses(settings: Settings, kind: str) -> tuple[Address, ...]:
         "plain": server.http_listen,
         "admin": (settings.admin.listen,),
         "status": settings.status.listen,
+        "stream": stream_addresses(settings),
     }[kind]
 
 
@@ -171,14 +178,18 @@ def bind_slots(settings: Settings) -> tuple[list[Slot], dict[str, list[str]]]:
                 sock = _bind(kind, addr, ports.get(key))
                 ports.setdefault(key, sock.getsockname()[1])
                 groups[kind].append(sock)
-        slots.append(Slot(index, groups["tls"], groups["plain"], groups["admin"]))
+        slots.append(Slot(index, groups["tls"], groups["plain"], groups["admin"], groups["stream"]))
     admin_tls = settings.admin.tls_cert_file is not None
-    scheme = {"tls": "https", "plain": "http", "admin": "https" if admin_tls else "http"}
-    urls: dict[str, list[str]] = {"listen": [], "admin": []}
+    scheme = {
+        "tls": "https",
+        "plain": "http",
+        "admin": "https" if admin_tls else "http",
+        "stream": "tcp",
+    }
+    urls: dict[str, list[str]] = {"listen": [], "admin": [], "streams": []}
+    group = {"admin": "admin", "stream": "streams"}
     for (host, _, kind), port in ports.items():
-        urls["admin" if kind == "admin" else "listen"].append(
-            f"{scheme[kind]}://{_host(host)}:{port}"
-        )
+        urls[group.get(kind, "listen")].append(f"{scheme[kind]}://{_host(host)}:{port}")
     return slots, urls
 
 
@@ -345,7 +356,7 @@ class Supervisor:
             self._previous = None
         for proc, _, _ in old:
             if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(signal.SIGUSR2)  # retire (Rule 6)
                 self._draining.append(proc)
         self._await_stopped_accepting(old)
         for _, bus, ready_fd in old:
@@ -436,6 +447,8 @@ class Supervisor:
             ",".join(str(s.fileno()) for s in slot.plain),
             "--admin-fds",
             ",".join(str(s.fileno()) for s in slot.admin),
+            "--stream-fds",
+            ",".join(str(s.fileno()) for s in slot.streams),
             "--ready-fd",
             str(write_fd),
             "--bus-fd",

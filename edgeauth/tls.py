@@ -50,13 +50,17 @@ class KeyPairError(ssl.SSLError):
         return str(self.args[0])  # SSLError would print the args tuple
 
 
-def server_context(cert_file: Path, key_file: Path, min_version: str = "1.2") -> ssl.SSLContext:
-    """Build the one SSLContext a listener uses for every connection."""
+def server_context(
+    cert_file: Path, key_file: Path, min_version: str = "1.2", *, alpn: bool = True
+) -> ssl.SSLContext:
+    """Build the one SSLContext a listener uses for every connection; `alpn` offers
+    "http/1.1" (a stream listener relays a protocol it does not know, so offers none)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = _VERSIONS[min_version]
     ctx.set_ciphers(INTERMEDIATE_CIPHERS)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
-    ctx.set_alpn_protocols(["http/1.1"])
+    if alpn:
+        ctx.set_alpn_protocols(["http/1.1"])
     load_key_pair(ctx, cert_file, key_file)
     return ctx
 

@@ -33,6 +33,7 @@ from edgeauth.config.schema import (
     Settings,
     StatusSettings,
     StoreSettings,
+    StreamSettings,
 )
 from edgeauth.config.walker import Context, build, reason
 from edgeauth.errors import ConfigError
@@ -53,6 +54,7 @@ __all__ = [
     "Settings",
     "StatusSettings",
     "StoreSettings",
+    "StreamSettings",
     "load_settings",
     "parse_settings",
     "parse_toml",

@@ -19,6 +19,7 @@ from edgeauth.config.scalars import fold, show
 from edgeauth.config.schema import (
     Address,
     AdminSettings,
+    Bad,
     ConsumerSettings,
     CredentialSettings,
     LogSettings,
@@ -27,6 +28,8 @@ from edgeauth.config.schema import (
     ServiceSettings,
     Settings,
     StoreSettings,
+    StreamSettings,
+    stream_upstream,
 )
 from edgeauth.config.walker import Check, Context, join, read_secret
 
@@ -215,6 +218,110 @@ def _check_tags(tags: tuple[str, ...], path: str, ctx: Context) -> None:
             )
 
 
+_SAN_KINDS = ("DNS:", "email:", "URI:", "IP:")
+_HOST_LABELS = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+# The keys of TLS termination: a passthrough stream relays TLS untouched, a plain one has none.
+_TERMINATION_KEYS = ("tls_cert_file", "tls_key_file", "client_ca_file")
+
+
+def _server_name_problem(name: str) -> str | None:
+    """An SNI name: a DNS name, or "*." and one; SNI never carries an IP address."""
+    host = name[2:] if name.startswith("*.") else name
+    if not _HOST_LABELS.fullmatch(host):
+        return f'expected a DNS name or "*.domain", got {show(name)}'
+    if host.replace(".", "").isdigit():
+        return f"an IP address is never sent as SNI, got {show(name)}"
+    return None
+
+
+def _check_stream(stream: StreamSettings, path: str, ctx: Context) -> StreamSettings:
+    """The keys of one stream that only make sense together (README, TCP/TLS streams)."""
+    _check_name(stream.name, join(path, "name"), ctx)
+    try:
+        scheme, _, _ = stream_upstream(stream.upstream)
+    except Bad as bad:
+        ctx.problem(join(path, "upstream"), str(bad))
+        scheme = ""
+    if scheme == "tcp" and stream.ca_file is not None:
+        ctx.problem(join(path, "ca_file"), "only a tls:// upstream has a certificate to verify")
+    for i, name in enumerate(stream.server_names):
+        if problem := _server_name_problem(name):
+            ctx.problem(f"{path}.server_names[{i}]", problem)
+    if (stream.tls_cert_file is None) != (stream.tls_key_file is None):
+        ctx.problem(path, "set both tls_cert_file and tls_key_file, or neither")
+    if stream.passthrough:
+        _not_set(stream, path, "passthrough = true relays the TLS untouched", ctx)
+        if not stream.tls:
+            ctx.problem(join(path, "tls"), "passthrough = true routes TLS by its SNI: drop tls")
+    elif not stream.tls:
+        _not_set(stream, path, "tls = false terminates no TLS", ctx)
+        if stream.server_names:
+            ctx.problem(join(path, "server_names"), "tls = false: no TLS hello, so no SNI name")
+    elif stream.client_ca_file is None:
+        for key in ("allowed_subjects", "allowed_sans"):
+            if getattr(stream, key):
+                ctx.problem(join(path, key), f"{key} needs client_ca_file (mutual TLS)")
+    for i, subject in enumerate(stream.allowed_subjects):
+        if "=" not in subject:
+            ctx.problem(
+                f"{path}.allowed_subjects[{i}]", f'expected "CN=...,O=...", got {show(subject)}'
+            )
+    for i, san in enumerate(stream.allowed_sans):
+        if not san.startswith(_SAN_KINDS) or san.endswith(":"):
+            kinds = ", ".join(_SAN_KINDS)
+            ctx.problem(
+                f"{path}.allowed_sans[{i}]", f"expected one of {kinds} and a value, got {show(san)}"
+            )
+    return stream
+
+
+def _not_set(stream: StreamSettings, path: str, why: str, ctx: Context) -> None:
+    for key in (*_TERMINATION_KEYS, "allowed_subjects", "allowed_sans"):
+        if getattr(stream, key):
+            ctx.problem(join(path, key), f"{why}: {key} must not be set")
+
+
+def stream_addresses(settings: Settings) -> tuple[Address, ...]:
+    """The distinct addresses stream listeners are bound to, in a fixed order (the supervisor
+    binds them in this order and workers read their sockets in it); streams naming the same
+    address share its listener."""
+    return tuple(sorted({a for s in settings.streams for a in s.listen}, key=str))
+
+
+def _check_streams(settings: Settings, ctx: Context) -> Settings:
+    """Names unique; per listener: one default at most, each SNI name once, TLS or not alike.
+    Terminating streams without a certificate of their own get the server's."""
+    streams = list(enumerate(settings.streams))
+    _unique(((f"streams[{i}].name", s.name) for i, s in streams), "stream name", ctx)
+    for address in stream_addresses(settings):
+        sharing = [(i, s) for i, s in streams if address in s.listen]
+        defaults = [(i, s) for i, s in sharing if not s.server_names]
+        for i, stream in defaults[1:]:
+            ctx.problem(
+                f"streams[{i}].server_names",
+                f'stream "{stream.name}" and stream "{defaults[0][1].name}" are both the default'
+                f" of {address}: give one of them server_names",
+            )
+        names = ((f"streams[{i}].server_names", n) for i, s in sharing for n in s.server_names)
+        _unique(names, f"server name on {address}:", ctx)
+        plain = [(i, s) for i, s in sharing if not s.tls]
+        if plain and len(sharing) > 1:
+            i, stream = plain[0]
+            ctx.problem(
+                f"streams[{i}].tls",
+                f'stream "{stream.name}" (tls = false) shares {address} with other streams;'
+                " a plain listener has no SNI to choose by: give it an address of its own",
+            )
+    server = settings.server
+    filled = tuple(
+        replace(s, tls_cert_file=server.tls_cert_file, tls_key_file=server.tls_key_file)
+        if s.tls and not s.passthrough and s.tls_cert_file is None
+        else s
+        for s in settings.streams
+    )
+    return replace(settings, streams=filled) if filled != settings.streams else settings
+
+
 def _unique(items: Iterable[tuple[str, str]], what: str, ctx: Context) -> None:
     first: dict[str, str] = {}
     for path, value in items:
@@ -294,6 +401,12 @@ def _check_listeners(settings: Settings, ctx: Context) -> None:
         ("admin.listen", settings.admin.listen),
         *((f"status.listen[{i}]", a) for i, a in enumerate(settings.status.listen)),
     ]
+    shared: dict[Address, str] = {}  # streams naming one address share its listener
+    for i, stream in enumerate(settings.streams):
+        for j, address in enumerate(stream.listen):
+            if address not in shared:
+                shared[address] = f"streams[{i}].listen[{j}]"
+                keyed.append((shared[address], address))
     for i, (key, address) in enumerate(keyed):
         for first, other in keyed[:i]:
             if _overlap(address, other):
@@ -304,6 +417,7 @@ def _check_listeners(settings: Settings, ctx: Context) -> None:
 def _check_settings(settings: Settings, path: str, ctx: Context) -> Settings:
     settings = _check_server_keys(settings, ctx)
     _check_listeners(settings, ctx)
+    settings = _check_streams(settings, ctx)
     services = settings.services
     _unique(((f"services[{i}].name", s.name) for i, s in enumerate(services)), "service name", ctx)
     routes = [
@@ -396,6 +510,7 @@ def restart_needed(old: Settings, new: Settings) -> list[str]:
         "admin.listen": ((old.admin.listen,), (new.admin.listen,)),
         "status.listen": (old.status.listen, new.status.listen),
         "server.workers": (old.server.workers, new.server.workers),
+        "streams[].listen": (stream_addresses(old), stream_addresses(new)),
     }
     return [
         f"{new.source.name}: {key}: a reload cannot change it (running: {_shown(was)}); restart"
@@ -569,6 +684,7 @@ CHECKS: dict[type[Any], Check] = {
     RouteSettings: _check_route,
     OAuth2Settings: _check_oauth2,
     ServiceSettings: _check_service,
+    StreamSettings: _check_stream,
     CredentialSettings: _check_credential,
     ConsumerSettings: _check_consumer,
     Settings: _check_settings,

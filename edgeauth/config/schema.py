@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 
 class Bad(Exception):
@@ -251,6 +252,52 @@ class ConsumerSettings:
     oauth2: tuple[CredentialSettings, ...] = ()
 
 
+STREAM_SCHEMES = ("tcp", "tls")
+
+
+def stream_upstream(url: str) -> tuple[str, str, int]:
+    """A stream's `upstream` as (scheme, host, port): "tcp://host:port" or "tls://host:port",
+    nothing more (a path, query or user would be silently ignored by a byte relay)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise Bad(f"not a valid URL: {url!r}") from None
+    if parts.scheme not in STREAM_SCHEMES or not parts.hostname or not port:
+        raise Bad(f'expected "tcp://host:port" or "tls://host:port", got "{url}"')
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+        raise Bad(f'must be "{parts.scheme}://host:port" alone, got "{url}"')
+    return parts.scheme, parts.hostname, port
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamSettings:
+    """A TCP/TLS stream route: bytes relayed between a listener and one upstream address.
+
+    Streams naming the same `listen` address share one listener and are chosen by the SNI
+    name of the client's TLS hello; `tls_cert_file` and `tls_key_file` left unset ("") are
+    the server's once the Settings check has run.
+    """
+
+    name: _Name
+    listen: Annotated[tuple[Address, ...], Mark.NON_EMPTY]
+    upstream: _Name  # tcp://host:port or tls://host:port
+    tls: bool = True
+    tls_cert_file: Annotated[Path | None, Mark.EXISTS] = None
+    tls_key_file: Annotated[Path | None, Mark.EXISTS] = None
+    server_names: tuple[Annotated[str, Mark.LOWER], ...] = ()
+    client_ca_file: Annotated[Path | None, Mark.EXISTS] = None
+    allowed_subjects: tuple[str, ...] = ()
+    allowed_sans: tuple[str, ...] = ()
+    tls_verify: bool = True
+    ca_file: Annotated[Path | None, Mark.EXISTS] = None
+    proxy_protocol: Literal["off", "v1", "v2"] = "off"
+    connect_timeout_seconds: _Seconds = 5.0
+    idle_timeout_seconds: _Seconds = 3600.0
+    max_connections: _Count = 1000
+    passthrough: bool = False
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
@@ -261,5 +308,6 @@ class Settings:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     status: StatusSettings = field(default_factory=StatusSettings)
     services: tuple[ServiceSettings, ...] = ()
+    streams: tuple[StreamSettings, ...] = ()
     consumers: tuple[ConsumerSettings, ...] = ()
     source: Path  # the config file, absolute; set by the loader, never a TOML key

@@ -1,0 +1,1 @@
+"""TCP/TLS stream routes ([[streams]]): the pure pieces and the runtime that relays bytes."""
