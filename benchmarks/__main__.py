@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.list:
         for scenario in SCENARIOS.values():
-            sys.stdout.write(f"{scenario.name:<9} {scenario.description}\n")
+            sys.stdout.write(f"{scenario.name:<10} {scenario.description}\n")
         return 0
     signal.signal(signal.SIGTERM, _terminate)
     profile = FULL if args.full else QUICK

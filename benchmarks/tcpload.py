@@ -12,7 +12,8 @@ itself). Modes:
   (recv_into); the time runs from the command to the last byte;
 - `connect`: `connections` clients, each in a loop for `duration` seconds (after `warmup`
   seconds not counted): connect, full TLS handshake (no session resumption), one 16-byte
-  echo, close. Latency is per connection, from connect to the echo's last byte.
+  echo, close (and wait until closed). Latency is per connection, from connect to the
+  echo's last byte.
 Certificates are not verified: these are the harness's own loopback servers.
 """
 
@@ -128,6 +129,7 @@ class Connections:
                 echoed = await reader.readexactly(len(ECHO))
             finally:
                 writer.close()
+                await writer.wait_closed()  # the TLS close too: it is part of the cycle
             ok = echoed == ECHO
         except (OSError, asyncio.IncompleteReadError, TimeoutError):
             ok = False
