@@ -320,7 +320,7 @@ def _backend_lines(record: dict[str, Any]) -> list[str]:
     lines = ["Backends (on the generator's cores; never the server under test's):", ""]
     uses = {
         "static": "every HTTP scenario but stream",
-        "sample": "stream (large bodies, sink)",
+        "bytes": "stream (large bodies, sink)",
         "tcp": "stream-tcp (the upstream of the TLS streams)",
     }
     for kind, name in backends.items():
