@@ -3,7 +3,8 @@ upstream: MB/s of one connection sending `stream_bytes` up (1 GiB in the quick a
 profiles) and one receiving as many down, and new TLS connections per second (several
 clients, each: connect, full handshake, one 16-byte echo, close); edgeauth against nginx's
 stream module and the floor relay (`baselines/floor_stream.py`) in the same run, plus the
-upstream measured directly (plain TCP) to show it is not what sets the pace.
+upstream measured directly (plain TCP) to show it is not what sets the pace. Rounds after
+the first (--full) measure the targets in the reverse order of the one before.
 
 The upstream (`baselines/tcp_upstream.py`) shares the generator's core with the client, as
 every backend does; it costs a few percent of what the TLS legs cost, and the direct run
@@ -79,12 +80,14 @@ def run(bench: Bench, result: ScenarioResult) -> None:
             f"each target streamed {warm >> 20} MiB each way first, unmeasured: one-off "
             "allocations are not per connection"
         )
-        for _ in range(bench.profile.rounds):
-            for target in targets:
+        for i in range(bench.profile.rounds):
+            order = targets if i % 2 == 0 else targets[::-1]  # drift on a shared machine
+            for target in order:
                 for direction in DIRECTIONS:
                     result.measurements.append(bench.tcp_stream(target, direction, size))
-            for target in targets[1:]:  # the upstream has no TLS: no handshake to count
-                result.measurements.append(bench.tcp_connections(target, CONNECT, clients))
+            for target in order:
+                if target.name != "direct":  # plain TCP: no handshake to count
+                    result.measurements.append(bench.tcp_connections(target, CONNECT, clients))
     result.notes.append(
         f"rps column of '{CONNECT}': connections per second ({clients} clients, each: connect, "
         "full TLS handshake, 16-byte echo, close)"
@@ -99,7 +102,7 @@ def _summarise(result: ScenarioResult, names: list[str]) -> None:
     result.summary["volume"] = labels["up"].partition(" ")[2] + " each way, one connection each"
     speeds = {d: {n: result.median_mbps(n, labels[d]) for n in names} for d in DIRECTIONS}
     result.summary["mb_per_s"] = speeds
-    rates = {n: result.median_rps(n, CONNECT) for n in names[1:]}
+    rates = {n: result.median_rps(n, CONNECT) for n in names if n != "direct"}
     result.summary["connections_per_s"] = rates
     growth = {
         d: {
