@@ -10,7 +10,9 @@ Rule 3: EOF one way keeps the other way open (write_eof) where both transports c
 offer no write_eof): there an EOF ends the connection once what is buffered is written.
 Rule 4: the idle timer is one loop.call_at per connection, re-armed when it fires if a byte went
 through meanwhile; a chunk only notes the loop's time.
-Rule 5: a relay ends exactly once: `on_closed` runs when no side is left, with the reason
+Rule 5: bytes that arrive before the relay starts (the client's, while the upstream connects)
+are held, and that side read no more, until `start` writes them on after the PROXY header.
+Rule 6: a relay ends exactly once: `on_closed` runs when no side is left, with the reason
 of whatever ended it first (`reason`, and `error` for a failure's words).
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import cast
 
 HIGH_WATER = 512 * 1024  # a side's write buffer beyond which the other side stops reading
 LOW_WATER = 128 * 1024  # ... and below which it reads again
@@ -26,7 +29,7 @@ LOW_WATER = 128 * 1024  # ... and below which it reads again
 class Side(asyncio.Protocol):
     """One end of the relay: what it receives is written to the other end."""
 
-    __slots__ = ("_relay", "_time", "ended", "name", "other", "received", "transport")
+    __slots__ = ("_relay", "_time", "ended", "held", "name", "other", "received", "transport")
 
     def __init__(self, relay: Relay, name: str) -> None:
         self._relay = relay
@@ -36,23 +39,27 @@ class Side(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.received = 0
         self.ended = False  # no more bytes will come from this side
+        self.held: list[bytes] = []  # received before the other side was there
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - stream transports only
-        self.transport = transport
+        # a stream transport (uvloop's are not asyncio.Transport subclasses)
+        self.transport = transport = cast(asyncio.Transport, transport)
         self._relay.open += 1
         if self._relay.done:  # the other side is gone already: nothing to relay to
             transport.abort()
             return
         transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
-        transport.pause_reading()  # until the relay starts, with both sides there
 
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
         self._relay.last = self._time()
         peer = self.other.transport
-        if peer is not None:
-            peer.write(data)
+        if peer is None or self.held:  # not started yet: hold it, read no more until then
+            self.held.append(data)
+            if self.transport is not None:
+                self.transport.pause_reading()
+            return
+        peer.write(data)
 
     def eof_received(self) -> bool:
         return self._relay.eof(self)
@@ -110,6 +117,10 @@ class Relay:
             return
         if first:
             upstream.write(first)
+        for side, peer in ((self.client, upstream), (self.upstream, client)):
+            for data in side.held:
+                peer.write(data)
+            side.held.clear()
         self.last = self.loop.time()
         self._timer = self.loop.call_at(self.last + self._idle_timeout, self._idle)
         client.resume_reading()

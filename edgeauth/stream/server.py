@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 import ssl
 import time
@@ -314,7 +315,9 @@ class StreamListener(AcceptLoop):
                     server_hostname=route.host if context else None,
                 )
         except TimeoutError:
-            _unreachable(relay, record, "upstream_timeout", "connect timed out")
+            _unreachable(
+                relay, record, "upstream_timeout", f"connect timed out ({route.host}:{route.port})"
+            )
             return
         except ssl.SSLError as exc:
             _unreachable(relay, record, "upstream_tls_error", exc.reason or str(exc))
@@ -323,7 +326,8 @@ class StreamListener(AcceptLoop):
             reason = (
                 "upstream_refused" if isinstance(exc, ConnectionRefusedError) else "upstream_down"
             )
-            _unreachable(relay, record, reason, exc.strerror or str(exc))
+            words = os.strerror(exc.errno) if exc.errno else str(exc)
+            _unreachable(relay, record, reason, f"{words} ({route.host}:{route.port})")
             return
         version = stream.proxy_protocol
         relay.start(b"" if version == "off" else _proxy_header(version, relay.client.transport))

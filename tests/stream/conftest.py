@@ -1,7 +1,9 @@
 """Stream fixtures: certificates for servers and clients, upstreams, and in-process gateways.
 
 Everything listens on 127.0.0.1, port 0; upstreams are real asyncio servers in the test's
-loop, each connection handled by the coroutine the test gives, which sees real EOFs.
+loop, each connection handled by the coroutine the test gives, which sees real EOFs. The loop
+is uvloop's, as in a worker: its transports differ from asyncio's where a relay notices (when
+reading starts, whether a TLS transport half-closes).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import datetime as dt
 import ipaddress
 import ssl
 import time
+import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +22,7 @@ from typing import Any
 import orjson
 import pytest
 import tomli_w
+import uvloop
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -31,6 +35,12 @@ from edgeauth.config.checks import stream_addresses
 from edgeauth.server import Gateway
 from edgeauth.supervisor import bind
 from tests.conftest import write_config
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    return {"uvloop": uvloop.new_event_loop}
 
 
 @dataclass(frozen=True)
@@ -66,7 +76,8 @@ class Issuer:
     def issue(
         self, file_name: str, subject: dict[str, str], sans: list[str], *, client: bool = False
     ) -> tuple[Path, Path]:
-        """A leaf for `subject` ({"CN": ..., "O": ...}) with DNS or IP `sans`: (cert, key)."""
+        """A leaf for `subject` ({"CN": ..., "O": ...}, most specific first, as RFC 4514
+        writes it) with DNS or IP `sans`: (cert, key)."""
         oids = {"CN": NameOID.COMMON_NAME, "O": NameOID.ORGANIZATION_NAME}
         key = ec.generate_private_key(ec.SECP256R1())
         names: list[x509.GeneralName] = []
@@ -79,7 +90,9 @@ class Issuer:
         now = dt.datetime.now(dt.UTC)
         builder = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(oids[k], v) for k, v in subject.items()]))
+            .subject_name(
+                x509.Name([x509.NameAttribute(oids[k], v) for k, v in reversed(subject.items())])
+            )
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
@@ -113,8 +126,11 @@ class Certs:
     studio: tuple[Path, Path]  # client CN=studio,O=Acme
     other: tuple[Path, Path]  # client CN=other,O=Acme
     stranger: tuple[Path, Path]  # client CN=studio,O=Acme from the stranger CA
+    upstream: tuple[Path, Path]  # a TLS upstream's, for 127.0.0.1
 
-    def client(self, *, server_ca: Path | None = None, cert: tuple[Path, Path] | None = None) -> ssl.SSLContext:
+    def client(
+        self, *, server_ca: Path | None = None, cert: tuple[Path, Path] | None = None
+    ) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(server_ca or self.servers.ca_file))
         if cert is not None:
             ctx.load_cert_chain(*cert)
@@ -137,6 +153,7 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
         clients.issue("studio", studio, ["studio.example"], client=True),
         clients.issue("other", {"CN": "other", "O": "Acme"}, [], client=True),
         strangers.issue("stranger", studio, [], client=True),
+        servers.issue("upstream", {"CN": "upstream"}, ["127.0.0.1"]),
     )
 
 
@@ -225,7 +242,8 @@ async def streams(
     async def start(tables: list[dict[str, Any]], **server: Any) -> StreamGateway:
         path = write_config(tmp_path, dev_cert, [], **server)
         tables = [{"listen": "127.0.0.1:0", **table} for table in tables]
-        path.write_text(path.read_text() + tomli_w.dumps({"streams": tables}))
+        doc = tomllib.loads(path.read_text())
+        path.write_text(tomli_w.dumps({**doc, "streams": tables}))
         settings = load_settings(path)
         await prepare_store(settings)
         socks = [bind(address) for address in stream_addresses(settings)]

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 import pytest
 from prometheus_client import REGISTRY
 
-from edgeauth import tls
 from tests.conftest import free_port_refused
 from tests.stream.conftest import Certs, StreamGateway, Upstream, echo, read_all
 
@@ -25,9 +24,7 @@ Upstreams = Callable[..., Awaitable[Upstream]]
 
 async def tls_echo(port: int, ctx: ssl.SSLContext, name: str, data: bytes) -> bytes:
     """Send `data` over TLS with SNI `name`, end our side, and read the answer to the end."""
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1", port, ssl=ctx, server_hostname=name
-    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=name)
     writer.write(data)
     await writer.drain()
     answer = await reader.readexactly(len(data))
@@ -41,16 +38,25 @@ async def test_tls_is_terminated_and_bytes_relayed_both_ways(
     backend = await upstream(echo)
     cert, key = certs.a
     gw = await streams(
-        [{"name": "iris", "upstream": backend.url, "tls_cert_file": str(cert), "tls_key_file": str(key)}]
+        [
+            {
+                "name": "iris",
+                "upstream": backend.url,
+                "tls_cert_file": str(cert),
+                "tls_key_file": str(key),
+            }
+        ]
     )
     before = REGISTRY.get_sample_value("edgeauth_stream_connections_total", {"stream": "iris"}) or 0
     payload = bytes(range(256)) * 1000
     assert await tls_echo(gw.port, certs.client(), "a.example", payload) == payload
     (line,) = await gw.log()
-    assert line["stream"] == "iris" and line["sni"] == "a.example"
+    assert line["stream"] == "iris"
+    assert line["sni"] == "a.example"
     assert (line["bytes_in"], line["bytes_out"]) == (len(payload), len(payload))
     assert line["close_reason"] == "client_closed"
-    assert line["peer"].startswith("127.0.0.1:") and line["client_subject"] is None
+    assert line["peer"].startswith("127.0.0.1:")
+    assert line["client_subject"] is None
     assert line["duration_ms"] > 0
     gw.gateway.streams.report()
     gw.gateway.metrics.flush()
@@ -90,7 +96,8 @@ async def test_sni_chooses_between_two_streams_on_one_port(
     await refused_handshake(gw.port, certs.client(), "c.other")
     lines = await gw.log(3)
     assert [line["stream"] for line in lines[:2]] == ["a", "b"]
-    assert lines[2]["close_reason"] == "no_route" and lines[2]["sni"] == "c.other"
+    assert lines[2]["close_reason"] == "no_route"
+    assert lines[2]["sni"] == "c.other"
     assert (first.connections, second.connections) == (1, 1)
 
 
@@ -98,3 +105,311 @@ async def refused_handshake(port: int, ctx: ssl.SSLContext, name: str) -> None:
     """A TLS client the gateway closes before or during its handshake."""
     with pytest.raises((ConnectionError, ssl.SSLError)):
         await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname=name)
+
+
+def server_context(pair: tuple[object, object]) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*pair)  # type: ignore[arg-type]
+    return ctx
+
+
+async def test_passthrough_relays_the_tls_untouched_to_the_upstream(
+    streams: Streams, upstream: Upstreams, certs: Certs
+) -> None:
+    """The client's handshake is with the upstream: the gateway holds no certificate."""
+    backend = await upstream(echo, server_context(certs.a))
+    gw = await streams(
+        [
+            {
+                "name": "pass",
+                "upstream": backend.url,
+                "passthrough": True,
+                "server_names": ["a.example"],
+            }
+        ]
+    )
+    assert await tls_echo(gw.port, certs.client(), "a.example", b"through") == b"through"
+    (line,) = await gw.log()
+    assert (line["stream"], line["sni"], line["client_subject"]) == ("pass", "a.example", None)
+    assert line["bytes_in"] > len(b"through")  # the TLS records, ClientHello included
+
+
+@pytest.mark.parametrize(
+    ("keys", "relayed"),
+    [({"ca_file": True}, True), ({}, False), ({"tls_verify": False}, True)],
+)
+async def test_a_tls_upstream_is_verified_against_ca_file(
+    streams: Streams, upstream: Upstreams, certs: Certs, keys: dict[str, object], relayed: bool
+) -> None:
+    backend = await upstream(echo, server_context(certs.upstream))
+    if keys.get("ca_file"):
+        keys = {"ca_file": str(certs.servers.ca_file)}
+    url = f"tls://127.0.0.1:{backend.port}"
+    gw = await streams([{"name": "tls-up", "tls": False, "upstream": url, **keys}])
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"over tls")
+    if relayed:
+        assert await reader.readexactly(8) == b"over tls"
+    else:
+        assert await read_all(reader) == b""  # closed at once
+    writer.close()
+    (line,) = await gw.log()
+    assert line["close_reason"] == ("client_closed" if relayed else "upstream_tls_error")
+
+
+def mtls(certs: Certs, name: str, upstream_url: str, **keys: object) -> dict[str, object]:
+    return {
+        "name": name,
+        "upstream": upstream_url,
+        "tls_cert_file": str(certs.a[0]),
+        "tls_key_file": str(certs.a[1]),
+        "client_ca_file": str(certs.clients.ca_file),
+        **keys,
+    }
+
+
+async def test_mtls_accepts_an_allowed_client_certificate(
+    streams: Streams, upstream: Upstreams, certs: Certs
+) -> None:
+    backend = await upstream(echo)
+    gw = await streams([mtls(certs, "studio", backend.url, allowed_subjects=["CN=studio,O=Acme"])])
+    ctx = certs.client(cert=certs.studio)
+    assert await tls_echo(gw.port, ctx, "a.example", b"mutual") == b"mutual"
+    (line,) = await gw.log()
+    assert line["client_subject"] == "CN=studio,O=Acme"
+    assert line["close_reason"] == "client_closed"
+
+
+@pytest.mark.parametrize(
+    ("client", "allowed", "reason"),
+    [
+        (None, {}, "no_client_certificate"),
+        ("stranger", {}, "client_certificate_refused"),
+        ("other", {"allowed_subjects": ["CN=studio,O=Acme"]}, "subject_not_allowed"),
+        ("other", {"allowed_sans": ["DNS:studio.example"]}, "subject_not_allowed"),
+    ],
+)
+async def test_mtls_refuses_before_the_upstream_is_connected(
+    streams: Streams,
+    upstream: Upstreams,
+    certs: Certs,
+    client: str | None,
+    allowed: dict[str, object],
+    reason: str,
+) -> None:
+    """No certificate, one from another CA, or one not allowed: the connection ends without
+    a byte reaching the upstream (with TLS 1.3 the client learns it on its first read)."""
+    backend = await upstream(echo)
+    gw = await streams([mtls(certs, "studio", backend.url, **allowed)])
+    before = REGISTRY.get_sample_value(
+        "edgeauth_stream_handshake_failures_total", {"stream": "studio", "reason": reason}
+    )
+    ctx = certs.client(cert=None if client is None else getattr(certs, client))
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", gw.port, ssl=ctx, server_hostname="a.example"
+        )
+    except (ConnectionError, ssl.SSLError):
+        pass
+    else:
+        writer.write(b"let me in")
+        assert await read_all(reader) == b""
+        writer.close()
+    (line,) = await gw.log()
+    assert line["close_reason"] == reason
+    assert backend.connections == 0
+    gw.gateway.metrics.flush()
+    after = REGISTRY.get_sample_value(
+        "edgeauth_stream_handshake_failures_total", {"stream": "studio", "reason": reason}
+    )
+    assert after == (before or 0) + 1
+
+
+async def test_the_san_of_an_allowed_client_is_enough(
+    streams: Streams, upstream: Upstreams, certs: Certs
+) -> None:
+    backend = await upstream(echo)
+    gw = await streams([mtls(certs, "studio", backend.url, allowed_sans=["DNS:studio.example"])])
+    ctx = certs.client(cert=certs.studio)
+    assert await tls_echo(gw.port, ctx, "a.example", b"by san") == b"by san"
+
+
+async def test_plain_bytes_on_a_tls_stream_are_closed(
+    streams: Streams, upstream: Upstreams
+) -> None:
+    backend = await upstream(echo)
+    gw = await streams([{"name": "iris", "upstream": backend.url}])
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert await read_all(reader) == b""
+    writer.close()
+    (line,) = await gw.log()
+    assert line["close_reason"] == "not_tls"
+    assert "error" in line
+    assert backend.connections == 0
+
+
+async def test_client_eof_reaches_the_upstream_and_its_answer_still_comes_back(
+    streams: Streams, upstream: Upstreams
+) -> None:
+    """Half-close client → upstream: the upstream reads to EOF, then answers."""
+
+    async def answer_after_eof(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.read()  # to EOF
+        writer.write(b"got " + request)
+        await writer.drain()
+        writer.close()
+
+    backend = await upstream(answer_after_eof)
+    gw = await streams([{"name": "plain", "tls": False, "upstream": backend.url}])
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"question")
+    writer.write_eof()
+    assert await read_all(reader) == b"got question"
+    writer.close()
+    (line,) = await gw.log()
+    assert (line["bytes_in"], line["bytes_out"], line["close_reason"]) == (8, 12, "client_closed")
+
+
+async def test_upstream_eof_reaches_the_client_which_can_still_send(
+    streams: Streams, upstream: Upstreams
+) -> None:
+    """Half-close upstream → client: the client reads EOF, then what it sends still arrives."""
+    received = asyncio.get_running_loop().create_future()
+
+    async def greet_then_listen(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"hello")
+        writer.write_eof()
+        received.set_result(await reader.read())
+        writer.close()
+
+    backend = await upstream(greet_then_listen)
+    gw = await streams([{"name": "plain", "tls": False, "upstream": backend.url}])
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    assert await read_all(reader) == b"hello"  # EOF seen
+    writer.write(b"late words")
+    writer.write_eof()
+    assert await asyncio.wait_for(received, 5) == b"late words"
+    writer.close()
+    (line,) = await gw.log()
+    assert line["close_reason"] == "upstream_closed"
+
+
+async def test_an_idle_connection_is_closed(streams: Streams, upstream: Upstreams) -> None:
+    backend = await upstream(echo)
+    gw = await streams(
+        [{"name": "plain", "tls": False, "upstream": backend.url, "idle_timeout_seconds": 0.3}]
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"ping")
+    assert await reader.readexactly(4) == b"ping"
+    assert await read_all(reader, within=5) == b""  # closed by the gateway, not by us
+    writer.close()
+    (line,) = await gw.log()
+    assert line["close_reason"] == "idle_timeout"
+    assert line["duration_ms"] >= 300
+
+
+async def test_traffic_keeps_a_connection_from_idling_out(
+    streams: Streams, upstream: Upstreams
+) -> None:
+    backend = await upstream(echo)
+    gw = await streams(
+        [{"name": "plain", "tls": False, "upstream": backend.url, "idle_timeout_seconds": 0.4}]
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    for _ in range(6):  # 0.9 s in all, never 0.4 s quiet
+        writer.write(b"x")
+        assert await reader.readexactly(1) == b"x"
+        await asyncio.sleep(0.15)
+    writer.close()
+    (line,) = await gw.log()
+    assert line["close_reason"] == "client_closed"
+
+
+async def test_upstream_down_closes_the_client_at_once(
+    streams: Streams, certs: Certs, caplog: pytest.LogCaptureFixture
+) -> None:
+    down = f"tcp://127.0.0.1:{free_port_refused()}"
+    gw = await streams(
+        [
+            {
+                "name": "iris",
+                "upstream": down,
+                "tls_cert_file": str(certs.a[0]),
+                "tls_key_file": str(certs.a[1]),
+            }
+        ]
+    )
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", gw.port, ssl=certs.client(), server_hostname="a.example"
+    )
+    assert await read_all(reader, within=2) == b""
+    writer.close()
+    (line,) = await gw.log()
+    assert line["close_reason"] == "upstream_refused"
+    assert "refused" in line["error"].lower()
+    assert any(
+        r.getMessage() == "stream upstream unreachable; client closed" for r in caplog.records
+    )
+
+
+def v2_header(client: tuple[str, int], gateway: tuple[str, int]) -> bytes:
+    """The PROXY v2 header of a TCP over IPv4 connection, written out from the spec."""
+    signature = b"\r\n\r\n\x00\r\nQUIT\n"
+    addresses = socket.inet_aton(client[0]) + socket.inet_aton(gateway[0])
+    return (
+        signature
+        + bytes([0x21, 0x11])
+        + struct.pack("!H", 12)
+        + addresses
+        + struct.pack("!HH", client[1], gateway[1])
+    )
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+async def test_the_upstream_gets_a_proxy_header_first(
+    streams: Streams, upstream: Upstreams, version: str
+) -> None:
+    got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got.set_result(await reader.read())
+        writer.close()
+
+    backend = await upstream(record)
+    gw = await streams(
+        [{"name": "pp", "tls": False, "upstream": backend.url, "proxy_protocol": version}]
+    )
+    _reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    client = writer.get_extra_info("sockname")
+    writer.write(b"payload")
+    writer.write_eof()
+    received = await asyncio.wait_for(got, 5)
+    writer.close()
+    if version == "v1":
+        header = f"PROXY TCP4 127.0.0.1 127.0.0.1 {client[1]} {gw.port}\r\n".encode()
+    else:
+        header = v2_header(client, ("127.0.0.1", gw.port))
+    assert received == header + b"payload"
+
+
+async def test_beyond_max_connections_a_connection_waits_in_the_backlog(
+    streams: Streams, upstream: Upstreams
+) -> None:
+    backend = await upstream(echo)
+    gw = await streams(
+        [{"name": "one", "tls": False, "upstream": backend.url, "max_connections": 1}]
+    )
+    first_reader, first = await asyncio.open_connection("127.0.0.1", gw.port)
+    first.write(b"1")
+    assert await first_reader.readexactly(1) == b"1"
+    second_reader, second = await asyncio.open_connection("127.0.0.1", gw.port)
+    second.write(b"2")
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(second_reader.readexactly(1), 0.5)
+    assert backend.connections == 1
+    first.close()
+    assert await asyncio.wait_for(second_reader.readexactly(1), 5) == b"2"
+    assert backend.connections == 2
+    second.close()
