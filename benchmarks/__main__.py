@@ -24,7 +24,7 @@ from typing import Any
 
 from benchmarks import mypyc_build, report
 from benchmarks.procs import raise_fd_limit
-from benchmarks.profiles import FULL, QUICK, Profile
+from benchmarks.profiles import FULL, GIB, QUICK, Profile
 from benchmarks.runner import Bench, progress, run_scenario
 from benchmarks.scenarios import SCENARIOS
 
@@ -140,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     profile = FULL if args.full else QUICK
     if args.duration:
         profile = replace(profile, duration=args.duration)
+    if args.scenario and "stream-tcp" in args.scenario:
+        profile = replace(profile, tcp_stream_bytes=GIB)  # named: the 1 GiB
     names = args.scenario or list(SCENARIOS)
     line = "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -581,28 +581,23 @@ class Bench:
         )
         return m
 
-    def tcp_connections(self, target: Server, label: str, clients: int) -> Measurement:
+    def tcp_connections(
+        self, target: Server, label: str, clients: int, seconds: float
+    ) -> Measurement:
         """New TLS connections per second through `target`: `clients` loops of connect,
-        handshake, one small echo and close, for the profile's duration after its warm-up."""
-        p = self.profile
+        handshake, one small echo and close, for `seconds`."""
         doc = {
             "mode": "connect",
             "url": target.base_url,
             "connections": clients,
-            "duration": p.duration,
-            "warmup": p.warmup,
+            "duration": seconds,
         }
         with self._as_server_under_test(target, self.layout):
-            if p.warmup > 0:
-                warm = {**doc, "duration": p.warmup, "warmup": 0}
-                loadgen.run_tcp(warm, self.procs, self.workdir, self.layout.generator)
             watch = Watch(target.pids).start()
-            measured = {**doc, "warmup": 0}
-            result = loadgen.run_tcp(measured, self.procs, self.workdir, self.layout.generator)
+            result = loadgen.run_tcp(doc, self.procs, self.workdir, self.layout.generator)
             usage = watch.stop()
-        spec = loadgen.LoadSpec(url=target.base_url, duration=p.duration, connections=clients)
+        spec = loadgen.LoadSpec(url=target.base_url, duration=seconds, connections=clients)
         m = self._measurement(target.name, label, spec, result, usage, self.layout)
-        m.extra["rss_end_mib"] = _mib(usage.rss_end_kib)
         p99 = f", p99 {m.latency.p99:.2f} ms" if m.latency else ""
         self.say(
             f"  {target.name:<9} {label}: {m.rps:,.0f} connections/s{p99}, errors {m.errors}"

@@ -226,7 +226,10 @@ def test_stream_tcp_moves_every_byte_and_judges_its_targets(record: dict[str, An
     for m in connects:
         assert m["errors"] == 0, m
         assert m["latency"] is not None, m
-    assert scenario["summary"]["volume"] == "1 MiB each way, one connection each"
+    assert scenario["summary"]["volume"].startswith("1 MiB each way per round")
+    for key in ("edgeauth/floor MB/s up", "edgeauth/floor connections/s"):
+        assert len(scenario["summary"][f"{key}, each round"]) == SMOKE.rounds
+        assert scenario["summary"][key] == scenario["summary"][f"{key}, each round"][0]
     keys = [c["key"] for c in scenario["checks"]]
     assert keys == ["stream-tcp/nginx"] * 2 + ["stream-tcp/rss"] * 2
     growth = scenario["summary"]["rss_growth_mib_per_connection"]
