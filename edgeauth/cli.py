@@ -295,11 +295,19 @@ def _tls_problem(settings: Settings) -> str | None:
     return None
 
 
+def _tls_problems(settings: Settings) -> list[str]:
+    """The server's certificate and key, then each stream's certificates: what does not load."""
+    from edgeauth.stream.server import context_problems  # the stream runtime, only when asked
+
+    problem = _tls_problem(settings)
+    return [*([problem] if problem else []), *context_problems(settings)]
+
+
 def _check_tls(args: argparse.Namespace, settings: Settings) -> None:
     """Refuse to start with a certificate or key that does not load (exit 78)."""
-    problem = _tls_problem(settings)
-    if problem is not None:
-        _config_failure(args, [problem])
+    problems = _tls_problems(settings)
+    if problems:
+        _config_failure(args, problems)
 
 
 # ---- commands -----------------------------------------------------------------------------
@@ -314,8 +322,7 @@ def _check_report(args: argparse.Namespace) -> dict[str, Any]:
     except ConfigError as exc:
         report["problems"] = list(exc.problems)
         return report
-    tls_problem = _tls_problem(settings)
-    report["problems"] = [*([tls_problem] if tls_problem else []), *unwritable_paths(settings)]
+    report["problems"] = [*_tls_problems(settings), *unwritable_paths(settings)]
     report["warnings"] = [*exposure_warnings(settings), *inert_keys(settings)]
     report["notes"] = anonymous_notes(settings)
     report["ok"] = not report["problems"]

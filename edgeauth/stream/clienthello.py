@@ -35,7 +35,7 @@ MAX_HOST_NAME = 255  # OpenSSL's bound on an SNI host name
 
 _RECORD_HEADER = 5
 _MAX_FRAGMENT = 16384  # RFC 8446 §5.1: 2^14
-_HANDSHAKE = 22
+_HANDSHAKE = b"\x16"  # the record content type handshake(22)
 _CLIENT_HELLO = 1
 _SERVER_NAME = 0
 _HOST_NAME = 0
@@ -128,7 +128,7 @@ def _client_hello(data: bytes) -> bytes | NeedMore:
 
 def _check_record_header(header: bytes) -> None:
     """Refuse a record that is not a TLS handshake record, from as few bytes as are there."""
-    if header[:1] not in (b"", bytes([_HANDSHAKE])):
+    if header[:1] not in (b"", _HANDSHAKE):
         raise NotClientHello("not a TLS handshake record")
     if len(header) >= 2 and header[1] != 3:
         raise NotClientHello("not a TLS record version")

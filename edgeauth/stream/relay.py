@@ -157,7 +157,8 @@ class Relay:
         if side.other.ended:
             other.close()
             return False
-        return True
+        mine = side.transport  # a TLS side closes whatever it is told (Rule 3): tell it so
+        return mine is not None and mine.can_write_eof()
 
     def lost(self, side: Side, exc: Exception | None) -> None:
         if exc is None:

@@ -238,8 +238,11 @@ class StreamListener(AcceptLoop):
             await self._connect(conn, record)
         except Refused as refused:
             self._owner.refuse(record, conn, refused)
-        except BaseException:
+        except Exception:  # a bug: this connection ends, the worker serves on
+            log.exception("stream connection failed", extra={"fields": {"stream": record.stream}})
             self._owner.refuse(record, conn, Refused("error", "internal error"))
+        except BaseException:  # cancelled: the worker is going away
+            self._owner.refuse(record, conn, Refused("shutdown"))
             raise
 
     async def _connect(self, conn: socket.socket, record: Connection) -> None:
@@ -482,10 +485,6 @@ class Streams:
             )
             record.counted_in, record.counted_out = ingress, egress
         self._metrics.stream_active({name: r.active for name, r in self._routes.items()})
-
-    @property
-    def connections(self) -> int:
-        return len(self._open)
 
     async def stop_accepting(self) -> None:
         for listener in self._listeners:

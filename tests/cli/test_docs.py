@@ -284,11 +284,12 @@ def test_every_config_key_the_docs_name_exists() -> None:
 
 
 def _commented_keys(text: str) -> Iterator[tuple[str, str]]:
-    """(table, key) of every commented-out `# key = value` in config.toml."""
+    """(table, key) of every commented-out `# key = value` in config.toml, in its table or in
+    a commented-out `# [[table]]` (an example block, such as [[streams]])."""
     table = ""
     for line in text.splitlines():
-        if header := re.fullmatch(r"\s*\[\[?([a-z0-9_.]+)\]\]?.*", line):
-            table = header.group(1)
+        if header := re.fullmatch(r"\s*\[\[?([a-z0-9_.]+)\]\]?.*|# \[\[([a-z0-9_.]+)\]\].*", line):
+            table = header.group(1) or header.group(2)
         elif example := re.fullmatch(r"\s*# ([a-z][a-z0-9_]*) = .*", line):
             yield table, example.group(1)
 

@@ -83,7 +83,7 @@ TLS12 = real_hello("tls12.example.com", ssl.TLSVersion.TLSv1_2)
 WITHOUT_SNI = real_hello(None)
 
 
-# Real hellos ----------------------------------------------------------------------------------
+# Real hellos --------------------------------------------------------------------------------------
 
 
 def test_a_tls13_capable_hello_gives_its_name() -> None:
@@ -143,7 +143,7 @@ def test_any_split_into_records_gives_the_same_name(sizes: list[int]) -> None:
     assert server_name(data) == "iris.example.com"
 
 
-# Refusals, one per check -----------------------------------------------------------------------
+# Refusals, one per check --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -220,7 +220,7 @@ def test_a_truncated_body_is_refused_not_waited_for() -> None:
         server_name(flight(b"\x03\x03" + b"\x00" * 8))
 
 
-# Accepted shapes -------------------------------------------------------------------------------
+# Accepted shapes ----------------------------------------------------------------------------------
 
 
 def test_a_hello_without_any_extensions_has_no_name() -> None:
@@ -238,7 +238,7 @@ def test_a_name_of_255_bytes_passes() -> None:
     assert server_name(flight(hello_body(sni_extension((0, name))))) == name.decode()
 
 
-# The bound --------------------------------------------------------------------------------------
+# The bound ----------------------------------------------------------------------------------------
 
 
 def padded_hello(message_size: int) -> bytes:

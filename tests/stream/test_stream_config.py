@@ -4,13 +4,19 @@ Each test writes a real config.toml beside real (existence-checked) certificate 
 are asserted by message substring, key path included.
 """
 
+import tomllib
 from pathlib import Path
 
 import pytest
+import tomli_w
 
+from edgeauth import tls
+from edgeauth.bootstrap import reload_problems
 from edgeauth.config import Address, Settings, load_settings
 from edgeauth.config.checks import restart_needed
 from edgeauth.errors import ConfigError
+from edgeauth.exitcodes import EX_CONFIG
+from tests.conftest import edgeauth_command, write_config
 
 STREAM = """
 [[streams]]
@@ -169,3 +175,25 @@ def test_a_reload_cannot_add_or_remove_a_stream_listener(tmp_path: Path) -> None
     (problem,) = restart_needed(running, moved)
     assert "streams[].listen: a reload cannot change it (running: 127.0.0.1:1973)" in problem
     assert restart_needed(running, load(tmp_path, "")) != []
+
+
+def test_a_stream_certificate_that_does_not_load_is_refused_by_check_config_and_reload(
+    tmp_path: Path, dev_cert: tls.DevCertificate
+) -> None:
+    path = write_config(tmp_path, dev_cert, [])
+    doc = tomllib.loads(path.read_text())
+    garbage = tmp_path / "stream.crt"
+    garbage.write_text("not a certificate\n")
+    table = {"name": "iris", "listen": "127.0.0.1:0", "upstream": "tcp://127.0.0.1:1972"}
+    path.write_text(tomli_w.dumps({**doc, "streams": [table]}))
+    running = load_settings(path, environ={})
+    assert reload_problems(running, running) == []
+    bad = {**table, "tls_cert_file": str(garbage), "tls_key_file": str(dev_cert.key_file)}
+    path.write_text(tomli_w.dumps({**doc, "streams": [bad]}))
+    (problem,) = reload_problems(running, load_settings(path, environ={}))
+    assert "config.toml: streams[0]: a certificate, key or CA file does not load" in problem
+    checked = edgeauth_command("check-config", "-c", str(path))
+    assert checked.returncode == EX_CONFIG
+    assert (
+        "streams[0]: a certificate, key or CA file does not load" in checked.stdout + checked.stderr
+    )

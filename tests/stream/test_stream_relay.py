@@ -7,9 +7,11 @@ Each test asserts what reaches the upstream and the client, and the connection's
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -33,7 +35,7 @@ async def tls_echo(port: int, ctx: ssl.SSLContext, name: str, data: bytes) -> by
 
 
 async def test_tls_is_terminated_and_bytes_relayed_both_ways(
-    streams: Streams, upstream: Upstreams, certs: Certs
+    streams: Streams, upstream: Upstreams, certs: Certs, caplog: pytest.LogCaptureFixture
 ) -> None:
     backend = await upstream(echo)
     cert, key = certs.a
@@ -58,6 +60,7 @@ async def test_tls_is_terminated_and_bytes_relayed_both_ways(
     assert line["peer"].startswith("127.0.0.1:")
     assert line["client_subject"] is None
     assert line["duration_ms"] > 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # close_notify too
     gw.gateway.streams.report()
     gw.gateway.metrics.flush()
     after = REGISTRY.get_sample_value("edgeauth_stream_connections_total", {"stream": "iris"})
@@ -409,7 +412,125 @@ async def test_beyond_max_connections_a_connection_waits_in_the_backlog(
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(second_reader.readexactly(1), 0.5)
     assert backend.connections == 1
+    gw.gateway.streams.report()
+    gw.gateway.metrics.flush()
+    assert REGISTRY.get_sample_value("edgeauth_stream_active", {"stream": "one"}) == 1
     first.close()
     assert await asyncio.wait_for(second_reader.readexactly(1), 5) == b"2"
     assert backend.connections == 2
     second.close()
+
+
+async def test_a_silent_client_is_closed_after_the_handshake_timeout(
+    streams: Streams, upstream: Upstreams
+) -> None:
+    backend = await upstream(echo)
+    gw = await streams([{"name": "iris", "upstream": backend.url}], handshake_timeout_seconds=0.3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    assert await read_all(reader, within=5) == b""  # says nothing, is closed
+    writer.close()
+    (line,) = await gw.log()
+    assert line["close_reason"] == "timeout"
+    assert line["stream"] == ""
+    assert backend.connections == 0
+
+
+async def test_a_hello_without_sni_goes_to_the_listeners_default(
+    streams: Streams, upstream: Upstreams, certs: Certs
+) -> None:
+    named, default = await upstream(echo), await upstream(echo)
+    pair = {"tls_cert_file": str(certs.a[0]), "tls_key_file": str(certs.a[1])}
+    gw = await streams(
+        [
+            {"name": "named", "upstream": named.url, "server_names": ["a.example"], **pair},
+            {"name": "default", "upstream": default.url, **pair},
+        ]
+    )
+    ctx = certs.client()
+    ctx.check_hostname = False  # no name to check without SNI
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port, ssl=ctx)
+    writer.write(b"anyone")
+    assert await reader.readexactly(6) == b"anyone"
+    writer.close()
+    (line,) = await gw.log()
+    assert (line["stream"], line["sni"]) == ("default", None)
+    assert (named.connections, default.connections) == (0, 1)
+
+
+def handshake_in_pieces(port: int, ctx: ssl.SSLContext, name: str, payload: bytes) -> bytes:
+    """A TLS client whose ClientHello reaches the gateway in two TCP segments, 100 ms apart;
+    then it sends `payload` and reads as many bytes back."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls_object = ctx.wrap_bio(incoming, outgoing, server_hostname=name)
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        first = True
+        while True:
+            try:
+                tls_object.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                data = outgoing.read()
+                if first:
+                    sock.sendall(data[:20])
+                    time.sleep(0.1)
+                    data, first = data[20:], False
+                sock.sendall(data)
+                incoming.write(sock.recv(65536))
+        sock.sendall(outgoing.read())
+        tls_object.write(payload)
+        sock.sendall(outgoing.read())
+        answer = b""
+        while len(answer) < len(payload):
+            try:
+                answer += tls_object.read(65536)
+            except ssl.SSLWantReadError:
+                incoming.write(sock.recv(65536))
+        return answer
+
+
+async def test_a_client_hello_split_over_segments_is_waited_for(
+    streams: Streams, upstream: Upstreams, certs: Certs
+) -> None:
+    backend = await upstream(echo)
+    pair = {"tls_cert_file": str(certs.a[0]), "tls_key_file": str(certs.a[1])}
+    gw = await streams(
+        [{"name": "a", "upstream": backend.url, "server_names": ["a.example"], **pair}]
+    )
+    answer = await asyncio.to_thread(
+        handshake_in_pieces, gw.port, certs.client(), "a.example", b"in pieces"
+    )
+    assert answer == b"in pieces"
+    (line,) = await gw.log()
+    assert line["sni"] == "a.example"
+
+
+async def test_a_sink_upstream_counts_every_byte_sent_through_tls(
+    streams: Streams, upstream: Upstreams, certs: Certs
+) -> None:
+    """What the client writes before it closes all reaches the upstream, through the TLS
+    termination and the flow control in between."""
+    counted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        total = 0
+        while data := await reader.read(1 << 20):
+            total += len(data)
+        counted.set_result(total)
+        writer.close()
+
+    backend = await upstream(sink)
+    pair = {"tls_cert_file": str(certs.a[0]), "tls_key_file": str(certs.a[1])}
+    gw = await streams([{"name": "sink", "upstream": backend.url, **pair}])
+    _reader, writer = await asyncio.open_connection(
+        "127.0.0.1", gw.port, ssl=certs.client(), server_hostname="a.example"
+    )
+    block = bytes(range(256)) * 4096  # 1 MiB
+    for _ in range(32):
+        writer.write(block)
+        await writer.drain()
+    writer.close()
+    await writer.wait_closed()
+    assert await asyncio.wait_for(counted, 10) == 32 * len(block)
+    (line,) = await gw.log()
+    assert (line["bytes_in"], line["bytes_out"]) == (32 * len(block), 0)
