@@ -94,7 +94,7 @@ def parse_subject(text: str) -> Subject:
     wrong with one that is not (a hex-encoded "#..." value is refused: not one a person
     writes)."""
     rdns = []
-    for rdn in _split(text.strip(), ","):
+    for rdn in _split(_trim(text), ","):
         attributes = []
         for attribute in _split(rdn, "+"):
             kind, equals, value = attribute.partition("=")
@@ -105,6 +105,16 @@ def parse_subject(text: str) -> Subject:
             attributes.append(_attribute(kind.strip(), _unescape(value, text)))
         rdns.append(frozenset(attributes))
     return tuple(rdns)
+
+
+def _trim(text: str) -> str:
+    """`text` without surrounding spaces, except a trailing one that is escaped ("CN=a\\ ",
+    as subject_text writes a value that ends in a space): stripping it would leave a lone
+    backslash."""
+    text = text.lstrip()
+    trimmed = text.rstrip()
+    backslashes = len(trimmed) - len(trimmed.rstrip("\\"))
+    return trimmed + " " if backslashes % 2 and len(text) > len(trimmed) else trimmed
 
 
 def parse_san(text: str) -> tuple[str, str]:

@@ -323,6 +323,10 @@ def test_parse_subject_normalises() -> None:
     )
     assert parse_subject("1.2.3.4=x") == (frozenset({("1.2.3.4", "x")}),)
     assert parse_subject("EMAILADDRESS=A@B") == parse_subject("emailAddress=a@b")
+    # an escaped trailing space, as subject_text writes one, is read (and then, like every
+    # space around a value, not compared); after an escaped backslash a space is just a space
+    assert parse_subject("CN=a\\ ") == (frozenset({("CN", "a")}),)
+    assert parse_subject("CN=a\\\\ ") == (frozenset({("CN", "a\\")}),)
 
 
 @pytest.mark.parametrize(
