@@ -77,6 +77,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "admin/auth.py",
         "admin/schemas.py",
         "admin/views.py",
+        "admin/ui/__init__.py",
+        "admin/ui/session.py",
         "kong/model.py",
         "kong/plan.py",
         "kong/services.py",
@@ -125,6 +127,8 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "admin/trail.py",
         "admin/declared.py",
         "admin/status.py",
+        "admin/ui/pages.py",
+        "admin/ui/app.py",
     ),
     # Processes: the supervisor and its workers, and the programs `edgeauth demo` runs.
     "processes": (

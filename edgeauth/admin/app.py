@@ -1,4 +1,5 @@
-"""The admin aiohttp application: the route table of design §6, at `/` and `/default`."""
+"""The admin aiohttp application: the route table of design §6, at `/` and `/default`, and
+the console at `/ui/` when `[admin] ui = true` (admin/ui/)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from aiohttp import web
 from edgeauth.admin import consumers, credentials, declared, status, tokens
 from edgeauth.admin.http import CONTEXT, MAX_BODY, AdminContext, Handler, guard
 from edgeauth.admin.trail import audit_trail
+from edgeauth.admin.ui.app import PREFIX, build_console
 
 # What config.toml declares: readable here, written only through the file (declared.py).
 DECLARED: tuple[tuple[str, Handler], ...] = (
@@ -68,8 +70,8 @@ async def _close_audit(app: web.Application) -> None:
 
 
 def build_admin_app(context: AdminContext) -> web.Application:
-    """The audit trail wraps the guard, so it sees refused authentications and every status;
-    the audit log is open while the app runs."""
+    """The audit trail wraps the guard, so it sees refused authentications and every status
+    (the console's included); the audit log is open while the app runs."""
     app = web.Application(middlewares=[audit_trail, guard], client_max_size=MAX_BODY)
     app.on_response_prepare.append(_server_header)
     app.on_startup.append(_open_audit)
@@ -78,4 +80,6 @@ def build_admin_app(context: AdminContext) -> web.Application:
     for prefix in ("", "/{ws:default}"):
         for method, path, handler in TABLE:
             app.router.add_route(method, prefix + path, handler)
+    if context.settings.admin.ui:
+        app.add_subapp(PREFIX, build_console(context))
     return app

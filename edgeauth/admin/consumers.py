@@ -45,7 +45,8 @@ async def list_consumers(request: web.Request) -> web.Response:
     return json(views.page(result, views.consumer, request.path, size, request.query))
 
 
-async def _create(store: Store, given: schemas.ConsumerInput) -> Consumer:
+async def make_consumer(store: Store, given: schemas.ConsumerInput) -> Consumer:
+    """Create a checked consumer (the API's POST and PUT, and the console's form)."""
     try:
         return await store.create_consumer(
             given.username,
@@ -62,7 +63,7 @@ async def _create(store: Store, given: schemas.ConsumerInput) -> Consumer:
 async def create_consumer(request: web.Request) -> web.Response:
     c = ctx(request)
     given = schemas.consumer(await body_of(request), now=c.clock())
-    return json(views.consumer(await _create(c.store, given)), 201)
+    return json(views.consumer(await make_consumer(c.store, given)), 201)
 
 
 async def get_consumer(request: web.Request) -> web.Response:
@@ -107,7 +108,7 @@ async def put_consumer(request: web.Request) -> web.Response:
     found = await store.get_consumer(key)
     if found is None:
         given = schemas.consumer(body, now=now)
-        return json(views.consumer(await _create(store, given)), 200)
+        return json(views.consumer(await make_consumer(store, given)), 200)
     given = schemas.consumer(body, now=now, current=unmanaged(found))
     patch: ConsumerPatch = {
         "username": given.username,

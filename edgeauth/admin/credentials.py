@@ -147,7 +147,8 @@ async def get(request: web.Request) -> web.Response:
     return json(views.credential(await _found(request)))
 
 
-async def _patch_of(body: dict[str, object], given: schemas.CredentialInput) -> CredentialPatch:
+async def patch_of(body: dict[str, object], given: schemas.CredentialInput) -> CredentialPatch:
+    """The changes a checked PATCH body asks for (a new clear secret hashed here)."""
     patch: CredentialPatch = {}
     if given.name is not None:
         patch["name"] = given.name
@@ -168,16 +169,21 @@ async def _patch_of(body: dict[str, object], given: schemas.CredentialInput) -> 
     return patch
 
 
-async def _update(
-    store: Store, found: Credential, patch: CredentialPatch, secret: str | None
-) -> web.Response:
+async def apply_patch(store: Store, found: Credential, patch: CredentialPatch) -> Credential:
+    """Change an application (the API's PATCH and PUT, and the console's forms)."""
     try:
         updated = await store.update_credential(found.id, patch)
     except Conflict as exc:
         raise unique(exc, {"client_id": patch.get("client_id")}) from exc
     if updated is None:
         raise NotFound()
-    return json(views.credential(updated, secret))
+    return updated
+
+
+async def _update(
+    store: Store, found: Credential, patch: CredentialPatch, secret: str | None
+) -> web.Response:
+    return json(views.credential(await apply_patch(store, found, patch), secret))
 
 
 async def patch(request: web.Request) -> web.Response:
@@ -185,7 +191,7 @@ async def patch(request: web.Request) -> web.Response:
     found = unmanaged_app(await _found(request))
     body = await body_of(request)
     given = schemas.credential(body, now=c.clock(), current=found, partial=True)
-    changes = await _patch_of(body, given)
+    changes = await patch_of(body, given)
     return await _update(c.store, found, changes, given.client_secret)
 
 

@@ -1,7 +1,9 @@
 """What every admin handler shares: context, the guard middleware, bodies, paging params.
 
 Rule 1: every request must carry the admin token (`Authorization: Bearer` or
-`Kong-Admin-Token`), compared in constant time; anything else is 401.
+`Kong-Admin-Token`), compared in constant time; anything else is 401. The console (admin/ui/,
+mounted when `[admin] ui = true`) is the one exception: it is signed in to with that same
+token, and its own guard checks the session cookie it signs.
 Rule 2: errors are Kong's bodies; no exception reaches the client as a stack trace.
 Rule 3: text that is not UTF-8 (in the path, the query or a form body, once percent-decoded)
 is a 400, never guessed at: aiohttp would keep such an escape as literal text, so a PUT to
@@ -61,6 +63,9 @@ class AdminContext:
 
 
 CONTEXT = web.AppKey("admin", AdminContext)
+# The id of what a console write created: the console answers with a page, not the entity's
+# JSON, so it hands the id to the audit trail here.
+CREATED = web.RequestKey("created", str)
 
 
 def ctx(request: web.Request) -> AdminContext:
@@ -78,6 +83,8 @@ def no_content() -> web.Response:
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authentication first, then the one place that turns errors into Kong's bodies."""
+    if for_console(request):
+        return await handler(request)
     try:
         if not authorized(request.headers, ctx(request).token):
             raise AdminUnauthorized()
@@ -103,6 +110,11 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("admin %s %s failed", request.method, _route_of(request))
         return json(rendering.kong_body(EdgeAuthError()), 500)
+
+
+def for_console(request: web.Request) -> bool:
+    """Whether the console answers this request: its sub-application is the only one."""
+    return len(request.match_info.apps) > 1
 
 
 def _route_of(request: web.Request) -> str:

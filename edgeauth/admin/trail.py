@@ -12,14 +12,19 @@ first 16 hex digits of its digest, in the path and as the entity id. A path no r
 matched keeps its leading segments that the route table spells out (`/oauth2_tokens`, not
 `/OAUTH2_TOKENS` nor `/oauth2_tokens%2F...`), the rest as one digest. So a token, a secret
 or a typo, sent by anyone, authenticated or not, never reaches the line in clear.
-Rule 3: tokens are addressed by id or by value, so the key after `oauth2_tokens` is logged
+Rule 3: tokens are addressed by id or by value, so the key after `oauth2_tokens` (`tokens`
+in the console's paths) is logged
 as the token's id when a successful write found it, else as its digest, in the path and as
 the entity id. A refused request never causes a store lookup.
 Rule 4: every field of a line is bounded (text a client chose goes through exchange.clip()
 and is made valid UTF-8), so a line stays under 2 KiB, well under PIPE_BUF (audit.py Rule 4).
-Rule 5: 401 is the admin API's answer to a refused authentication and to nothing else:
+Rule 5: 401 is the admin API's answer to a refused authentication and to nothing else (the
+console's too: a wrong admin token at its sign-in, a form posted without a session):
 outcome "refused"; 2xx and 3xx "ok"; anything else "error". A request the client abandoned
 before its answer is logged with status 499 (nginx's convention).
+Rule 6: the console's writes (admin/ui/) are logged as the API's are, its paths read by the
+same rules, with `client` "console"; the id of what it created is the one it hands over in
+the request (http.CREATED), as it answers with a page.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from aiohttp import web
 
 from edgeauth import crypto
 from edgeauth.admin.auth import authorized
-from edgeauth.admin.http import Handler, ctx
+from edgeauth.admin.http import CREATED, Handler, ctx, for_console
 from edgeauth.admin.tokens import find_token
 from edgeauth.errors import NotFound, StoreError
 from edgeauth.exchange import clip
@@ -47,12 +52,13 @@ COLLECTIONS = {
     "consumers": "consumer",
     "oauth2": "oauth2_credential",
     "oauth2_tokens": "oauth2_token",
+    "tokens": "oauth2_token",  # the console's
     "services": "service",
     "routes": "route",
     "plugins": "plugin",
     "config": "config",
 }
-TOKENS = "oauth2_tokens"
+TOKENS = frozenset({"oauth2_tokens", "tokens"})
 WORKSPACE = "default"  # Kong's one workspace: the `/{ws:default}` prefix of app.py
 CLI_AGENT = "edgeauth-cli/"
 ABANDONED = 499
@@ -105,13 +111,13 @@ async def _record(
     succeeded = named and 200 <= status < 400  # only then is a key shown as sent (Rule 2)
     token_id = entity_id = None
     if entity.kind == "oauth2_token" and key is not None:
-        if 200 <= status < 300:
+        if 200 <= status < 400:
             token_id = _created_id(response) or await _token_id(request, key)
         entity_id = token_id or digest_label(key)
     elif key is not None:
         entity_id = key if succeeded else digest_label(key)
-    elif 200 <= status < 300:
-        entity_id = _created_id(response)
+    elif 200 <= status < 400:
+        entity_id = _created_id(response) or request.get(CREATED)
     refused = status == 401
     agent = _text(request.headers.get("User-Agent", ""))
     fields = {
@@ -123,10 +129,16 @@ async def _record(
         "status": status,
         "outcome": "refused" if refused else "ok" if status < 400 else "error",
         "user_agent": agent or None,
-        "client": "cli" if agent and agent.startswith(CLI_AGENT) else "other",
+        "client": _client(request, agent),
     }
     msg = "admin authentication refused" if refused else "admin write"
     ctx(request).audit.record(msg, fields)
+
+
+def _client(request: web.Request, agent: str | None) -> str:
+    if for_console(request):
+        return "console"
+    return "cli" if agent and agent.startswith(CLI_AGENT) else "other"
 
 
 def entity_of(request: web.Request) -> Entity:
@@ -157,7 +169,7 @@ def logged_path(request: web.Request, succeeded: bool, token_id: str | None) -> 
     for i, segment in enumerate(segments):
         if segment.startswith("{"):
             value = request.match_info[segment[1:-1]]
-            if segments[i - 1] == TOKENS:
+            if segments[i - 1] in TOKENS:
                 segments[i] = token_id or digest_label(value)
             elif succeeded or value in names:
                 segments[i] = quote(value, safe="@:", errors="backslashreplace")

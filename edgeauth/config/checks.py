@@ -538,7 +538,6 @@ def inert_keys(settings: Settings) -> list[str]:
     warned, never refused, so an operator does not wait for an effect that never comes."""
     store, status, metrics = settings.store, settings.status, settings.metrics
     inert = {
-        "admin.ui": (settings.admin.ui, "there is no admin UI in this version"),
         "store.dsn": (bool(store.dsn) and store.backend == "sqlite", _POSTGRES_ONLY),
         "store.pool_size": (
             store.pool_size != StoreSettings().pool_size and store.backend == "sqlite",

@@ -131,7 +131,8 @@ class ServerSettings:
 class AdminSettings:
     listen: Address = Address("127.0.0.1", 8001)
     token_file: Annotated[Path, Mark.STATE] = Path("var/admin.token")
-    ui: bool = False  # no admin UI yet: check-config warns when it is turned on
+    ui: bool = False  # the admin console at /ui/ on this listener
+    ui_session_seconds: Annotated[int, Range(1, 7 * 86400)] = 28800  # a console sign-in lasts
     allow_remote: bool = False
     # POST /config rewrites config.toml: with it the admin token is write access to the
     # config file (its store, upstreams, file paths). Off unless a pipeline needs it.

@@ -115,6 +115,7 @@ def test_empty_file_gets_the_design_defaults(tmp_path: Path) -> None:
         None,
         None,
     )
+    assert admin.ui_session_seconds == 28800
     assert (store.backend, store.path, store.dsn, store.pool_size) == (
         "sqlite",
         tmp_path / "var/edgeauth.db",
@@ -193,6 +194,7 @@ max_header_bytes = 2048
 listen = "0.0.0.0:9001"
 token_file = "/run/credentials/admin.token"
 ui = true
+ui_session_seconds = 600
 allow_remote = true
 tls_cert_file = "certs/edgeauth.crt"
 tls_key_file = "certs/edgeauth.key"
@@ -303,7 +305,7 @@ def test_every_section_parses_to_typed_values(tmp_path: Path) -> None:
     admin = settings.admin
     assert admin.listen == Address("0.0.0.0", 9001)  # noqa: S104
     assert admin.token_file == Path("/run/credentials/admin.token")
-    assert (admin.ui, admin.allow_remote) == (True, True)
+    assert (admin.ui, admin.allow_remote, admin.ui_session_seconds) == (True, True, 600)
     assert admin.tls_cert_file == tmp_path / "certs/edgeauth.crt"
     store = settings.store
     assert (store.backend, store.dsn, store.pool_size) == (
@@ -462,6 +464,10 @@ ONE_PROBLEM = [
         "negative_ttl_seconds: expected a finite number, got nan",
     ),
     ('[admin]\nui = "yes"', 'admin.ui: expected a boolean (true or false), got "yes"'),
+    (
+        "[admin]\nui_session_seconds = 0",
+        "admin.ui_session_seconds: must be between 1 and 604800, got 0",
+    ),
     ("[log]\naccess_log = 1", "log.access_log: expected a string, got 1"),
     ("server = 5", "server: expected a table, got 5"),
     ("[server]\ntrusted_proxies = 5", "server.trusted_proxies: expected an array, got 5"),

@@ -44,7 +44,6 @@ def _shipped_tables() -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("tables", "key"),
     [
-        ({"admin": {"ui": True}}, "admin.ui"),
         ({"store": {"dsn": "postgresql://db/x"}}, "store.dsn"),
         ({"store": {"pool_size": 20}}, "store.pool_size"),
         ({"status": {"listen": "", "metrics": True}}, "status.metrics"),
@@ -64,12 +63,16 @@ def test_check_config_prints_the_warning_and_still_says_ok(
         tmp_path,
         dev_cert,
         [service("tools", "http://127.0.0.1:9/", ["/"])],
-        tables={"admin": {"ui": True}},
+        tables={"store": {"dsn": "postgresql://db/x"}},
     )
     result = edgeauth_command("check-config", "-c", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == "ok\n"
     assert (
-        "warning: config.toml: admin.ui: does nothing: there is no admin UI in this version"
-        in result.stderr.splitlines()
+        "warning: config.toml: store.dsn: does nothing: only the postgres backend reads it, and"
+        ' store.backend is "sqlite"' in result.stderr.splitlines()
     ), result.stderr
+
+
+def test_the_admin_console_is_no_longer_inert(tmp_path: Path) -> None:
+    assert _inert(tmp_path, admin={"ui": True}) == []
