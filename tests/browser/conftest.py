@@ -44,6 +44,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 def artifacts() -> Path:
     directory = Path(os.environ.get("EDGEAUTH_ARTIFACTS") or ARTIFACTS)
     directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.glob("failed-*.png"):  # an earlier run's
+        old.unlink()
     return directory
 
 
