@@ -34,6 +34,7 @@ from edgeauth import crypto, metrics
 from edgeauth.admin.http import CREATED, AdminContext, Handler, body_of
 from edgeauth.admin.ui import pages, session
 from edgeauth.errors import AdminError, NotFound, StoreUnavailable
+from edgeauth.models import Consumer, Credential
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +225,7 @@ async def login_form(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     c = console(request)
     after = safe_next(field(request, "next"))
-    if not crypto.same(field(request, "token"), c.context.token):
+    if not crypto.same(field(request, "token").strip(), c.context.token):
         return _login_page(request, 401, ["The admin token is not valid."], after)
     value = session.issue(c.context.token, c.context.clock(), c.lifetime)
     response = web.HTTPSeeOther(after)
@@ -269,17 +270,21 @@ async def overview(request: web.Request) -> web.Response:
 
 
 def _consumers_page(
-    request: web.Request, listing: pages.ConsumerList, status: int = 200, **form: Any
+    request: web.Request,
+    listing: pages.ConsumerList,
+    errors: list[str] | None = None,
+    values: dict[str, str] | None = None,
 ) -> web.Response:
+    """The list, and the creation form as typed with its problems (400) when given back."""
     return render(
         request,
         "consumers.html",
-        status,
+        400 if errors else 200,
         title="Consumers",
         section="consumers",
         listing=listing,
-        form={"username": "", "custom_id": "", **form.pop("values", {})},
-        **form,
+        form={"username": "", "custom_id": "", **(values or {})},
+        errors=errors or [],
     )
 
 
@@ -296,45 +301,38 @@ async def create_consumer(request: web.Request) -> web.StreamResponse:
     try:
         made = await pages.create_consumer(c, username, custom_id)
     except AdminError as exc:
-        if isinstance(exc, NotFound):
-            raise
         listing = await pages.consumer_list(c.store, "", 1)
-        values = {"username": username, "custom_id": custom_id}
+        errors = pages.messages(exc, pages.CONSUMER_LABELS)
         return _consumers_page(
-            request,
-            listing,
-            400 if exc.status < 500 else exc.status,
-            errors=pages.messages(exc, pages.CONSUMER_LABELS),
-            values=values,
+            request, listing, errors, {"username": username, "custom_id": custom_id}
         )
     request[CREATED] = made.id
     raise see_other(f"{PREFIX}/consumers/{seg(made.id)}", notice="created")
 
 
 def _consumer_view(
-    request: web.Request, data: pages.ConsumerPage, status: int = 200, **extra: Any
+    request: web.Request,
+    data: pages.ConsumerPage,
+    errors: list[str] | None = None,
+    values: dict[str, str] | None = None,
 ) -> web.Response:
-    form = {"name": "", "redirect_uris": "", **extra.pop("values", {})}
-    label = data.consumer.username or data.consumer.custom_id or data.consumer.id
+    """The consumer, and the application form as typed with its problems (400) when given
+    back."""
     return render(
         request,
         "consumer.html",
-        status,
-        title=f"Consumer {label}",
+        400 if errors else 200,
+        title=f"Consumer {pages.name_of(data.consumer)}",
         section="consumers",
         data=data,
-        form=form,
-        **extra,
+        form={"name": "", "redirect_uris": "", **(values or {})},
+        errors=errors or [],
     )
 
 
 async def consumer(request: web.Request) -> web.Response:
     data = await pages.consumer_page(console(request).context.store, request.match_info["c"])
     return _consumer_view(request, data)
-
-
-def _name(consumer: Any) -> str:
-    return str(consumer.username or consumer.custom_id or consumer.id)
 
 
 async def confirm_delete_consumer(request: web.Request) -> web.Response:
@@ -344,7 +342,7 @@ async def confirm_delete_consumer(request: web.Request) -> web.Response:
         "confirm.html",
         title="Delete consumer",
         section="consumers",
-        question=f"Delete consumer {_name(found)}?",
+        question=f"Delete consumer {pages.name_of(found)}?",
         detail="Its applications and their tokens are deleted with it.",
         action=f"{PREFIX}/consumers/{seg(found.id)}/delete",
         button="Delete",
@@ -359,12 +357,12 @@ async def delete_consumer(request: web.Request) -> web.StreamResponse:
 
 
 def _secret_page(
-    request: web.Request, made: Any, secret: str | None, heading: str, status: int = 200
+    request: web.Request, made: Credential, secret: str | None, heading: str
 ) -> web.Response:
+    """The application with its new secret: the one page that shows a secret (once)."""
     return render(
         request,
         "secret.html",
-        status,
         title=heading,
         section="consumers",
         app=made,
@@ -379,23 +377,23 @@ async def create_application(request: web.Request) -> web.StreamResponse:
     name, uris = field(request, "name"), field(request, "redirect_uris")
     try:
         made, secret = await pages.create_application(c, key, name, uris)
+    except NotFound:
+        raise
     except AdminError as exc:
-        if isinstance(exc, NotFound):
-            raise
         data = await pages.consumer_page(c.store, key)
-        return _consumer_view(
-            request,
-            data,
-            400 if exc.status < 500 else exc.status,
-            errors=pages.messages(exc, pages.APPLICATION_LABELS),
-            values={"name": name, "redirect_uris": uris},
-        )
+        errors = pages.messages(exc, pages.APPLICATION_LABELS)
+        return _consumer_view(request, data, errors, {"name": name, "redirect_uris": uris})
     request[CREATED] = made.id
     return _secret_page(request, made, secret, "Application created")
 
 
 def _app_action(
-    request: web.Request, consumer: Any, app: Any, verb: str, question: str, detail: str
+    request: web.Request,
+    consumer: Consumer,
+    app: Credential,
+    verb: str,
+    question: str,
+    detail: str,
 ) -> web.Response:
     base = f"{PREFIX}/consumers/{seg(consumer.id)}"
     return render(
@@ -445,18 +443,22 @@ async def delete_application(request: web.Request) -> web.StreamResponse:
 
 
 def _edit_page(
-    request: web.Request, consumer: Any, app: Any, uris: str, status: int = 200, **extra: Any
+    request: web.Request,
+    consumer: Consumer,
+    app: Credential,
+    uris: str,
+    errors: list[str] | None = None,
 ) -> web.Response:
     return render(
         request,
         "edit.html",
-        status,
+        400 if errors else 200,
         title=f"Redirect URIs of {app.name or app.client_id}",
         section="consumers",
         consumer=consumer,
         app=app,
         uris=uris,
-        **extra,
+        errors=errors or [],
     )
 
 
@@ -472,12 +474,12 @@ async def edit(request: web.Request) -> web.StreamResponse:
     uris = field(request, "redirect_uris")
     try:
         made = await pages.set_redirect_uris(c, m["c"], m["cred"], uris)
+    except NotFound:
+        raise
     except AdminError as exc:
-        if isinstance(exc, NotFound):
-            raise
         found_consumer, app = await pages.application(c.store, m["c"], m["cred"])
         errors = pages.messages(exc, pages.APPLICATION_LABELS)
-        return _edit_page(request, found_consumer, app, uris, 400, errors=errors)
+        return _edit_page(request, found_consumer, app, uris, errors)
     raise see_other(f"{PREFIX}/consumers/{seg(made.consumer_id)}", notice="saved")
 
 

@@ -66,6 +66,11 @@ GRANTS = (
 )
 
 
+def name_of(consumer: Consumer) -> str:
+    """How a page names a consumer: username, else custom ID, else id."""
+    return consumer.username or consumer.custom_id or consumer.id
+
+
 def when(timestamp: float | None) -> str:
     """A time as operators read it, in UTC; None: never."""
     if timestamp is None:

@@ -125,6 +125,8 @@ async def test_pages_have_no_inline_script_or_style(console: Console) -> None:
         assert " style=" not in text
         assert " on" + "click=" not in text
         assert '<script src="/ui/static/console.js" defer></script>' in text
+        # no /favicon.ico request: it would hit the admin API, a refused authentication
+        assert '<link rel="icon" href="data:,">' in text
 
 
 async def test_static_files_are_ours(console: Console) -> None:
@@ -150,6 +152,11 @@ async def test_without_a_session_a_page_sends_to_the_sign_in(console: Console, p
     await console.post("/ui/login", {"token": console.gw.admin_token, "next": path})
     again = await console.get(path)
     assert again.status == 200
+
+
+async def test_a_pasted_token_may_end_in_a_newline(console: Console) -> None:
+    reply = await console.post("/ui/login", {"token": console.gw.admin_token + "\n"})
+    assert reply.status == 303
 
 
 async def test_signing_in_goes_back_to_the_page_asked_for(console: Console) -> None:

@@ -26,6 +26,7 @@ from tests.oauth.conftest import KONG_HASH, PROVISION_KEY, consumers
 PAGES = ("/ui/", "/ui/consumers", "/ui/tokens", "/ui/config")
 NAV = ("Overview", "Consumers", "Tokens", "Configuration")
 TOKEN_ID = re.compile(r"<code>([0-9a-f-]{36})</code>")
+LINK = re.compile(r"<a [^>]*>([^<]*)</a>")
 ROW = re.compile(r'<td><a href="/ui/consumers/[0-9a-f-]{36}">([^<]*)</a></td>')
 
 
@@ -121,6 +122,10 @@ async def test_every_page_renders_for_a_full_store(
     assert ">Revoke 1 tokens</button>" in texts["/ui/tokens/revoke?application=clientid"]
     assert TOKEN_ID.search(texts["/ui/tokens?application=clientid"]) is not None
     assert "read" in texts["/ui/tokens?user=1&consumer=ClientApp"]
+    for path, html in texts.items():  # a link named like the nav's is the nav's alone
+        links = [unescape(text).casefold() for text in LINK.findall(html)]
+        for name in NAV:
+            assert sum(name.casefold() in text for text in links) == 1, (path, name)
     everything = "\n".join(texts.values())
     hidden = [*secrets.values(), c.gw.admin_token, PROVISION_KEY, KONG_HASH, "other-secret"]
     for value in hidden:
