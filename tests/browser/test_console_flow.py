@@ -4,7 +4,8 @@ Sign in by keyboard alone, create a consumer and an application, read its secret
 token with it over the proxy port, find that token in the console, revoke it, and see the proxy
 refuse it; then sign out. A second gateway whose sessions last 2 seconds shows the expiry: it is
 signed in first, so the main flow is the wait. Each page is photographed at 1280x800, and the
-overview once more at a phone's width.
+overview once more at a phone's width. Chromium must not complain on the way: a script error
+or anything the Content-Security-Policy refused (an inline style, say) fails the test.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from playwright.async_api import Browser, BrowserContext, Page, ViewportSize, expect
+from playwright.async_api import Browser, Page, ViewportSize, expect
 
 from tests.browser.conftest import Console, ConsoleFactory
 
@@ -29,10 +30,17 @@ async def shoot(page: Page, artifacts: Path, name: str, *, full_page: bool = Fal
     await page.screenshot(path=artifacts / f"{name}.png", full_page=full_page)
 
 
-async def new_page(browser: Browser) -> tuple[BrowserContext, Page]:
-    """A page in a context of its own: its own cookies, as both gateways share 127.0.0.1."""
-    context = await browser.new_context(viewport=DESKTOP)
-    return context, await context.new_page()
+async def new_page(browser: Browser, complaints: list[str]) -> Page:
+    """A page in a context of its own (its own cookies: both gateways are on 127.0.0.1) that
+    may use the clipboard; what the browser complains of (a script error, something the CSP
+    refused) goes to `complaints`."""
+    context = await browser.new_context(
+        viewport=DESKTOP, permissions=["clipboard-read", "clipboard-write"]
+    )
+    page = await context.new_page()
+    page.on("console", lambda m: complaints.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: complaints.append(str(error)))
+    return page
 
 
 async def is_focused(page: Page, selector: str) -> bool:
@@ -103,11 +111,12 @@ async def test_an_operator_finds_and_revokes_a_token_then_signs_out(
     main, short = await asyncio.gather(
         consoles("main", workers=2), consoles("short", ui_session_seconds=SHORT_SESSION)
     )
-    _, brief = await new_page(browser)
+    complaints: list[str] = []
+    brief = await new_page(browser, complaints)
     await sign_in(brief, short)
     brief_signed_in = time.monotonic()
 
-    _, page = await new_page(browser)
+    page = await new_page(browser, complaints)
     await page.goto(f"{main.ui_url}/")
     await expect(page).to_have_url(re.compile(r"/ui/login\?next=/ui/"))
     await shoot(page, artifacts, "login")
@@ -134,12 +143,14 @@ async def test_an_operator_finds_and_revokes_a_token_then_signs_out(
     )
     await page.get_by_role("button", name="Create application").click()
     await expect(page.get_by_text("This secret is shown once.")).to_be_visible()
-    await expect(page.get_by_role("button", name="Copy secret")).to_be_visible()
     client_id = (await page.locator("#client-id").inner_text()).strip()
     secret = (await page.locator("#one-time-secret").inner_text()).strip()
     assert client_id, "no client id shown"
     assert len(secret) >= 20, secret
     await shoot(page, artifacts, "application-secret")
+    await page.get_by_role("button", name="Copy secret").click()
+    await expect(page.get_by_role("button", name="Copied")).to_be_visible()
+    assert await page.evaluate("navigator.clipboard.readText()") == secret
 
     await page.reload()  # an operator's F5: neither the secret again nor a second application
     await expect(page.locator("#one-time-secret")).to_have_count(0)
@@ -206,6 +217,7 @@ async def test_an_operator_finds_and_revokes_a_token_then_signs_out(
     await expect(brief.get_by_text(EXPIRED)).to_be_visible()
     await shoot(brief, artifacts, "session-expired")
 
+    assert complaints == []
     written = {(e["entity"], e["outcome"]) for e in main.audit() if e["client"] == "console"}
     made = {("consumer", "ok"), ("oauth2_credential", "ok"), ("oauth2_token", "ok")}
     assert made <= written, main.audit()
