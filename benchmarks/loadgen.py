@@ -1,6 +1,7 @@
 """Load generators behind one call: wrk (with a generated Lua script) when installed, else the
 built-in aiohttp generator (`benchmarks.aioload`), both as processes pinned to the generator's
-cores. Open-loop runs, streams and idle connections always use the built-in one.
+cores. Open-loop runs and idle connections always use the built-in one; streams use curl when
+installed, else the built-in one.
 
 wrk is closed-loop (each connection waits for its answer before sending the next request), so
 its latencies under saturation are queueing delays at that concurrency; the open-loop runs at
@@ -332,7 +333,11 @@ def run_stream(
     cpus: Sequence[int],
     token: str | None,
 ) -> LoadResult:
-    """One download or upload of `size` bytes with the built-in client."""
+    """One download or upload of `size` bytes: with curl when installed (C and OpenSSL: the
+    Python client shared the generator core with the backend and was the bottleneck of every
+    target), else with the built-in client."""
+    if shutil.which("curl") is not None:
+        return _curl_stream(url, direction, size, procs, workdir, cpus, token)
     doc = {"mode": direction, "url": url, "size": size, "tokens": [token] if token else []}
     spec_file = workdir / f"stream-{direction}.json"
     spec_file.write_text(json.dumps(doc))
@@ -340,6 +345,53 @@ def run_stream(
     data = _parse(_run(procs, f"stream-{direction}", command, cpus, 600))
     verb = "GET" if direction == "download" else "POST"
     return _from_builtin(data, "builtin-stream", f"python -m benchmarks.aioload  # {verb} {url}")
+
+
+def _curl_stream(
+    url: str,
+    direction: str,
+    size: int,
+    procs: Processes,
+    workdir: Path,
+    cpus: Sequence[int],
+    token: str | None,
+) -> LoadResult:
+    """curl streams the body from a sparse file (the kernel hands out zero pages) or to
+    /dev/null; `-w %{json}` reports the status, byte counts and time; the sink's answer says
+    how many bytes reached the backend."""
+    answer = workdir / f"stream-{direction}.answer"
+    command = ["curl", "--silent", "--show-error", "--insecure", "--http1.1", "-w", "%{json}"]
+    command += ["-H", f"Authorization: Bearer {token}"] if token else []
+    if direction == "upload":
+        source = workdir / "stream-upload.bin"
+        with source.open("wb") as f:
+            f.truncate(size)
+        command += ["-X", "POST", "-T", str(source), "-H", "Expect:"]
+        command += ["-H", "Content-Type: application/octet-stream", "-o", str(answer)]
+    else:
+        command += ["-o", "/dev/null"]
+    data = json.loads(_run(procs, f"stream-{direction}", [*command, url], cpus, 600))
+    status = int(data["http_code"])
+    if direction == "upload":
+        moved = int(data["size_upload"])
+        try:
+            received = int(json.loads(answer.read_bytes())["received"])
+        except (OSError, ValueError, KeyError, TypeError):
+            received = -1
+    else:
+        moved = received = int(data["size_download"])
+    seconds = float(data["time_total"])
+    return LoadResult(
+        tool="curl",
+        command=" ".join([*command, url]).replace(token or "\0", "$TOKEN"),
+        duration_s=seconds,
+        responses=1,
+        socket_errors=0 if status else 1,
+        statuses={str(status): 1},
+        percentiles=[(p, round(seconds * 1000, 3)) for p in GRID],
+        bytes=moved,
+        extra={"received": received, "complete": status == 200 and received == size},
+    )
 
 
 @contextmanager

@@ -4,8 +4,8 @@ against any of them. Leaving it stops every process it started, whatever happene
 
 Backends: throughput scenarios use the static backend (nginx serving a fixed JSON body when
 installed, else `baselines/static_backend.py`), which costs nearly nothing, so that it never
-sets the pace; the stream scenario uses the sample backend (`edgeauth.sample_backend`), which
-has the large bodies and the upload sink.
+sets the pace; the stream scenario uses `baselines/static_backend.py` always, for its zero-byte
+downloads and its counting upload sink.
 
 Layout (pinning): with more than one core, the generator and the backends share the first
 half of the cores and the server under test (edgeauth, nginx, the floor and naive proxies, or
@@ -50,7 +50,7 @@ PROTECTED_PATH = "/api/events"  # through the protected route, to the backend's 
 PUBLIC_PATH = "/public/events"  # through the public route, to the same /api/events
 TOKEN_PATH = "/api/oauth2/token"
 STATIC = "static"  # the backend of the throughput scenarios: fixed JSON, nearly free
-SAMPLE = "sample"  # edgeauth.sample_backend: large bodies, the upload sink
+BYTES = "bytes"  # baselines/static_backend.py whatever is installed: downloads, the upload sink
 ACCESS_LOG = "access.log"  # the gateways log to this file in their directory, as users run them
 
 
@@ -275,21 +275,18 @@ class Bench:
         self.procs.close()
 
     def backend(self, kind: str = STATIC) -> Server:
-        """The static or the sample backend, on the generator's cores (started on first use)."""
+        """The static or the bytes backend, on the generator's cores (started on first use)."""
         if kind in self.backends:
             return self.backends[kind]
         port = free_port()
-        if kind == SAMPLE:
-            name = "edgeauth.sample_backend (aiohttp)"
-            command = [sys.executable, "-m", "edgeauth.sample_backend", "--port", str(port)]
-        elif self.static == "nginx":
+        if kind == STATIC and self.static == "nginx":
             name = f"nginx {nginx_baseline.version()} serving a fixed JSON body"
             prefix = self.workdir / "static-nginx"
             conf = nginx_baseline.write_static_config(prefix, port=port, body=static_backend.BODY)
             self.configs["nginx.conf (static backend)"] = conf.read_text()
             command = nginx_baseline.command(prefix, conf)
         else:
-            name = "benchmarks.baselines.static_backend (uvloop + httptools, fixed JSON)"
+            name = "benchmarks.baselines.static_backend (uvloop + httptools, JSON, bytes, sink)"
             command = [sys.executable, "-m", "benchmarks.baselines.static_backend"]
             command += ["--port", str(port)]
         proc = self.procs.start(f"backend-{kind}", command, cpus=self.layout.backend)

@@ -1,6 +1,7 @@
 """5. stream: one big download and one big upload through each target (1 GiB each in the quick
-and full profiles): MB/s, and how much the server's RSS grew while streaming. The sample
-backend serves the bytes and counts the upload (the static backend has neither).
+and full profiles): MB/s, and how much the server's RSS grew while streaming. curl is the
+client and the bytes backend (`baselines/static_backend.py`) serves the download from one
+pre-built block and counts the upload, so neither end sets the pace on the generator core.
 
 Each target first streams WARM bytes each way, unmeasured, as idle.py opens connections
 before it counts: the first stream of a fresh process pays one-off costs (the allocator's heap
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from benchmarks.loadgen import run_stream
 from benchmarks.results import ScenarioResult, ratio
-from benchmarks.runner import SAMPLE, Bench, Server
+from benchmarks.runner import BYTES, Bench, Server
 from benchmarks.scenarios.common import baselines
 
 NAME = "stream"
@@ -30,8 +31,8 @@ def _warm(bench: Bench, target: Server) -> None:
 
 
 def run(bench: Bench, result: ScenarioResult) -> None:
-    with bench.gateway(workers=1, backend=SAMPLE) as gw:
-        targets = baselines(bench, result, gw, SAMPLE)
+    with bench.gateway(workers=1, backend=BYTES) as gw:
+        targets = baselines(bench, result, gw, BYTES)
         for target in targets:
             _warm(bench, target)
         result.notes.append(

@@ -6,6 +6,7 @@ and wrk are used when installed and skipped otherwise."""
 from __future__ import annotations
 
 import json
+import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,7 +19,7 @@ from benchmarks.__main__ import main as bench_main
 from benchmarks.__main__ import run
 from benchmarks.baselines import nginx, static_backend
 from benchmarks.profiles import SMOKE
-from benchmarks.runner import SAMPLE, Bench, Server
+from benchmarks.runner import BYTES, Bench, Server
 from benchmarks.scenarios import SCENARIOS
 from benchmarks.scenarios.proxy import MYPYC
 from benchmarks.targets import GOALS
@@ -140,6 +141,15 @@ def test_each_scenario_produces_a_result(record: dict[str, Any], name: str) -> N
         assert bool(check["miss"]) == (check["ok"] is False and bool(check["key"]))
 
 
+def test_every_stream_moves_all_its_bytes_with_curl_when_installed(
+    record: dict[str, Any],
+) -> None:
+    scenario = next(s for s in record["scenarios"] if s["name"] == "stream")
+    client = "curl" if shutil.which("curl") else "builtin-stream"
+    for m in scenario["measurements"]:
+        assert (m["tool"], m["errors"], m["extra"]["complete"]) == (client, 0, True), m
+
+
 def test_every_target_of_the_issue_is_judged(record: dict[str, Any]) -> None:
     judged = {c["key"] for s in record["scenarios"] for c in s["checks"]}
     # overload's fast-503 check needs 503s, which the smoke flood may not provoke
@@ -217,9 +227,12 @@ def test_the_builtin_closed_loop_generator() -> None:
     assert {m["tool"] for m in scenario["measurements"]} == {"builtin"}
 
 
-def _get(server: Server, bench: Bench, token: str | None) -> tuple[int, bytes]:
+def _get(
+    server: Server, bench: Bench, token: str | None, path: str = "/api/events", body: bytes = b""
+) -> tuple[int, bytes]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    request = urllib.request.Request(server.url("/api/events"), headers=headers)  # noqa: S310
+    data = body or None  # a body makes it a POST
+    request = urllib.request.Request(server.url(path), data, headers=headers)  # noqa: S310
     context = bench.client_ssl if server.base_url.startswith("https") else None
     try:
         with urllib.request.urlopen(request, context=context, timeout=10) as resp:  # noqa: S310
@@ -240,8 +253,9 @@ def test_the_floor_proxy_and_the_static_backend_answer(static: str, tmp_path: Pa
         assert _get(floor, bench, floor.token) == (200, static_backend.BODY)
         assert _get(floor, bench, "not-a-token")[0] == 401
         assert _get(floor, bench, None)[0] == 401
-        sample = bench.floor(SAMPLE)  # in front of the sample backend: its real answers
-        assert _get(sample, bench, sample.token) == (200, static_backend.BODY)
+        direct = bench.direct(BYTES)
+        assert _get(direct, bench, None, "/api/bytes/5") == (200, bytes(5))
+        assert _get(direct, bench, None, "/api/sink", b"1234567") == (200, b'{"received":7}')
 
 
 def test_the_wrk_script_counts_statuses_and_reports_json(tmp_path: Path) -> None:
