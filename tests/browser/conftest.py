@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, async_playwright, expect
 
 from edgeauth import tls
 from tests.conftest import Backend, ServeProcess, write_config
@@ -28,6 +28,9 @@ from tests.oauth.conftest import events_service
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+# How long a page, an element or a URL may take to come: Playwright's 5 s default, tripled for
+# a suite that runs 4 files at once on 2 cores. Passing runs never wait for it.
+PATIENCE_MS = 15_000
 FAILED = pytest.StashKey[bool]()
 
 
@@ -57,6 +60,7 @@ async def browser(request: pytest.FixtureRequest, artifacts: Path) -> AsyncItera
         if os.environ.get("EDGEAUTH_REQUIRE_BROWSER") == "1":
             pytest.fail(f"EDGEAUTH_REQUIRE_BROWSER=1 and {missing}")
         pytest.skip(missing)
+    expect.set_options(timeout=PATIENCE_MS)
     async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(executable_path=CHROMIUM)
         try:

@@ -18,7 +18,7 @@ from pathlib import Path
 import aiohttp
 from playwright.async_api import Browser, Page, ViewportSize, expect
 
-from tests.browser.conftest import Console, ConsoleFactory
+from tests.browser.conftest import PATIENCE_MS, Console, ConsoleFactory
 
 DESKTOP = ViewportSize(width=1280, height=800)
 PHONE = ViewportSize(width=390, height=844)
@@ -37,6 +37,7 @@ async def new_page(browser: Browser, complaints: list[str]) -> Page:
     context = await browser.new_context(
         viewport=DESKTOP, permissions=["clipboard-read", "clipboard-write"]
     )
+    context.set_default_timeout(PATIENCE_MS)
     page = await context.new_page()
     page.on("console", lambda m: complaints.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda error: complaints.append(str(error)))
