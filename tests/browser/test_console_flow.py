@@ -16,7 +16,14 @@ import time
 from pathlib import Path
 
 import aiohttp
-from playwright.async_api import Browser, Page, ViewportSize, expect
+from playwright.async_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Response,
+    ViewportSize,
+    expect,
+)
 
 from tests.browser.conftest import PATIENCE_MS, Console, ConsoleFactory
 
@@ -33,15 +40,29 @@ async def shoot(page: Page, artifacts: Path, name: str, *, full_page: bool = Fal
 async def new_page(browser: Browser, complaints: list[str]) -> Page:
     """A page in a context of its own (its own cookies: both gateways are on 127.0.0.1) that
     may use the clipboard; what the browser complains of (a script error, something the CSP
-    refused) goes to `complaints`."""
+    refused, a part of a page missing) goes to `complaints`."""
     context = await browser.new_context(
         viewport=DESKTOP, permissions=["clipboard-read", "clipboard-write"]
     )
     context.set_default_timeout(PATIENCE_MS)
     page = await context.new_page()
-    page.on("console", lambda m: complaints.append(m.text) if m.type == "error" else None)
+    page.on("console", lambda message: complain_of(message, complaints))
     page.on("pageerror", lambda error: complaints.append(str(error)))
+    page.on("response", lambda response: failed_part(response, complaints))
     return page
+
+
+def complain_of(message: ConsoleMessage, complaints: list[str]) -> None:
+    """An error in the browser's console, but for a page's own status, which is the flow's to
+    judge (Chromium logs "Failed to load resource" for a 4xx page as for any 4xx)."""
+    if message.type == "error" and not message.text.startswith("Failed to load resource"):
+        complaints.append(message.text)
+
+
+def failed_part(response: Response, complaints: list[str]) -> None:
+    """A stylesheet, a script or an icon a page asked for and did not get."""
+    if response.status >= 400 and response.request.resource_type != "document":
+        complaints.append(f"{response.status} {response.url}")
 
 
 async def is_focused(page: Page, selector: str) -> bool:
