@@ -10,7 +10,8 @@ Rule 2: every POST but the sign-in must carry the session's CSRF token in its `c
 and a POST whose Origin header is present must come from this listener's origin; else 403.
 Rule 3: every response under /ui/ carries HEADERS (a CSP without inline script or style, no
 framing, no caching, no referrer off the console); the cookie is HttpOnly, SameSite=Strict,
-Path=/ui/, Secure when the admin listener has TLS.
+Path=/ui/, Secure when the admin listener has TLS, and outlives its session (session.py
+Rule 4) so that an expired one is told from none.
 Rule 4: a problem with what was typed gives the same page back (400) with the form as typed
 and a sentence per problem, nothing written; no error reaches the browser as a stack trace.
 Rule 5: writes are logged by the admin audit trail like the API's (admin/trail.py), as the
@@ -232,7 +233,7 @@ async def login(request: web.Request) -> web.Response:
     response.set_cookie(
         session.COOKIE,
         value,
-        max_age=c.lifetime,
+        max_age=session.cookie_max_age(c.lifetime),
         path=f"{PREFIX}/",
         secure=c.secure,
         httponly=True,
