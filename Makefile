@@ -29,15 +29,22 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[bench]'
 	touch $@
 
-# Benchmarks: installs wrk and nginx from the OS packages when missing and possible (tolerating
-# failure: the harness falls back to its own load generator and skips the nginx baseline), then
-# runs the quick profile. BENCH_ARGS="--full" or "--scenario proxy" and so on.
+# Benchmarks: installs wrk and nginx from the OS packages when missing and possible, then
+# nginx's stream module (libnginx-mod-stream, for stream-tcp) when this nginx lacks it
+# (tolerating failure: the harness falls back to its own load generator and skips the nginx
+# baselines it cannot run), then runs the quick profile. BENCH_ARGS="--full" or
+# "--scenario proxy" and so on.
 bench: $(VENV)/.installed-bench
 	@command -v wrk >/dev/null 2>&1 && { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
 	  { $$SUDO apt-get update -qq && \
 	    { $$SUDO apt-get install -y -qq wrk nginx-light || $$SUDO apt-get install -y -qq wrk nginx; }; \
 	  } >/dev/null 2>&1 || echo "bench: could not install wrk/nginx; going on without them"; }
+	@$(BIN)/python -c 'from benchmarks.baselines import nginx; raise SystemExit(nginx.binary() is not None and nginx.stream_module() is None)' || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); \
+	  { $$SUDO apt-get install -y -qq libnginx-mod-stream || \
+	    { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libnginx-mod-stream; }; \
+	  } >/dev/null 2>&1 || echo "bench: could not install libnginx-mod-stream; stream-tcp goes on without nginx"; }
 	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 # The optional mypyc build of the hot modules (issue 17): a copy of edgeauth/ with those modules

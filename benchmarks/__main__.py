@@ -24,7 +24,7 @@ from typing import Any
 
 from benchmarks import mypyc_build, report
 from benchmarks.procs import raise_fd_limit
-from benchmarks.profiles import FULL, QUICK, Profile
+from benchmarks.profiles import FULL, GIB, QUICK, Profile
 from benchmarks.runner import Bench, progress, run_scenario
 from benchmarks.scenarios import SCENARIOS
 
@@ -134,12 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.list:
         for scenario in SCENARIOS.values():
-            sys.stdout.write(f"{scenario.name:<9} {scenario.description}\n")
+            sys.stdout.write(f"{scenario.name:<10} {scenario.description}\n")
         return 0
     signal.signal(signal.SIGTERM, _terminate)
     profile = FULL if args.full else QUICK
     if args.duration:
         profile = replace(profile, duration=args.duration)
+    if args.scenario and "stream-tcp" in args.scenario:
+        profile = replace(profile, tcp_stream_bytes=GIB)  # named: the 1 GiB
     names = args.scenario or list(SCENARIOS)
     line = "python -m benchmarks " + shlex.join(sys.argv[1:] if argv is None else argv)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -42,7 +42,8 @@ def _ssl(spec: dict[str, Any]) -> ssl.SSLContext | bool:
     return ctx
 
 
-def _percentiles(samples: list[float]) -> list[list[float]]:
+def percentiles(samples: list[float]) -> list[list[float]]:
+    """(percentile, ms) on GRID, nearest rank."""
     if not samples:
         return []
     ordered = sorted(samples)
@@ -82,8 +83,8 @@ class Recorder:
             "bytes": self.bytes,
             "socket_errors": self.socket_errors,
             "statuses": {str(k): len(v) for k, v in sorted(self.samples.items())},
-            "percentiles": _percentiles(every),
-            "by_status": {str(k): _percentiles(v) for k, v in sorted(self.samples.items())},
+            "percentiles": percentiles(every),
+            "by_status": {str(k): percentiles(v) for k, v in sorted(self.samples.items())},
             "mean_ms": round(sum(every) / len(every), 4) if every else 0.0,
             "max_ms": round(max(every), 4) if every else 0.0,
             **extra,

@@ -61,10 +61,12 @@ class LoadResult:
 
     def expected(self, expect: Sequence[int]) -> int:
         """Responses whose status is one of `expect` (wrk without status counting only
-        knows below 400 and from 400 up)."""
+        knows below 400 and from 400 up; raw TCP exchanges, benchmarks.tcpload, are "ok")."""
         total = 0
         for status, count in self.statuses.items():
-            if status.isdigit():
+            if status == "ok":
+                hit = True
+            elif status.isdigit():
                 hit = int(status) in expect
             elif status == "<400":
                 hit = any(code < 400 for code in expect)
@@ -303,7 +305,16 @@ def _from_builtin(data: dict[str, Any], tool: str, command: str) -> LoadResult:
         extra={
             k: v
             for k, v in data.items()
-            if k in ("mode", "scheduled", "dropped", "received", "complete", "mb_per_s")
+            if k
+            in (
+                "mode",
+                "scheduled",
+                "dropped",
+                "received",
+                "complete",
+                "mb_per_s",
+                "client_cpu_percent",
+            )
         },
     )
 
@@ -394,6 +405,24 @@ def _curl_stream(
     )
 
 
+def run_tcp(
+    doc: dict[str, Any], procs: Processes, workdir: Path, cpus: Sequence[int]
+) -> LoadResult:
+    """One run of the raw TCP/TLS client (benchmarks.tcpload): a stream `up` or `down`, or
+    new connections (`connect`)."""
+    spec_file = workdir / f"tcp-{doc['mode']}.json"
+    spec_file.write_text(json.dumps(doc))
+    command = [sys.executable, "-m", "benchmarks.tcpload", str(spec_file)]
+    timeout = 600 + float(doc.get("duration", 0)) + float(doc.get("warmup", 0))
+    data = _parse(_run(procs, f"tcp-{doc['mode']}", command, cpus, timeout))
+    shown = f"python -m benchmarks.tcpload  # {doc['mode']} {doc['url']}"
+    if doc["mode"] == "connect":
+        shown += f", {doc['connections']} clients: connect, TLS handshake, 16-byte echo, close"
+    else:
+        shown += f", {doc['size']} bytes"
+    return _from_builtin(data, f"tcpload-{doc['mode']}", shown)
+
+
 @contextmanager
 def idle_connections(
     url: str,
@@ -446,6 +475,7 @@ __all__ = [
     "quantile",
     "run_load",
     "run_stream",
+    "run_tcp",
     "summarize",
     "wrk_version",
 ]

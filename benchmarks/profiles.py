@@ -25,6 +25,9 @@ class Profile:
     overload_cap: int  # max_inflight_requests of the shedding variant
     prefill_tokens: int  # tokens in the store of issue's pre-filled variant (issue 17: 5 M)
     shutdown_grace: float = 10.0
+    # bytes up and down per stream-tcp round (issue 18: 1 GiB); quick: less, unless the
+    # scenario is named (`--scenario stream-tcp`), see benchmarks.__main__
+    tcp_stream_bytes: int = GIB
 
     def shorter(self, duration: float) -> Profile:
         return replace(self, duration=duration)
@@ -45,6 +48,7 @@ QUICK = Profile(
     overload_connections=256,
     overload_cap=64,
     prefill_tokens=200_000,
+    tcp_stream_bytes=256 * MIB,
 )
 
 FULL = Profile(
@@ -80,6 +84,7 @@ SMOKE = Profile(
     overload_cap=2,
     prefill_tokens=1_000,
     shutdown_grace=5.0,
+    tcp_stream_bytes=MIB,
 )
 
 PROFILES = {p.name: p for p in (QUICK, FULL, SMOKE)}

@@ -243,12 +243,14 @@ def check_lines(record: dict[str, Any]) -> list[str]:
     n/a and why), the other ratios and checks, and the runs the generator saturated."""
     scenarios = {s["name"]: s for s in record["scenarios"]}
     checks = [c for s in record["scenarios"] for c in s["checks"]]
-    lines = [f"Headline: {headline(record)}", "", "Targets (issue 17):"]
-    for goal in GOALS.values():
-        found = [c for c in checks if c.get("key") == goal.key]
-        lines += [_judged(c, goal) for c in found]
-        if not found:
-            lines.append(f"  n/a  {goal.text} ({goal.goal}): {_why_not(goal, scenarios)}")
+    lines = [f"Headline: {headline(record)}"]
+    for issue in sorted({goal.issue for goal in GOALS.values()}):
+        lines += ["", f"Targets (issue {issue}):"]
+        for goal in (g for g in GOALS.values() if g.issue == issue):
+            found = [c for c in checks if c.get("key") == goal.key]
+            lines += [_judged(c, goal) for c in found]
+            if not found:
+                lines.append(f"  n/a  {goal.text} ({goal.goal}): {_why_not(goal, scenarios)}")
     lines += ["", "Ratios:"]
     for scenario in record["scenarios"]:
         for key, value in scenario["summary"].items():
@@ -316,9 +318,13 @@ def _backend_lines(record: dict[str, Any]) -> list[str]:
     if not backends:
         return []
     lines = ["Backends (on the generator's cores; never the server under test's):", ""]
+    uses = {
+        "static": "every HTTP scenario but stream",
+        "bytes": "stream (large bodies, sink)",
+        "tcp": "stream-tcp (the upstream of the TLS streams)",
+    }
     for kind, name in backends.items():
-        used = "every scenario but stream" if kind == "static" else "stream (large bodies, sink)"
-        lines.append(f"- {kind}: {name}, used by {used}")
+        lines.append(f"- {kind}: {name}, used by {uses.get(kind, kind)}")
     return [*lines, ""]
 
 

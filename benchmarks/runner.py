@@ -5,7 +5,8 @@ against any of them. Leaving it stops every process it started, whatever happene
 Backends: throughput scenarios use the static backend (nginx serving a fixed JSON body when
 installed, else `baselines/static_backend.py`), which costs nearly nothing, so that it never
 sets the pace; the stream scenario uses `baselines/static_backend.py` always, for its zero-byte
-downloads and its counting upload sink.
+downloads and its counting upload sink; stream-tcp a raw TCP sink, source and echo
+(`baselines/tcp_upstream.py`), behind TLS-terminating TCP relays.
 
 Layout (pinning): with more than one core, the generator and the backends share the first
 half of the cores and the server under test (edgeauth, nginx, the floor and naive proxies, or
@@ -51,6 +52,7 @@ PUBLIC_PATH = "/public/events"  # through the public route, to the same /api/eve
 TOKEN_PATH = "/api/oauth2/token"
 STATIC = "static"  # the backend of the throughput scenarios: fixed JSON, nearly free
 BYTES = "bytes"  # baselines/static_backend.py whatever is installed: downloads, the upload sink
+TCP = "tcp"  # baselines/tcp_upstream.py: raw TCP sink, source and echo (stream-tcp)
 ACCESS_LOG = "access.log"  # the gateways log to this file in their directory, as users run them
 
 
@@ -164,10 +166,12 @@ def gateway_doc(
     server: dict[str, Any] | None = None,
     cache: dict[str, Any] | None = None,
     store: dict[str, Any] | None = None,
+    streams: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The benchmark configuration: a protected route /api and a public route /public to the
-    same backend, one consumer and application, access log as asked."""
-    return {
+    same backend, one consumer and application, access log as asked, and `streams` (the
+    [[streams]] tables) when given."""
+    doc: dict[str, Any] = {
         "server": {
             "listen": f"127.0.0.1:{port}",
             "workers": workers,
@@ -220,6 +224,9 @@ def gateway_doc(
             }
         ],
     }
+    if streams:
+        doc["streams"] = streams
+    return doc
 
 
 def progress(text: str) -> None:
@@ -279,7 +286,13 @@ class Bench:
         if kind in self.backends:
             return self.backends[kind]
         port = free_port()
-        if kind == STATIC and self.static == "nginx":
+        scheme = "http"
+        if kind == TCP:
+            name = "benchmarks.baselines.tcp_upstream (uvloop, raw TCP sink, source and echo)"
+            command = [sys.executable, "-m", "benchmarks.baselines.tcp_upstream"]
+            command += ["--port", str(port)]
+            scheme = "tcp"
+        elif kind == STATIC and self.static == "nginx":
             name = f"nginx {nginx_baseline.version()} serving a fixed JSON body"
             prefix = self.workdir / "static-nginx"
             conf = nginx_baseline.write_static_config(prefix, port=port, body=static_backend.BODY)
@@ -291,7 +304,7 @@ class Bench:
             command += ["--port", str(port)]
         proc = self.procs.start(f"backend-{kind}", command, cpus=self.layout.backend)
         wait_port(port, proc)
-        self.backends[kind] = Server("direct", f"http://127.0.0.1:{port}", [proc])
+        self.backends[kind] = Server("direct", f"{scheme}://127.0.0.1:{port}", [proc])
         self.backend_names[kind] = name
         return self.backends[kind]
 
@@ -318,6 +331,51 @@ class Bench:
         wait_port(port, proc)
         self._baselines["nginx", backend] = Server("nginx", f"https://127.0.0.1:{port}", [proc])
         return self._baselines["nginx", backend]
+
+    def nginx_stream(self) -> Server:
+        """nginx's `stream {}` module terminating TLS in front of the TCP upstream (started on
+        first use); Skip if nginx or its stream module is not installed."""
+        if ("nginx", TCP) in self._baselines:
+            return self._baselines["nginx", TCP]
+        if nginx_baseline.binary() is None:
+            raise Skip("nginx is not installed (make bench installs it when it can)")
+        if nginx_baseline.stream_module() is None:
+            raise Skip(
+                "nginx has no stream module with TLS (libnginx-mod-stream; make bench installs "
+                "it when it can)"
+            )
+        port = free_port()
+        prefix = self.workdir / "nginx-stream"
+        conf = nginx_baseline.write_stream_config(
+            prefix,
+            port=port,
+            upstream_port=self.backend(TCP).address_port,
+            cert_file=self.certs.cert_file,
+            key_file=self.certs.key_file,
+            workers=max(1, len(self.layout.server)),
+        )
+        self.configs["nginx.conf (stream, TLS to the TCP upstream)"] = conf.read_text()
+        proc = self.procs.start(
+            "nginx-stream", nginx_baseline.command(prefix, conf), cpus=self.layout.server
+        )
+        wait_port(port, proc)
+        self._baselines["nginx", TCP] = Server("nginx", f"tls://127.0.0.1:{port}", [proc])
+        return self._baselines["nginx", TCP]
+
+    def floor_stream(self) -> Server:
+        """The floor TLS relay in front of the TCP upstream (started on first use)."""
+        if ("floor", TCP) in self._baselines:
+            return self._baselines["floor", TCP]
+        port = free_port()
+        command = [
+            *(sys.executable, "-m", "benchmarks.baselines.floor_stream", "--port", str(port)),
+            *("--upstream", self.backend(TCP).base_url),
+            *("--cert", str(self.certs.cert_file), "--key", str(self.certs.key_file)),
+        ]
+        proc = self.procs.start("floor-stream", command, cpus=self.layout.server)
+        wait_port(port, proc)
+        self._baselines["floor", TCP] = Server("floor", f"tls://127.0.0.1:{port}", [proc])
+        return self._baselines["floor", TCP]
 
     def naive(self, backend: str = STATIC) -> Server:
         """The naive aiohttp proxy (started on first use) with a token of its own."""
@@ -362,11 +420,13 @@ class Bench:
         store: dict[str, Any] | None = None,
         backend: str = STATIC,
         tree: Path | None = None,
+        streams: list[dict[str, Any]] | None = None,
     ) -> Iterator[Gateway]:
         """A fresh `edgeauth serve` (own directory, store and ports) in front of `backend`,
         logging each request to a file unless `access_log` is "off"; stopped on leaving.
         `tree`: run the edgeauth package in that directory (a mypyc build or its pure twin,
-        benchmarks/mypyc_build.py) instead of this checkout's."""
+        benchmarks/mypyc_build.py) instead of this checkout's. `streams`: [[streams]] tables
+        (each listener is waited for, as the HTTP one is)."""
         self._gateways += 1
         directory = self.workdir / f"gateway-{self._gateways}"
         directory.mkdir(parents=True)
@@ -384,6 +444,7 @@ class Bench:
             server=server,
             cache=cache,
             store=store,
+            streams=streams,
         )
         config = directory / "config.toml"
         config.write_text(tomli_w.dumps(doc))
@@ -393,6 +454,7 @@ class Bench:
         variant += [] if backend == STATIC else [f"{backend} backend"]
         variant += [] if command is None else [" ".join(command[1:3])]
         variant += [] if tree is None else [f"from {tree.relative_to(tree.parent.parent)}"]
+        variant += [f"{len(streams)} stream(s)"] if streams else []
         self.configs.setdefault(f"edgeauth ({', '.join(variant)})", config.read_text())
         cpus = self.layout.server if pinned else ()
         argv = list(command) if command else [sys.executable, "-m", "edgeauth", "serve"]
@@ -415,6 +477,8 @@ class Bench:
                 ssl_context=self.client_ssl,
             )
             self._await_gateway(gw, proc, admin=command is None)
+            for stream in streams or []:
+                wait_port(urllib.parse.urlsplit(f"//{stream['listen']}").port or 0, proc)
             gw.token = gw.mint_token()
             yield gw
         finally:
@@ -496,6 +560,51 @@ class Bench:
         )
         return m
 
+    def tcp_stream(self, target: Server, direction: str, size: int) -> Measurement:
+        """One raw stream of `size` bytes `up` or `down` through `target` (benchmarks.tcpload);
+        an incomplete one counts as an error."""
+        doc = {"mode": direction, "url": target.base_url, "size": size}
+        with self._as_server_under_test(target, self.layout):
+            watch = Watch(target.pids).start()
+            result = loadgen.run_tcp(doc, self.procs, self.workdir, self.layout.generator)
+            usage = watch.stop()
+        spec = loadgen.LoadSpec(url=target.base_url, duration=result.duration_s, connections=1)
+        m = self._measurement(
+            target.name, f"{direction} {_size(size)}", spec, result, usage, self.layout
+        )
+        m.mb_per_s = round(result.bytes / result.duration_s / 1e6, 1) if result.duration_s else 0
+        m.latency = None  # one stream: its duration is in duration_s
+        m.extra["complete"] = bool(result.extra.get("complete"))
+        self.say(
+            f"  {target.name:<9} {m.label}: {m.mb_per_s:,.0f} MB/s, RSS "
+            f"{m.rss_start_mib} -> {m.rss_peak_mib} MiB{_generator_note(m)}"
+        )
+        return m
+
+    def tcp_connections(
+        self, target: Server, label: str, clients: int, seconds: float
+    ) -> Measurement:
+        """New TLS connections per second through `target`: `clients` loops of connect,
+        handshake, one small echo and close, for `seconds`."""
+        doc = {
+            "mode": "connect",
+            "url": target.base_url,
+            "connections": clients,
+            "duration": seconds,
+        }
+        with self._as_server_under_test(target, self.layout):
+            watch = Watch(target.pids).start()
+            result = loadgen.run_tcp(doc, self.procs, self.workdir, self.layout.generator)
+            usage = watch.stop()
+        spec = loadgen.LoadSpec(url=target.base_url, duration=seconds, connections=clients)
+        m = self._measurement(target.name, label, spec, result, usage, self.layout)
+        p99 = f", p99 {m.latency.p99:.2f} ms" if m.latency else ""
+        self.say(
+            f"  {target.name:<9} {label}: {m.rps:,.0f} connections/s{p99}, errors {m.errors}"
+            f"{_generator_note(m)}"
+        )
+        return m
+
     @contextlib.contextmanager
     def _as_server_under_test(self, target: Server, layout: Layout) -> Iterator[None]:
         """A backend moves to the server cores while it is the one measured; in an unpinned
@@ -556,6 +665,14 @@ class Bench:
                 **result.extra,
             },
         )
+
+
+def _generator_note(m: Measurement) -> str:
+    if m.generator_busy_percent is None:
+        return ""
+    return f", generator {m.generator_busy_percent:g} %" + (
+        " (saturated)" if m.generator_saturated else ""
+    )
 
 
 def _mib(kib: int) -> float:

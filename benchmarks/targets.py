@@ -1,4 +1,5 @@
-"""The targets of issue 17, in the order the report lists them, and how a miss is sized.
+"""The targets of issues 17 (performance) and 18 (stream routes), in the order the report lists
+them, and how a miss is sized.
 
 Every target is judged on `make bench` (quick profile, one worker pinned, access log on) in
 one run; a scenario records a check of target `key` with `ScenarioResult.judge`, once per
@@ -21,6 +22,7 @@ class Goal:
     limit: float
     unit: str = ""  # shown after the number: "x", " ms", " %"...
     digits: int = 2
+    issue: int = 17  # the issue that set it: the report lists the targets by issue
 
     def show(self, value: float) -> str:
         return f"{value:,.{self.digits}f}{self.unit}"
@@ -79,6 +81,17 @@ GOALS: dict[str, Goal] = {
             "≤",
             10.0,
             " ms",
+        ),
+        Goal("stream-tcp/nginx", "stream-tcp", "stream-tcp MB/s vs nginx", "≥", 0.9, "x", issue=18),
+        Goal(
+            "stream-tcp/rss",
+            "stream-tcp",
+            "stream-tcp: RSS growth of edgeauth per connection",
+            "≤",
+            2.0,
+            " MiB",
+            1,
+            issue=18,
         ),
     )
 }

@@ -17,6 +17,7 @@ from benchmarks.scenarios import (
     public,
     revoke,
     stream,
+    stream_tcp,
     workers,
 )
 
@@ -41,5 +42,6 @@ SCENARIOS: dict[str, Scenario] = {
         idle,
         workers,
         overload,
+        stream_tcp,
     )
 }

@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
+import uvloop
 
-from benchmarks import loadgen, mypyc_build, report
+from benchmarks import loadgen, mypyc_build, report, tcpload
 from benchmarks.__main__ import main as bench_main
 from benchmarks.__main__ import run
-from benchmarks.baselines import nginx, static_backend
+from benchmarks.baselines import nginx, static_backend, tcp_upstream
 from benchmarks.profiles import SMOKE
-from benchmarks.runner import BYTES, Bench, Server
+from benchmarks.runner import BYTES, TCP, Bench, Server
 from benchmarks.scenarios import SCENARIOS
 from benchmarks.scenarios.proxy import MYPYC
 from benchmarks.targets import GOALS
@@ -90,6 +92,15 @@ SUMMARY_KEYS: dict[str, set[str]] = {
     "idle": {"kib_per_connection"},
     "workers": {"workers_1_req_per_s", "workers_2_req_per_s", "scaling_factor"},
     "overload": {"cap 1024"},
+    "stream-tcp": {
+        "volume",
+        "mb_per_s",
+        "connections_per_s",
+        "rss_growth_mib_per_connection",
+        "edgeauth/floor MB/s up",
+        "edgeauth/floor MB/s down",
+        "edgeauth/floor connections/s",
+    },
 }
 # the targets each scenario measures, beyond nginx (only when installed)
 TARGETS: dict[str, set[str]] = {
@@ -100,8 +111,10 @@ TARGETS: dict[str, set[str]] = {
     "idle": {"naive", "edgeauth"},
     "invalid": {"edgeauth", "instrumented"},
     "workers": {"edgeauth-1w", "edgeauth-2w"},
+    "stream-tcp": {"direct", "floor", "edgeauth"},
 }
 NGINX = {"proxy", "stream", "idle"}
+NGINX_STREAM = nginx.binary() is not None and nginx.stream_module() is not None
 
 pytestmark = pytest.mark.timeout(600)  # one harness run: a minute or two, more when busy
 
@@ -132,7 +145,7 @@ def test_each_scenario_produces_a_result(record: dict[str, Any], name: str) -> N
     assert set(scenario["summary"]) >= SUMMARY_KEYS[name]
     targets = {m["target"] for m in scenario["measurements"]}
     expected = set(TARGETS.get(name, {"edgeauth"}))
-    if name in NGINX and nginx.binary() is not None:
+    if (name in NGINX and nginx.binary() is not None) or (name == "stream-tcp" and NGINX_STREAM):
         expected.add("nginx")
     assert targets >= expected
     for check in scenario["checks"]:
@@ -198,6 +211,29 @@ def test_the_invalid_flood_counts_store_reads(record: dict[str, Any]) -> None:
         proof = scenario["summary"][key]
         assert proof["store_reads"] >= proof["distinct_tokens_read"] > 0
         assert isinstance(proof["ok"], bool)
+
+
+def test_stream_tcp_moves_every_byte_and_judges_its_targets(record: dict[str, Any]) -> None:
+    scenario = next(s for s in record["scenarios"] if s["name"] == "stream-tcp")
+    streams = [m for m in scenario["measurements"] if m["label"].startswith(("up ", "down "))]
+    assert {m["label"] for m in streams} == {"up 1 MiB", "down 1 MiB"}
+    for m in streams:
+        assert m["extra"]["complete"], m
+        assert m["errors"] == 0, m
+        assert m["mb_per_s"] > 0
+    connects = [m for m in scenario["measurements"] if m not in streams]
+    assert {m["target"] for m in connects} == {m["target"] for m in streams} - {"direct"}
+    for m in connects:
+        assert m["errors"] == 0, m
+        assert m["latency"] is not None, m
+    assert scenario["summary"]["volume"].startswith("1 MiB each way per round")
+    for key in ("edgeauth/floor MB/s up", "edgeauth/floor connections/s"):
+        assert len(scenario["summary"][f"{key}, each round"]) == SMOKE.rounds
+        assert scenario["summary"][key] == scenario["summary"][f"{key}, each round"][0]
+    keys = [c["key"] for c in scenario["checks"]]
+    assert keys == ["stream-tcp/nginx"] * 2 + ["stream-tcp/rss"] * 2
+    growth = scenario["summary"]["rss_growth_mib_per_connection"]
+    assert isinstance(growth["up"]["edgeauth"], float)
 
 
 def test_the_report_is_written(record: dict[str, Any], tmp_path: Path) -> None:
@@ -282,3 +318,23 @@ def test_the_command_line_lists_the_scenarios(capsys: pytest.CaptureFixture[str]
     out = capsys.readouterr().out
     for name in SCENARIOS:
         assert name in out
+
+
+def test_the_tcp_upstream_and_the_floor_relay_move_every_byte(tmp_path: Path) -> None:
+    size = (3 << 20) + 7  # not a multiple of the 1 MiB blocks
+    with Bench(SMOKE, tmp_path, say=lambda text: None) as bench:
+        targets = [bench.backend(TCP), bench.floor_stream()]
+        targets += [bench.nginx_stream()] if NGINX_STREAM else []
+        for target in targets:
+            for mode in ("up", "down"):
+                found = tcpload.run_stream({"mode": mode, "url": target.base_url, "size": size})
+                assert (found["complete"], found["received"]) == (True, size), target.name
+            spec = {"mode": "connect", "url": target.base_url, "connections": 2, "duration": 0.2}
+            found = uvloop.run(tcpload.run_connect(spec))
+            assert found["responses"] > 0, target.name
+            assert found["socket_errors"] == 0, target.name
+        # anything but a known command: the upstream closes without answering
+        address = ("127.0.0.1", targets[0].address_port)
+        with socket.create_connection(address, timeout=10) as sock:
+            sock.sendall(tcp_upstream.command(b"X", 16))
+            assert sock.recv(16) == b""

@@ -10,7 +10,8 @@ Rule 2: every POST but the sign-in must carry the session's CSRF token in its `c
 and a POST whose Origin header is present must come from this listener's origin; else 403.
 Rule 3: every response under /ui/ carries HEADERS (a CSP without inline script or style, no
 framing, no caching, no referrer off the console); the cookie is HttpOnly, SameSite=Strict,
-Path=/ui/, Secure when the admin listener has TLS.
+Path=/ui/, Secure when the admin listener has TLS, and outlives its session (session.py
+Rule 4) so that an expired one is told from none.
 Rule 4: a problem with what was typed gives the same page back (400) with the form as typed
 and a sentence per problem, nothing written; no error reaches the browser as a stack trace.
 Rule 5: writes are logged by the admin audit trail like the API's (admin/trail.py), as the
@@ -232,7 +233,7 @@ async def login(request: web.Request) -> web.Response:
     response.set_cookie(
         session.COOKIE,
         value,
-        max_age=c.lifetime,
+        max_age=session.cookie_max_age(c.lifetime),
         path=f"{PREFIX}/",
         secure=c.secure,
         httponly=True,
@@ -317,7 +318,7 @@ def _consumer_view(
     values: dict[str, str] | None = None,
 ) -> web.Response:
     """The consumer, and the application form as typed with its problems (400) when given
-    back."""
+    back; the form's client id is new each time it is drawn (pages.py Rule 5)."""
     return render(
         request,
         "consumer.html",
@@ -325,7 +326,12 @@ def _consumer_view(
         title=f"Consumer {pages.name_of(data.consumer)}",
         section="consumers",
         data=data,
-        form={"name": "", "redirect_uris": "", **(values or {})},
+        form={
+            "name": "",
+            "redirect_uris": "",
+            **(values or {}),
+            "client_id": crypto.new_client_id(),
+        },
         errors=errors or [],
     )
 
@@ -376,8 +382,10 @@ async def create_application(request: web.Request) -> web.StreamResponse:
     key = request.match_info["c"]
     name, uris = field(request, "name"), field(request, "redirect_uris")
     try:
-        made, secret = await pages.create_application(c, key, name, uris)
-    except NotFound:
+        made, secret = await pages.create_application(
+            c, key, name, uris, field(request, "client_id")
+        )
+    except (NotFound, pages.AlreadySent):
         raise
     except AdminError as exc:
         data = await pages.consumer_page(c.store, key)
@@ -394,6 +402,7 @@ def _app_action(
     verb: str,
     question: str,
     detail: str,
+    hidden: dict[str, str] | None = None,
 ) -> web.Response:
     base = f"{PREFIX}/consumers/{seg(consumer.id)}"
     return render(
@@ -406,24 +415,29 @@ def _app_action(
         action=f"{base}/oauth2/{seg(app.id)}/{verb}",
         button="Delete" if verb == "delete" else "Rotate secret",
         back=base,
-        hidden={},
+        hidden=hidden or {},
     )
 
 
 async def confirm_rotate(request: web.Request) -> web.Response:
     m = request.match_info
-    found_consumer, app = await pages.application(console(request).context.store, m["c"], m["cred"])
+    c = console(request).context
+    found_consumer, app = await pages.application(c.store, m["c"], m["cred"])
+    mark = session.secret_mark(c.token, app.id, app.secret_hash)
     detail = (
         "A new secret replaces the current one at once: clients using it stop getting tokens,"
         " and the tokens issued to this application are revoked."
     )
     question = f"Rotate the secret of {app.name or app.client_id}?"
-    return _app_action(request, found_consumer, app, "rotate", question, detail)
+    return _app_action(
+        request, found_consumer, app, "rotate", question, detail, {"secret_mark": mark}
+    )
 
 
 async def rotate(request: web.Request) -> web.StreamResponse:
     m = request.match_info
-    made, secret = await pages.rotate_secret(console(request).context, m["c"], m["cred"])
+    mark = field(request, "secret_mark")
+    made, secret = await pages.rotate_secret(console(request).context, m["c"], m["cred"], mark)
     return _secret_page(request, made, secret, "Secret rotated")
 
 

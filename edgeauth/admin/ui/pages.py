@@ -11,6 +11,11 @@ Rule 3: a problem with what the operator typed is an AdminError, which `messages
 into sentences naming the form's fields as the form labels them.
 Rule 4: counts are bounded: a list is read at most COUNT_LIMIT rows deep, and a larger
 count is shown as "more than" it.
+Rule 5: a write that shows a secret happens once per form, however often the browser sends
+it (a reload of the page that answered it sends it again): the creation form carries the new
+application's client id, drawn with the form, so a second post meets the first's; the rotate
+form carries a mark of the secret it replaces (session.py), which a second post no longer
+matches. Either repeat is an AlreadySent (409) that writes nothing and shows no secret.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from edgeauth.admin.credentials import (
 )
 from edgeauth.admin.http import AdminContext
 from edgeauth.admin.tokens import find_token
+from edgeauth.admin.ui import session
 from edgeauth.config import ServiceSettings, Settings
 from edgeauth.errors import (
     AdminError,
@@ -81,11 +87,28 @@ def when(timestamp: float | None) -> str:
 # what the operator typed: its problems as sentences (Rule 3) -----------------------------------
 CONSUMER_LABELS = {"username": "Username", "custom_id": "Custom ID"}
 APPLICATION_LABELS = {
+    "client_id": "Client id",
     "name": "Application name",
     "redirect_uris": "Redirect URIs",
     "client_secret": "Secret",
 }
 ENTITY_RULE = "Give a username, a custom ID, or both."
+ALREADY_CREATED = (
+    "An application with client id {client_id} already exists: this form was sent before"
+    " (reloading the page that showed the secret sends it again), so nothing was created."
+    " The secret was shown once; if it was not copied, rotate it."
+)
+ALREADY_ROTATED = (
+    "The secret of {name} was already rotated since this form was shown (reloading the page"
+    " that showed the new secret sends it again), so it was not rotated again: the secret"
+    " shown last is the one that works."
+)
+
+
+class AlreadySent(AdminError):
+    """A form that shows a secret, sent again (Rule 5)."""
+
+    status = 409
 
 
 def messages(exc: AdminError, labels: dict[str, str]) -> list[str]:
@@ -441,16 +464,24 @@ async def application(store: Store, consumer_key: str, app_key: str) -> tuple[Co
 
 
 async def create_application(
-    c: AdminContext, consumer_key: str, name: str, redirect_uris: str
+    c: AdminContext, consumer_key: str, name: str, redirect_uris: str, client_id: str = ""
 ) -> tuple[Credential, str | None]:
-    """A confidential application with a generated client id and secret; the secret in
-    clear is returned to be shown once (Rule 2)."""
+    """A confidential application with a generated secret; the secret in clear is returned
+    to be shown once (Rule 2). The client id is the form's (Rule 5), checked as the API
+    checks one, or generated when the form gave none."""
     consumer = await find_consumer(c.store, consumer_key)
     body: dict[str, object] = {"redirect_uris": lines_of(redirect_uris)}
     if _text(name) is not None:
         body["name"] = name.strip()
+    if _text(client_id) is not None:
+        body["client_id"] = client_id.strip()
     given = schemas.credential(body, now=c.clock())
-    return await new_credential(c.store, consumer, given)
+    try:
+        return await new_credential(c.store, consumer, given)
+    except UniqueViolation as exc:
+        if exc.field != "client_id":
+            raise
+        raise AlreadySent(ALREADY_CREATED.format(client_id=exc.value)) from exc
 
 
 async def _change(c: AdminContext, found: Credential, body: dict[str, object]) -> Credential:
@@ -459,10 +490,15 @@ async def _change(c: AdminContext, found: Credential, body: dict[str, object]) -
     return await apply_patch(c.store, found, await patch_of(body, given))
 
 
-async def rotate_secret(c: AdminContext, consumer_key: str, app_key: str) -> tuple[Credential, str]:
+async def rotate_secret(
+    c: AdminContext, consumer_key: str, app_key: str, mark: str
+) -> tuple[Credential, str]:
     """A new generated secret (the old one stops working, and the tokens issued with it are
-    revoked, as a changed secret does through the API)."""
+    revoked, as a changed secret does through the API), if `mark` is still that of the
+    current secret (Rule 5)."""
     _, found = await application(c.store, consumer_key, app_key)
+    if not session.secret_unchanged(mark, c.token, found.id, found.secret_hash):
+        raise AlreadySent(ALREADY_ROTATED.format(name=found.name or found.client_id))
     secret = crypto.mint()
     return await _change(c, unmanaged_app(found), {"client_secret": secret}), secret
 

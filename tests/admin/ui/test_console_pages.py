@@ -28,6 +28,7 @@ NAV = ("Overview", "Consumers", "Tokens", "Configuration")
 TOKEN_ID = re.compile(r"<code>([0-9a-f-]{36})</code>")
 LINK = re.compile(r"<a [^>]*>([^<]*)</a>")
 ROW = re.compile(r'<td><a href="/ui/consumers/[0-9a-f-]{36}">([^<]*)</a></td>')
+HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 
 
 def _text(html: str) -> str:
@@ -41,6 +42,11 @@ async def _page(c: Console, path: str) -> str:
     for name in NAV:
         assert f">{name}</a>" in reply.text
     return reply.text
+
+
+def _hidden(html: str) -> dict[str, str]:
+    """The hidden fields of a page's forms (one write form per page here)."""
+    return {name: unescape(value) for name, value in HIDDEN.findall(html)}
 
 
 async def _consumer_id(c: Console, name: str) -> str:
@@ -264,7 +270,7 @@ async def test_rotating_a_secret_shows_the_new_one_once(
     path = f"/ui/consumers/{client_app}/oauth2/{app['id']}/rotate"
     confirm = await _page(c, path)
     assert "Rotate the secret of SampleApp?" in confirm
-    reply = await c.submit(path, {})
+    reply = await c.post(path, _hidden(confirm))
     assert reply.status == 200, reply.text
     secret = one_time_secret(reply.text)
     assert secret != secrets["secret"]
@@ -279,10 +285,104 @@ async def test_a_public_client_has_no_secret_to_rotate(full_console: tuple[Conso
     await c.sign_in()
     client_app = await _consumer_id(c, "ClientApp")
     app = await _app(c, "publicclient")
-    reply = await c.submit(f"/ui/consumers/{client_app}/oauth2/{app['id']}/rotate", {})
+    path = f"/ui/consumers/{client_app}/oauth2/{app['id']}/rotate"
+    reply = await c.post(path, _hidden(await _page(c, path)))
     assert reply.status == 400
     assert "public clients have no secret" in reply.text
     assert "one-time-secret" not in reply.text
+
+
+async def test_a_creation_form_sent_again_creates_nothing(console: Console) -> None:
+    """A reload of "Application created" posts the form again: the client id drawn with the
+    form is taken by then, so the answer is a 409 page, without a second application or a
+    secret."""
+    await console.world.admin("POST", "/consumers", json={"username": "dave"})
+    dave = await _consumer_id(console, "dave")
+    await console.sign_in()
+    page = await _page(console, f"/ui/consumers/{dave}")
+    form = {**_hidden(page), "name": "Dave's app", "redirect_uris": "https://dave.example/cb"}
+    assert form["client_id"]
+    assert _hidden(await _page(console, f"/ui/consumers/{dave}"))["client_id"] != form["client_id"]
+    first = await console.post(f"/ui/consumers/{dave}/oauth2", form)
+    assert first.status == 200, first.text
+    assert client_id_of(first.text) == form["client_id"]
+    secret = one_time_secret(first.text)
+    again = await console.post(f"/ui/consumers/{dave}/oauth2", form)
+    assert again.status == 409, again.text
+    assert f"An application with client id {form['client_id']} already exists" in _text(again.text)
+    assert "nothing was created" in again.text
+    assert "one-time-secret" not in again.text
+    assert secret not in again.text
+    assert await _count(console, f"/consumers/{dave}/oauth2") == 1
+    assert await _client_credentials(console, form["client_id"], secret) == 200
+
+
+async def test_the_creation_forms_client_id_is_checked_as_the_apis(console: Console) -> None:
+    """The hidden client id is only a default: one sent instead passes the API's checks, one
+    sent empty is generated, and one another application holds creates nothing."""
+    await console.world.admin("POST", "/consumers", json={"username": "erin"})
+    erin = await _consumer_id(console, "erin")
+    path = f"/ui/consumers/{erin}/oauth2"
+    await console.sign_in()
+    cases = [
+        ("3f2b8a9e-1c4d-4e5f-8a6b-7c8d9e0f1a2b", "Client id: must not have the form of a UUID"),
+        ("bad\x01id", "Client id: must not contain control characters."),
+        ("x" * 256, "Client id: length must be at most 255."),
+    ]
+    for client_id, message in cases:
+        reply = await console.submit(path, {"name": "app", "client_id": client_id})
+        assert reply.status == 400, reply.text
+        assert message in unescape(reply.text)
+        assert _hidden(reply.text)["client_id"] != client_id  # the form back has a new one
+    assert await _count(console, f"/consumers/{erin}/oauth2") == 0
+    typed = await console.submit(path, {"name": "typed", "client_id": " erin-app "})
+    assert typed.status == 200, typed.text
+    assert client_id_of(typed.text) == "erin-app"
+    generated = await console.submit(path, {"name": "generated", "client_id": ""})
+    assert generated.status == 200, generated.text
+    assert len(client_id_of(generated.text)) >= 20
+    await console.world.admin("POST", "/consumers", json={"username": "frank"})
+    frank = await _consumer_id(console, "frank")
+    theirs = await console.submit(
+        f"/ui/consumers/{frank}/oauth2", {"name": "x", "client_id": "erin-app"}
+    )
+    assert theirs.status == 409, theirs.text
+    assert "one-time-secret" not in theirs.text
+    assert await _count(console, f"/consumers/{frank}/oauth2") == 0
+    assert (await _app(console, "erin-app"))["consumer"]["id"] == erin
+
+
+async def test_a_rotation_sent_again_rotates_nothing(
+    full_console: tuple[Console, dict[str, str]],
+) -> None:
+    """A reload of "Secret rotated" posts the confirmation again: it carries a mark of the
+    secret it replaced (never the stored hash), which no longer matches, so the secret just
+    shown keeps working."""
+    c, secrets = full_console
+    await c.sign_in()
+    client_app = await _consumer_id(c, "ClientApp")
+    app = await _app(c, "clientid")
+    path = f"/ui/consumers/{client_app}/oauth2/{app['id']}/rotate"
+    confirm = await _page(c, path)
+    form = _hidden(confirm)
+    assert form["secret_mark"]
+    assert "$pbkdf2-" not in confirm
+    first = await c.post(path, form)
+    assert first.status == 200, first.text
+    secret = one_time_secret(first.text)
+    again = await c.post(path, form)
+    assert again.status == 409, again.text
+    assert "The secret of SampleApp was already rotated" in again.text
+    assert "one-time-secret" not in again.text
+    assert await _client_credentials(c, "clientid", secret) == 200
+    assert (await c.post(path, {**form, "secret_mark": ""})).status == 409
+    fresh = _hidden(await _page(c, path))
+    assert fresh["secret_mark"] != form["secret_mark"]
+    await c.world.admin("PATCH", "/oauth2/clientid", json={"client_secret": "changed-" + "s" * 32})
+    stale = await c.post(path, fresh)  # changed through the API since the form was drawn
+    assert stale.status == 409, stale.text
+    assert await _client_credentials(c, "clientid", "changed-" + "s" * 32) == 200
+    assert await _client_credentials(c, "clientid", secrets["secret"]) != 200
 
 
 async def test_redirect_uris_are_edited(full_console: tuple[Console, Any]) -> None:

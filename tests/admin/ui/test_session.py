@@ -22,6 +22,15 @@ def test_a_new_session_is_valid_until_its_expiry() -> None:
     assert late.expires_at == int(NOW) + 60
 
 
+def test_the_cookie_outlives_its_session() -> None:
+    """A browser drops a cookie at its Max-Age: the cookie must still be sent after the
+    expiry for the console to say the session expired (it is refused all the same)."""
+    assert session.cookie_max_age(60) == 60 + session.COOKIE_MARGIN
+    assert session.COOKIE_MARGIN >= 60
+    value = session.issue(TOKEN, NOW, 60)
+    assert session.read(value, TOKEN, NOW + 60 + session.COOKIE_MARGIN).state is State.EXPIRED
+
+
 def test_each_session_is_new() -> None:
     assert session.issue(TOKEN, NOW, 60) != session.issue(TOKEN, NOW, 60)
 
