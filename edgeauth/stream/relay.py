@@ -24,8 +24,8 @@ import asyncio
 from collections.abc import Callable
 from typing import cast
 
-HIGH_WATER = 512 * 1024  # a side's write buffer beyond which the other side stops reading
-LOW_WATER = 128 * 1024  # ... and below which it reads again
+HIGH_WATER = 256 * 1024  # a side's write buffer beyond which the other side stops reading
+LOW_WATER = 64 * 1024  # ... and below which it reads again
 
 
 class Side(asyncio.Protocol):
