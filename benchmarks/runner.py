@@ -314,23 +314,8 @@ class Bench:
             return self._baselines["nginx", backend]
         if nginx_baseline.binary() is None:
             raise Skip("nginx is not installed (make bench installs it when it can)")
-        port = free_port()
-        prefix = self.workdir / f"nginx-{backend}"
-        conf = nginx_baseline.write_config(
-            prefix,
-            port=port,
-            upstream_port=self.backend(backend).address_port,
-            cert_file=self.certs.cert_file,
-            key_file=self.certs.key_file,
-            workers=max(1, len(self.layout.server)),
-        )
-        self.configs[f"nginx.conf (proxy to the {backend} backend)"] = conf.read_text()
-        proc = self.procs.start(
-            f"nginx-{backend}", nginx_baseline.command(prefix, conf), cpus=self.layout.server
-        )
-        wait_port(port, proc)
-        self._baselines["nginx", backend] = Server("nginx", f"https://127.0.0.1:{port}", [proc])
-        return self._baselines["nginx", backend]
+        label = f"proxy to the {backend} backend"
+        return self._start_nginx(backend, f"nginx-{backend}", nginx_baseline.write_config, label)
 
     def nginx_stream(self) -> Server:
         """nginx's `stream {}` module terminating TLS in front of the TCP upstream (started on
@@ -344,23 +329,31 @@ class Bench:
                 "nginx has no stream module with TLS (libnginx-mod-stream; make bench installs "
                 "it when it can)"
             )
+        label = "stream, TLS to the TCP upstream"
+        return self._start_nginx(TCP, "nginx-stream", nginx_baseline.write_stream_config, label)
+
+    def _start_nginx(
+        self, backend: str, name: str, write: Callable[..., Path], label: str
+    ) -> Server:
+        """nginx in front of `backend` with the nginx.conf `write` makes (write_config or
+        write_stream_config, which take the same keywords), kept under "nginx.conf (label)";
+        its URL is tls:// in front of the TCP upstream, https:// in front of the others."""
         port = free_port()
-        prefix = self.workdir / "nginx-stream"
-        conf = nginx_baseline.write_stream_config(
+        prefix = self.workdir / name
+        conf = write(
             prefix,
             port=port,
-            upstream_port=self.backend(TCP).address_port,
+            upstream_port=self.backend(backend).address_port,
             cert_file=self.certs.cert_file,
             key_file=self.certs.key_file,
             workers=max(1, len(self.layout.server)),
         )
-        self.configs["nginx.conf (stream, TLS to the TCP upstream)"] = conf.read_text()
-        proc = self.procs.start(
-            "nginx-stream", nginx_baseline.command(prefix, conf), cpus=self.layout.server
-        )
+        self.configs[f"nginx.conf ({label})"] = conf.read_text()
+        proc = self.procs.start(name, nginx_baseline.command(prefix, conf), cpus=self.layout.server)
         wait_port(port, proc)
-        self._baselines["nginx", TCP] = Server("nginx", f"tls://127.0.0.1:{port}", [proc])
-        return self._baselines["nginx", TCP]
+        scheme = "tls" if backend == TCP else "https"
+        self._baselines["nginx", backend] = Server("nginx", f"{scheme}://127.0.0.1:{port}", [proc])
+        return self._baselines["nginx", backend]
 
     def floor_stream(self) -> Server:
         """The floor TLS relay in front of the TCP upstream (started on first use)."""

@@ -1,4 +1,5 @@
-"""TLS for the listeners: the server SSLContext, and development certificates.
+"""TLS for the listeners: the server SSLContext, the client one upstreams are connected with,
+and development certificates.
 
 The server context follows Mozilla's "intermediate" profile: TLS 1.2+ only, AEAD ciphers
 with forward secrecy, no compression, no renegotiation, session tickets on (handshakes are
@@ -62,6 +63,19 @@ def server_context(
     if alpn:
         ctx.set_alpn_protocols(["http/1.1"])
     load_key_pair(ctx, cert_file, key_file)
+    return ctx
+
+
+def upstream_context(verify: bool, ca_file: Path | None) -> ssl.SSLContext:
+    """The client context of a TLS upstream, an https:// service's or a tls:// stream's alike:
+    the certificate and host name checked against `ca_file`, or the system's CAs when None,
+    or nothing checked when `verify` is off."""
+    ctx = ssl.create_default_context()
+    if not verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    elif ca_file is not None:
+        ctx.load_verify_locations(ca_file)
     return ctx
 
 

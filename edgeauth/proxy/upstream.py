@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+from edgeauth import tls
 from edgeauth.config import ServiceSettings
 from edgeauth.errors import (
     BodyTooLarge,
@@ -94,13 +95,7 @@ async def _once(data: bytes) -> AsyncIterator[bytes]:
 def _ssl_for(service: ServiceSettings) -> ssl.SSLContext | None:
     if not service.url.startswith("https:"):
         return None
-    ctx = ssl.create_default_context()
-    if not service.tls_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    elif service.ca_file is not None:
-        ctx.load_verify_locations(service.ca_file)
-    return ctx
+    return tls.upstream_context(service.tls_verify, service.ca_file)
 
 
 def request_head(

@@ -81,13 +81,7 @@ def upstream_ssl(stream: StreamSettings) -> ssl.SSLContext | None:
     """The context a tls:// upstream is connected with (None for tcp://)."""
     if stream_upstream(stream.upstream)[0] != "tls":
         return None
-    ctx = ssl.create_default_context()
-    if not stream.tls_verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    elif stream.ca_file is not None:
-        ctx.load_verify_locations(stream.ca_file)
-    return ctx
+    return tls.upstream_context(stream.tls_verify, stream.ca_file)
 
 
 def context_problems(settings: Settings) -> list[str]:

@@ -43,6 +43,22 @@ def pytest_asyncio_loop_factories(
     return {"uvloop": uvloop.new_event_loop}
 
 
+def write_pair(
+    directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+) -> tuple[Path, Path]:
+    """`cert` and its unencrypted `key` as PEM files stem.crt and stem.key: (cert, key)."""
+    cert_file, key_file = directory / f"{stem}.crt", directory / f"{stem}.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
 @dataclass(frozen=True)
 class Issuer:
     """A throw-away CA that signs server and client certificates into `directory`."""
@@ -102,18 +118,7 @@ class Issuer:
         )
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        leaf = builder.sign(self.key, hashes.SHA256())
-        cert_file = self.directory / f"{file_name}.crt"
-        key_file = self.directory / f"{file_name}.key"
-        cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-        key_file.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        return cert_file, key_file
+        return write_pair(self.directory, file_name, builder.sign(self.key, hashes.SHA256()), key)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from edgeauth.stream.peer import (
     server_name_matches,
     subject_text,
 )
+from tests.stream.conftest import write_pair
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -73,21 +74,6 @@ def _ca() -> Issuer:
     return Issuer(name, key, cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _write_pair(
-    directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
-) -> tuple[Path, Path]:
-    cert_file, key_file = directory / f"{stem}.crt", directory / f"{stem}.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
 def peer_cert(
     directory: Path,
     subject: x509.Name,
@@ -96,8 +82,8 @@ def peer_cert(
 ) -> PeerCert:
     """getpeercert() on the server side of a real mutual-TLS handshake with this client cert."""
     ca = _ca()
-    server = _write_pair(directory, "server", *_issue(_name(), ca, [x509.DNSName("localhost")]))
-    client = _write_pair(directory, "client", *_issue(subject, ca, sans))
+    server = write_pair(directory, "server", *_issue(_name(), ca, [x509.DNSName("localhost")]))
+    client = write_pair(directory, "client", *_issue(subject, ca, sans))
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(*server)
     server_ctx.verify_mode = ssl.CERT_REQUIRED

@@ -610,24 +610,26 @@ async def revoke_token(c: AdminContext, token_id: str) -> None:
     await c.store.revoke_token(found.token.id, c.clock())
 
 
-async def bulk_count(c: AdminContext, query: TokenQuery) -> Count:
-    """How many live tokens a "revoke all" of `query` would revoke."""
+async def _bulk_filter(c: AdminContext, query: TokenQuery) -> TokenFilter:
+    """The tokens a "revoke all" of `query` stands for, counted or revoked alike: it needs a
+    user or an application, and every filter it names must name something."""
     if not query.bulk:
         raise BadRequest("Revoking all tokens needs an authenticated user or an application.")
     which, unknown = await token_filter(c.store, query)
     if unknown:
         raise BadRequest(unknown)
+    return which
+
+
+async def bulk_count(c: AdminContext, query: TokenQuery) -> Count:
+    """How many live tokens a "revoke all" of `query` would revoke."""
+    which = await _bulk_filter(c, query)
     now = c.clock()
     return await _count(lambda after: c.store.list_tokens(which, now, after=after, size=READ_SIZE))
 
 
 async def revoke_all(c: AdminContext, query: TokenQuery) -> int:
-    if not query.bulk:
-        raise BadRequest("Revoking all tokens needs an authenticated user or an application.")
-    which, unknown = await token_filter(c.store, query)
-    if unknown:
-        raise BadRequest(unknown)
-    return await c.store.revoke_tokens(which, c.clock())
+    return await c.store.revoke_tokens(await _bulk_filter(c, query), c.clock())
 
 
 # configuration ---------------------------------------------------------------------------------

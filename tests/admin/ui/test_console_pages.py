@@ -62,6 +62,13 @@ async def _app(c: Console, client_id: str) -> dict[str, Any]:
     return reply.body
 
 
+async def _app_page(c: Console, client_id: str, action: str) -> str:
+    """The path of an action's page (rotate, edit, delete) for one of ClientApp's applications."""
+    client_app = await _consumer_id(c, "ClientApp")
+    app = await _app(c, client_id)
+    return f"/ui/consumers/{client_app}/oauth2/{app['id']}/{action}"
+
+
 async def _count(c: Console, path: str) -> int:
     reply = await c.world.admin("GET", path)
     return len(reply.body["data"])
@@ -265,9 +272,7 @@ async def test_rotating_a_secret_shows_the_new_one_once(
 ) -> None:
     c, secrets = full_console
     await c.sign_in()
-    client_app = await _consumer_id(c, "ClientApp")
-    app = await _app(c, "clientid")
-    path = f"/ui/consumers/{client_app}/oauth2/{app['id']}/rotate"
+    path = await _app_page(c, "clientid", "rotate")
     confirm = await _page(c, path)
     assert "Rotate the secret of SampleApp?" in confirm
     reply = await c.post(path, _hidden(confirm))
@@ -283,9 +288,7 @@ async def test_rotating_a_secret_shows_the_new_one_once(
 async def test_a_public_client_has_no_secret_to_rotate(full_console: tuple[Console, Any]) -> None:
     c, _ = full_console
     await c.sign_in()
-    client_app = await _consumer_id(c, "ClientApp")
-    app = await _app(c, "publicclient")
-    path = f"/ui/consumers/{client_app}/oauth2/{app['id']}/rotate"
+    path = await _app_page(c, "publicclient", "rotate")
     reply = await c.post(path, _hidden(await _page(c, path)))
     assert reply.status == 400
     assert "public clients have no secret" in reply.text
@@ -360,9 +363,7 @@ async def test_a_rotation_sent_again_rotates_nothing(
     shown keeps working."""
     c, secrets = full_console
     await c.sign_in()
-    client_app = await _consumer_id(c, "ClientApp")
-    app = await _app(c, "clientid")
-    path = f"/ui/consumers/{client_app}/oauth2/{app['id']}/rotate"
+    path = await _app_page(c, "clientid", "rotate")
     confirm = await _page(c, path)
     form = _hidden(confirm)
     assert form["secret_mark"]
@@ -389,8 +390,7 @@ async def test_redirect_uris_are_edited(full_console: tuple[Console, Any]) -> No
     c, _ = full_console
     await c.sign_in()
     client_app = await _consumer_id(c, "ClientApp")
-    app = await _app(c, "clientid")
-    path = f"/ui/consumers/{client_app}/oauth2/{app['id']}/edit"
+    path = await _app_page(c, "clientid", "edit")
     bad = await c.submit(path, {"redirect_uris": "https://new.example/cb\nrelative/cb"})
     assert bad.status == 400
     assert "Redirect URIs, line 2: cannot parse" in bad.text
@@ -412,8 +412,7 @@ async def test_an_application_and_a_consumer_are_deleted(
     c, secrets = full_console
     await c.sign_in()
     client_app = await _consumer_id(c, "ClientApp")
-    app = await _app(c, "clientid")
-    path = f"/ui/consumers/{client_app}/oauth2/{app['id']}/delete"
+    path = await _app_page(c, "clientid", "delete")
     assert "Delete application SampleApp?" in await _page(c, path)
     reply = await c.submit(path, {})
     assert reply.status == 303
