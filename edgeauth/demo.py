@@ -98,11 +98,22 @@ def _tour(settings: Settings) -> str:
         f'  curl -H "Authorization: Bearer $(cat {token})" http://{admin.host}:{admin.port}/status',
         f'  curl -H "Authorization: Bearer $(cat {token})" http://{admin.host}:{admin.port}/metrics',
         "  edgeauth consumers list   # the admin CLI (.venv/bin/edgeauth)",
+        _console_line(settings),
         "Logs: JSON lines; the access log on stdout, the process log on stderr (below).",
         "",
         "Press Ctrl-C to stop.",
     ]
     return "\n".join(lines)
+
+
+def _console_line(settings: Settings) -> str:
+    """Where the admin console is, or how to turn it on (it is off by default)."""
+    admin = settings.admin.listen
+    scheme = "https" if settings.admin.tls_cert_file is not None else "http"
+    url = f"{scheme}://{admin.host}:{admin.port}/ui/"
+    if settings.admin.ui:
+        return f"Admin console: {url} (sign in with the admin token)"
+    return f"Admin console: set [admin] ui = true in the config, then {url}"
 
 
 def run_demo(settings: Settings, config: Path) -> int:
