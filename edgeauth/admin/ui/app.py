@@ -34,7 +34,7 @@ from aiohttp import web
 from edgeauth import crypto, metrics
 from edgeauth.admin.http import CREATED, AdminContext, Handler, body_of
 from edgeauth.admin.ui import pages, session
-from edgeauth.errors import AdminError, NotFound, StoreUnavailable
+from edgeauth.errors import AdminError, NotFound, StoreError, StoreUnavailable
 from edgeauth.models import Consumer, Credential
 
 log = logging.getLogger(__name__)
@@ -169,6 +169,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(request, 404, "Not found: it may have been deleted.")
     except StoreUnavailable:
         return _error(request, 503, "The store cannot be reached; try again in a moment.")
+    except StoreError as exc:  # the store refused what was asked (a page cursor edited by hand)
+        return _error(request, 400, str(exc))
     except AdminError as exc:
         return _error(request, exc.status, str(exc))
     except Exception:

@@ -515,6 +515,16 @@ async def test_token_filters_that_name_nothing_say_so(full_console: tuple[Consol
     assert bad.status == 400
 
 
+async def test_a_page_cursor_edited_by_hand_is_a_400(console: Console) -> None:
+    """The tokens page's `after` is the store's cursor: one it cannot read is the caller's
+    mistake, said as such, never a 500."""
+    await console.sign_in()
+    for cursor in ("not-a-cursor", "x" * 5000):
+        reply = await console.get(f"/ui/tokens?after={cursor}")
+        assert reply.status == 400, reply.text
+        assert "malformed page cursor" in reply.text
+
+
 async def test_the_config_page_redacts_secrets(console: Console) -> None:
     await console.sign_in()
     page = await _page(console, "/ui/config")
