@@ -14,6 +14,7 @@ Path=/ui/, Secure when the admin listener has TLS, and outlives its session (ses
 Rule 4) so that an expired one is told from none.
 Rule 4: a problem with what was typed gives the same page back (400) with the form as typed
 and a sentence per problem, nothing written; no error reaches the browser as a stack trace.
+A path or query that is not UTF-8 once percent-decoded is a 400 page, as in the API.
 Rule 5: writes are logged by the admin audit trail like the API's (admin/trail.py), as the
 console's.
 """
@@ -32,7 +33,7 @@ import jinja2
 from aiohttp import web
 
 from edgeauth import crypto, metrics
-from edgeauth.admin.http import CREATED, AdminContext, Handler, body_of
+from edgeauth.admin.http import CREATED, AdminContext, Handler, body_of, check_target
 from edgeauth.admin.ui import pages, session
 from edgeauth.errors import AdminError, NotFound, StoreError, StoreUnavailable
 from edgeauth.models import Consumer, Credential
@@ -179,6 +180,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+    check_target(request.raw_path)  # an id in the path is looked up as typed (http.py Rule 3)
     c = console(request)
     found = session.read(request.cookies.get(session.COOKIE), c.context.token, c.context.clock())
     request[SESSION] = found
