@@ -118,13 +118,14 @@ def render(request: web.Request, template: str, status: int = 200, **values: Any
     """A page; signed-in pages get the CSRF token their forms carry."""
     found = request.get(SESSION)
     signed_in = found is not None and found.state is session.State.VALID
-    c = console(request)
-    csrf = session.csrf_token(c.context.token, found) if signed_in and found else ""
+    csrf = session.csrf_token(console(request).context.token, found) if signed_in and found else ""
+    return _html(request, template, status, signed_in=signed_in, csrf=csrf, **values)
+
+
+def _html(request: web.Request, template: str, status: int, **values: Any) -> web.Response:
     notice = NOTICES.get(request.query.get("notice", ""), "")
-    values = {"section": "", "errors": [], **values}
-    body = c.templates.get_template(template).render(
-        signed_in=signed_in, csrf=csrf, notice=notice, **values
-    )
+    page = console(request).templates.get_template(template)
+    body = page.render(notice=notice, **{"section": "", "errors": [], **values})
     return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
 
 
@@ -211,16 +212,17 @@ async def _headers(request: web.Request, response: web.StreamResponse) -> None:
 
 # sign-in ---------------------------------------------------------------------------------------
 def _login_page(request: web.Request, status: int, errors: list[str], after: str) -> web.Response:
-    c = console(request)
-    body = c.templates.get_template("login.html").render(
+    """The sign-in form, shown as signed out whatever the cookie (it signs in anew)."""
+    return _html(
+        request,
+        "login.html",
+        status,
         signed_in=False,
         csrf="",
-        notice=NOTICES.get(request.query.get("notice", ""), ""),
         errors=errors,
         next=after,
         title="Sign in",
     )
-    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
 
 
 async def login_form(request: web.Request) -> web.Response:
