@@ -191,12 +191,12 @@ class Gateway:
 
     async def _report_gauges(self) -> None:
         while True:
+            self.streams.report()  # tallies first, so this flush carries them
             self.metrics.flush()
             stats = self.stats()
             self.metrics.gauges(
                 stats["connections"], stats["inflight_requests"], stats["token_cache_entries"]
             )
-            self.streams.report()
             await asyncio.sleep(FLUSH_SECONDS)
 
     async def _admin_app(self, store: Store) -> web.AppRunner:
