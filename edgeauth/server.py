@@ -276,18 +276,26 @@ class Gateway:
             self._bus.stopped_accepting()
         c.server.pre_shutdown()  # idle keep-alive connections close now
         await asyncio.gather(
-            c.server.shutdown(drain_seconds), self.streams.drain(drain_seconds, streams_until)
+            self._stop_http(drain_seconds), self.streams.drain(drain_seconds, streams_until)
         )
-        for upstream in self.upstreams.values():
-            await upstream.close()
-        if c.admin is not None:
-            await c.admin.cleanup()
-        await c.feed.stop()
         c.sweeper.cancel()
         c.gauges.cancel()
         self.metrics.flush()
         await c.store.close()
         self.access_log.close()
+
+    async def _stop_http(self, drain_seconds: float) -> None:
+        """HTTP's drain, then what only HTTP uses, closed without waiting for the streams (a
+        retiring worker may relay them for stream_retire_seconds): the upstream pools, the
+        admin API, which would otherwise answer for the settings a reload replaced, and the
+        revocation feed."""
+        c = self.c
+        await c.server.shutdown(drain_seconds)
+        for upstream in self.upstreams.values():
+            await upstream.close()
+        if c.admin is not None:
+            await c.admin.cleanup()
+        await c.feed.stop()
 
     async def handle(self, request: Request) -> AnyResponse:
         """Entry point of every request on the proxy listener."""
