@@ -7,7 +7,7 @@ Rule 2: beyond `max_inflight_requests` a request gets a fast 503, so a saturated
 load instead of queueing without bound.
 Rule 3: the stream listeners ([[streams]], edgeauth/stream/) share the worker's access log and
 metrics, and stop accepting with the HTTP ones; their connections drain on their own terms
-(`stop`'s `streams_until`).
+(`stop`'s `streams_until`), while what only HTTP uses (the admin API among it) closes with HTTP.
 """
 
 from __future__ import annotations
