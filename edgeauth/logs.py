@@ -171,7 +171,8 @@ class AccessLog:
             os.close(old)
 
     def record(self, ex: Entry) -> None:
-        """Queue the access-log entry of a finished exchange, stamped now (exchange.py Rule 3)."""
+        """Queue the access-log entry of a finished exchange or stream connection, stamped now
+        (exchange.py Rule 3)."""
         if not self.enabled:
             return
         ex.logged_ns = time.time_ns()

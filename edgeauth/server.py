@@ -7,7 +7,7 @@ Rule 2: beyond `max_inflight_requests` a request gets a fast 503, so a saturated
 load instead of queueing without bound.
 Rule 3: the stream listeners ([[streams]], edgeauth/stream/) share the worker's access log and
 metrics, and stop accepting with the HTTP ones; their connections drain on their own terms
-(`stop`'s `streams_until`).
+(`stop`'s `streams_until`), while what only HTTP uses (the admin API among it) closes with HTTP.
 """
 
 from __future__ import annotations
@@ -191,12 +191,12 @@ class Gateway:
 
     async def _report_gauges(self) -> None:
         while True:
+            self.streams.report()  # tallies first, so this flush carries them
             self.metrics.flush()
             stats = self.stats()
             self.metrics.gauges(
                 stats["connections"], stats["inflight_requests"], stats["token_cache_entries"]
             )
-            self.streams.report()
             await asyncio.sleep(FLUSH_SECONDS)
 
     async def _admin_app(self, store: Store) -> web.AppRunner:
@@ -276,18 +276,26 @@ class Gateway:
             self._bus.stopped_accepting()
         c.server.pre_shutdown()  # idle keep-alive connections close now
         await asyncio.gather(
-            c.server.shutdown(drain_seconds), self.streams.drain(drain_seconds, streams_until)
+            self._stop_http(drain_seconds), self.streams.drain(drain_seconds, streams_until)
         )
-        for upstream in self.upstreams.values():
-            await upstream.close()
-        if c.admin is not None:
-            await c.admin.cleanup()
-        await c.feed.stop()
         c.sweeper.cancel()
         c.gauges.cancel()
         self.metrics.flush()
         await c.store.close()
         self.access_log.close()
+
+    async def _stop_http(self, drain_seconds: float) -> None:
+        """HTTP's drain, then what only HTTP uses, closed without waiting for the streams (a
+        retiring worker may relay them for stream_retire_seconds): the upstream pools, the
+        admin API, which would otherwise answer for the settings a reload replaced, and the
+        revocation feed."""
+        c = self.c
+        await c.server.shutdown(drain_seconds)
+        for upstream in self.upstreams.values():
+            await upstream.close()
+        if c.admin is not None:
+            await c.admin.cleanup()
+        await c.feed.stop()
 
     async def handle(self, request: Request) -> AnyResponse:
         """Entry point of every request on the proxy listener."""

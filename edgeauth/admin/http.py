@@ -88,7 +88,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         if not authorized(request.headers, ctx(request).token):
             raise AdminUnauthorized()
-        _check_target(request.raw_path)
+        check_target(request.raw_path)
         return await handler(request)
     except web.HTTPException as exc:
         if exc.status == 404:
@@ -123,8 +123,8 @@ def _route_of(request: web.Request) -> str:
     return info.canonical if info is not None else "?"
 
 
-def _check_target(raw_path: str) -> None:
-    """Path and query, percent-decoded, must be UTF-8 (Rule 3)."""
+def check_target(raw_path: str) -> None:
+    """Path and query, percent-decoded, must be UTF-8 (Rule 3; the console's guard too)."""
     try:
         unquote_to_bytes(raw_path).decode("utf-8")
     except UnicodeDecodeError as exc:

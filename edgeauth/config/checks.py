@@ -242,8 +242,11 @@ def _check_stream(stream: StreamSettings, path: str, ctx: Context) -> StreamSett
     except Bad as bad:
         ctx.problem(join(path, "upstream"), str(bad))
         scheme = ""
-    if scheme == "tcp" and stream.ca_file is not None:
-        ctx.problem(join(path, "ca_file"), "only a tls:// upstream has a certificate to verify")
+    if scheme == "tcp":  # a key that would only ever be ignored
+        if stream.ca_file is not None:
+            ctx.problem(join(path, "ca_file"), "only a tls:// upstream has a certificate to verify")
+        if not stream.tls_verify:
+            ctx.problem(join(path, "tls_verify"), "only a tls:// upstream has a certificate")
     for i, name in enumerate(stream.server_names):
         if problem := _server_name_problem(name):
             ctx.problem(f"{path}.server_names[{i}]", problem)

@@ -200,4 +200,4 @@ class Relay:
 
 
 def _ended(relay: Relay) -> None:
-    """What a relay calls once it has ended: nothing more (Rule 5)."""
+    """What a relay calls once it has ended: nothing more (Rule 6)."""

@@ -132,10 +132,12 @@ class Routes:
     wildcards: list[tuple[str, Route]] = field(default_factory=list)
     default: Route | None = None
     tls: bool = True  # peek at a ClientHello (false: one plain stream, nothing to choose)
+    capacity: int = 0  # the listener's slots: its streams' max_connections (Rule 1)
 
     def add(self, route: Route) -> None:
         names = route.settings.server_names
         self.tls = route.settings.tls
+        self.capacity += route.settings.max_connections
         if not names:
             self.default = route
         for name in names:
@@ -155,18 +157,11 @@ class Routes:
                 return candidate
         return self.default
 
-    @property
-    def capacity(self) -> int:
-        routes = {id(r): r for r in (*self.exact.values(), *(r for _, r in self.wildcards))}
-        if self.default is not None:
-            routes[id(self.default)] = self.default
-        return sum(r.settings.max_connections for r in routes.values())
-
 
 def _name(address: Any) -> str:
+    """A socket address as the log shows it: "host:port", "[v6]:port" (Address's form)."""
     if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+        return str(Address(str(address[0]), address[1]))
     return str(address)
 
 

@@ -142,6 +142,7 @@ def test_streams_sharing_a_listener_by_sni(tmp_path: Path) -> None:
             "set both tls_cert_file and tls_key_file",
         ),
         (stream(ca_file="ca.pem"), "streams[0].ca_file", "only a tls:// upstream"),
+        (stream(tls_verify=False), "streams[0].tls_verify", "only a tls:// upstream"),
         (stream(server_names=["10.0.0.1"]), "streams[0].server_names[0]", "never sent as SNI"),
         (stream(server_names=["a..example"]), "streams[0].server_names[0]", "a DNS name"),
         (

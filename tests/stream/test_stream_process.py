@@ -8,6 +8,7 @@ from /proc (VmRSS).
 from __future__ import annotations
 
 import contextlib
+import http.client
 import signal
 import socket
 import ssl
@@ -280,6 +281,48 @@ def test_a_reload_keeps_established_connections_and_a_stop_ends_them(
     old.close()
     reasons = sorted(x["close_reason"] for x in stream_lines(tmp_path, 2))
     assert reasons == ["client_closed", "shutdown"]
+
+
+def admin_worker(gw: ServeProcess, token: str) -> int:
+    """The pid of the worker that answers the admin API on a connection of its own."""
+    admin = next(e for e in gw.log if e.get("msg") == "ready")["admin"][0]
+    host, port = admin.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=5)
+    try:
+        conn.request("GET", "/status", headers={"Authorization": f"Bearer {token}"})
+        return int(orjson.loads(conn.getresponse().read())["worker"])
+    finally:
+        conn.close()
+
+
+def test_a_retiring_worker_stops_answering_the_admin_api_while_it_relays(
+    tmp_path: Path, dev_cert: tls.DevCertificate, serve: Any, servers: Any
+) -> None:
+    """The admin listener is HTTP: a worker retiring after a reload closes it once HTTP has
+    drained, not when its last stream connection ends (an hour later, say), so the admin API
+    and the console never answer for the settings a reload replaced."""
+    first, second = servers(tagged(b"A")), servers(tagged(b"B"))
+    table = {"name": "iris", "listen": "127.0.0.1:0", "tls": False, "upstream": first.url}
+    config = stream_config(tmp_path, dev_cert, [table], drain_seconds=1)
+    gw = serve(config)
+    (retiring,) = gw.worker_pids()
+    token = (tmp_path / "admin.token").read_text().strip()
+    held = socket.create_connection(("127.0.0.1", stream_port(gw)))
+    assert recv_exactly(held, 1) == b"A"
+    stream_config(tmp_path, dev_cert, [{**table, "upstream": second.url}], drain_seconds=1)
+    gw.proc.send_signal(signal.SIGHUP)
+    wait_for_log(gw, lambda e: e.get("msg") == "draining" and e.get("retiring") is True)
+    deadline = time.monotonic() + 10
+    answered: list[int] = []
+    while time.monotonic() < deadline:  # fresh connections, shared by whoever accepts them
+        answered = [admin_worker(gw, token) for _ in range(30)]
+        if retiring not in answered:
+            break
+        time.sleep(0.2)
+    assert retiring not in answered
+    held.sendall(b"still here")
+    assert recv_exactly(held, 10) == b"still here"  # relayed by the retiring worker all along
+    held.close()
 
 
 def test_a_retiring_worker_relays_a_busy_connection_no_longer_than_stream_retire_seconds(

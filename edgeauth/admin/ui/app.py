@@ -14,6 +14,7 @@ Path=/ui/, Secure when the admin listener has TLS, and outlives its session (ses
 Rule 4) so that an expired one is told from none.
 Rule 4: a problem with what was typed gives the same page back (400) with the form as typed
 and a sentence per problem, nothing written; no error reaches the browser as a stack trace.
+A path or query that is not UTF-8 once percent-decoded is a 400 page, as in the API.
 Rule 5: writes are logged by the admin audit trail like the API's (admin/trail.py), as the
 console's.
 """
@@ -32,9 +33,9 @@ import jinja2
 from aiohttp import web
 
 from edgeauth import crypto, metrics
-from edgeauth.admin.http import CREATED, AdminContext, Handler, body_of
+from edgeauth.admin.http import CREATED, AdminContext, Handler, body_of, check_target
 from edgeauth.admin.ui import pages, session
-from edgeauth.errors import AdminError, NotFound, StoreUnavailable
+from edgeauth.errors import AdminError, NotFound, StoreError, StoreUnavailable
 from edgeauth.models import Consumer, Credential
 
 log = logging.getLogger(__name__)
@@ -117,13 +118,14 @@ def render(request: web.Request, template: str, status: int = 200, **values: Any
     """A page; signed-in pages get the CSRF token their forms carry."""
     found = request.get(SESSION)
     signed_in = found is not None and found.state is session.State.VALID
-    c = console(request)
-    csrf = session.csrf_token(c.context.token, found) if signed_in and found else ""
+    csrf = session.csrf_token(console(request).context.token, found) if signed_in and found else ""
+    return _html(request, template, status, signed_in=signed_in, csrf=csrf, **values)
+
+
+def _html(request: web.Request, template: str, status: int, **values: Any) -> web.Response:
     notice = NOTICES.get(request.query.get("notice", ""), "")
-    values = {"section": "", "errors": [], **values}
-    body = c.templates.get_template(template).render(
-        signed_in=signed_in, csrf=csrf, notice=notice, **values
-    )
+    page = console(request).templates.get_template(template)
+    body = page.render(notice=notice, **{"section": "", "errors": [], **values})
     return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
 
 
@@ -169,6 +171,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         return _error(request, 404, "Not found: it may have been deleted.")
     except StoreUnavailable:
         return _error(request, 503, "The store cannot be reached; try again in a moment.")
+    except StoreError as exc:  # the store refused what was asked (a page cursor edited by hand)
+        return _error(request, 400, str(exc))
     except AdminError as exc:
         return _error(request, exc.status, str(exc))
     except Exception:
@@ -177,6 +181,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+    check_target(request.raw_path)  # an id in the path is looked up as typed (http.py Rule 3)
     c = console(request)
     found = session.read(request.cookies.get(session.COOKIE), c.context.token, c.context.clock())
     request[SESSION] = found
@@ -207,16 +212,17 @@ async def _headers(request: web.Request, response: web.StreamResponse) -> None:
 
 # sign-in ---------------------------------------------------------------------------------------
 def _login_page(request: web.Request, status: int, errors: list[str], after: str) -> web.Response:
-    c = console(request)
-    body = c.templates.get_template("login.html").render(
+    """The sign-in form, shown as signed out whatever the cookie (it signs in anew)."""
+    return _html(
+        request,
+        "login.html",
+        status,
         signed_in=False,
         csrf="",
-        notice=NOTICES.get(request.query.get("notice", ""), ""),
         errors=errors,
         next=after,
         title="Sign in",
     )
-    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
 
 
 async def login_form(request: web.Request) -> web.Response:

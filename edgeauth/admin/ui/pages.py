@@ -24,7 +24,6 @@ import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields, is_dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -648,8 +647,6 @@ def _shown(name: str, value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, tuple):
         return ", ".join(str(v) for v in value) if value else "(none)"
-    if isinstance(value, Path):
-        return str(value)
     return str(value)
 
 

@@ -515,6 +515,31 @@ async def test_token_filters_that_name_nothing_say_so(full_console: tuple[Consol
     assert bad.status == 400
 
 
+async def test_a_page_cursor_edited_by_hand_is_a_400(console: Console) -> None:
+    """The tokens page's `after` is the store's cursor: one it cannot read is the caller's
+    mistake, said as such, never a 500."""
+    await console.sign_in()
+    for cursor in ("not-a-cursor", "x" * 5000):
+        reply = await console.get(f"/ui/tokens?after={cursor}")
+        assert reply.status == 400, reply.text
+        assert "malformed page cursor" in reply.text
+
+
+async def test_a_target_that_is_not_utf8_is_a_400(console: Console) -> None:
+    """As in the API (admin/http.py Rule 3): aiohttp would keep %FF as the text "%FF", and
+    the console look that up as a consumer's name."""
+    made = await console.world.admin("POST", "/consumers", json={"username": "%FF"})
+    assert made.status == 201, made.text
+    await console.sign_in()
+    for target in ("/ui/consumers/%FF", "/ui/consumers?q=%ED%A0%80", "/ui/tokens?user=a%C3"):
+        reply = await console.get(target)
+        assert reply.status == 400, (target, reply.text)
+        assert "not valid UTF-8 once percent-decoded" in reply.text
+    reply = await console.submit("/ui/consumers/%FF/delete", {})
+    assert reply.status == 400, reply.text
+    assert (await console.world.admin("GET", "/consumers/%25FF")).status == 200
+
+
 async def test_the_config_page_redacts_secrets(console: Console) -> None:
     await console.sign_in()
     page = await _page(console, "/ui/config")
