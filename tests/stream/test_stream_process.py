@@ -273,11 +273,9 @@ def test_a_reload_keeps_established_connections_and_a_stop_ends_them(
     old.sendall(b"and now")
     assert recv_exactly(old, 7) == b"and now"
 
-    started = time.monotonic()
     assert gw.stop(signal.SIGTERM) == 0
-    old.settimeout(10)
+    old.settimeout(10)  # drain_seconds is 1: a connection still open after 10 s fails the test
     assert old.recv(100) == b""  # closed after drain_seconds
-    assert time.monotonic() - started < 10
     old.close()
     reasons = sorted(x["close_reason"] for x in stream_lines(tmp_path, 2))
     assert reasons == ["client_closed", "shutdown"]
