@@ -184,12 +184,15 @@ def bind_slots(settings: Settings) -> tuple[list[Slot], dict[str, list[str]]]:
         "tls": "https",
         "plain": "http",
         "admin": "https" if admin_tls else "http",
-        "stream": "tcp",
+        "stream": "tls",  # what a client speaks there: TLS, terminated or passed through
     }
+    plain_streams = {(a.host, a.port) for s in settings.streams if not s.tls for a in s.listen}
     urls: dict[str, list[str]] = {"listen": [], "admin": [], "streams": []}
     group = {"admin": "admin", "stream": "streams"}
-    for (host, _, kind), port in ports.items():
-        urls[group.get(kind, "listen")].append(f"{scheme[kind]}://{_host(host)}:{port}")
+    for (host, configured, kind), port in ports.items():
+        plain = kind == "stream" and (host, configured) in plain_streams
+        shown = "tcp" if plain else scheme[kind]
+        urls[group.get(kind, "listen")].append(f"{shown}://{_host(host)}:{port}")
     return slots, urls
 
 

@@ -39,9 +39,13 @@ def stream_config(
     return path
 
 
-def stream_port(gw: ServeProcess) -> int:
+def stream_port(gw: ServeProcess, scheme: str = "tcp") -> int:
+    """The port of the gateway's one stream listener, which its ready line shows with what a
+    client speaks there: tcp:// for a `tls = false` stream, tls:// otherwise."""
     ready = next(e for e in gw.log if e.get("msg") == "ready")
-    return int(ready["streams"][0].rsplit(":", 1)[1])
+    (url,) = ready["streams"]
+    assert url.startswith(f"{scheme}://127.0.0.1:"), url
+    return int(url.rsplit(":", 1)[1])
 
 
 def rss(pid: int) -> int:
@@ -196,7 +200,7 @@ def test_a_slow_reader_holds_back_the_upstream_instead_of_growing_memory(
     baseline = rss(worker)
     ctx = ssl.create_default_context(cafile=str(dev_cert.ca_file))
     client = ctx.wrap_socket(
-        socket.create_connection(("127.0.0.1", stream_port(gw))), server_hostname="localhost"
+        socket.create_connection(("127.0.0.1", stream_port(gw, "tls"))), server_hostname="localhost"
     )
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
     sampler = Sampler(worker)
