@@ -45,6 +45,7 @@ async def test_a_wrong_token_is_refused_and_audited(console: Console) -> None:
     reply = await console.post("/ui/login", {"token": "not-the-token"})
     assert reply.status == 401
     assert "The admin token is not valid." in reply.text
+    assert "Nothing was changed" not in reply.text  # said of forms that write, not of sign-in
     assert "Set-Cookie" not in reply.headers
     assert (await console.get("/ui/")).status == 303  # still signed out
     line = console.audit()[-1]
