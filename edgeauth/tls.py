@@ -68,7 +68,7 @@ def server_context(
 
 def upstream_context(verify: bool, ca_file: Path | None) -> ssl.SSLContext:
     """The client context of a TLS upstream, an https:// service's or a tls:// stream's alike:
-    the certificate and host name checked against `ca_file`, or the system's CAs when None,
+    the certificate and host name checked against the system's CAs plus `ca_file` when given,
     or nothing checked when `verify` is off."""
     ctx = ssl.create_default_context()
     if not verify:
