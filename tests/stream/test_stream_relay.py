@@ -396,7 +396,9 @@ async def test_an_idle_connection_is_closed(streams: Streams, upstream: Upstream
     writer.close()
     (line,) = await gw.log()
     assert line["close_reason"] == "idle_timeout"
-    assert line["duration_ms"] >= 300
+    # not before the timeout; the timer runs on uvloop's clock, which libuv keeps in whole
+    # milliseconds and caches per loop turn, the duration on perf_counter (seen: 299.863)
+    assert line["duration_ms"] >= 300 - 1
 
 
 async def test_traffic_keeps_a_connection_from_idling_out(
